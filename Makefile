@@ -1,0 +1,99 @@
+# minipostfix: the two commands a newcomer needs are `make run` and `make test`.
+# Both do all set-up on a fresh Debian 12 machine (see README.md).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := python3-venv python3-dev gcc libdb5.3-dev
+UID := $(shell id -u)
+
+# Where `make run` puts its instance (../shared decisions, item 4).
+ifeq ($(UID),0)
+RUN_CONF ?= /etc/minipostfix
+RUN_QUEUE ?= /var/spool/minipostfix
+RUN_DATA ?= /var/lib/minipostfix
+RUN_LOG ?= /var/log/minipostfix.log
+else
+RUN_CONF ?= $(CURDIR)/run/etc
+RUN_QUEUE ?= $(CURDIR)/run/queue
+RUN_DATA ?= $(CURDIR)/run/data
+RUN_LOG ?= $(CURDIR)/run/maillog
+endif
+
+.PHONY: all setup deps mail-owner run start stop status test lint wheel-test clean
+
+all: setup
+
+# System packages: installed as root, otherwise the command to run is printed.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$(UID)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else \
+	    echo "missing Debian packages:$$missing"; \
+	    echo "run as root:  apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+# mail_owner: Postfix's default account, created as a system user when missing.
+mail-owner:
+	@if ! getent passwd postfix >/dev/null; then \
+	  if [ "$(UID)" = 0 ]; then \
+	    echo "creating system user postfix"; \
+	    getent group postfix >/dev/null || groupadd --system postfix; \
+	    useradd --system --gid postfix --no-create-home --home-dir /nonexistent \
+	      --shell /usr/sbin/nologin postfix; \
+	  else \
+	    echo "warning: mail_owner account postfix does not exist (create it as root)"; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
+	$(MAKE) deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $@
+
+setup: $(VENV)/.installed mail-owner
+
+# The runtime configuration, rendered from the embedded default.
+$(RUN_CONF)/main.cf: etc/main.cf etc/master.cf $(VENV)/.installed
+	$(BIN)/minipostfix -c $(RUN_CONF) create-instance \
+	  queue_directory=$(RUN_QUEUE) data_directory=$(RUN_DATA) \
+	  daemon_directory=$(CURDIR)/$(BIN) maillog_file=$(RUN_LOG)
+	$(BIN)/python -m tlsmgr.clients.mkcert $(RUN_CONF)
+
+run: setup $(RUN_CONF)/main.cf
+	@echo "minipostfix: configuration $(RUN_CONF), log $(RUN_LOG); Ctrl-C or 'make stop' ends it"
+	exec $(BIN)/minipostfix -c $(RUN_CONF) start-fg
+
+start: setup $(RUN_CONF)/main.cf
+	$(BIN)/minipostfix -c $(RUN_CONF) start
+
+stop:
+	$(BIN)/minipostfix -c $(RUN_CONF) stop
+
+status:
+	$(BIN)/minipostfix -c $(RUN_CONF) status -v
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Build a wheel, install it into a fresh venv, run the console scripts from it.
+wheel-test: setup
+	rm -rf build/wheel-test && mkdir -p build/wheel-test
+	$(BIN)/pip wheel -q --no-deps -w build/wheel-test .
+	$(PYTHON) -m venv build/wheel-test/venv
+	build/wheel-test/venv/bin/pip install -q build/wheel-test/*.whl
+	cd build && ../tests/wheel_smoke.sh wheel-test/venv
+
+clean:
+	rm -rf build dist *.egg-info run .pytest_cache

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run the console scripts from an installed wheel (not the checkout).
+# Usage: tests/wheel_smoke.sh VENV   (run from a directory outside the checkout's packages)
+set -euo pipefail
+venv=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+"$venv/bin/python" - <<'PY'
+import master, tlsmgr, sys
+for mod in (master, tlsmgr):
+    assert "site-packages" in mod.__file__, mod.__file__
+print("imports from", master.__file__)
+PY
+"$venv/bin/minipostfix" -c "$tmp/etc" create-instance queue_directory="$tmp/queue" \
+    data_directory="$tmp/data" daemon_directory="$venv/bin" maillog_file="$tmp/maillog"
+test -s "$tmp/etc/main.cf" && test -s "$tmp/etc/master.cf"
+"$venv/bin/minipostconf" -c "$tmp/etc" -n | grep -q "^queue_directory = $tmp/queue$"
+"$venv/bin/minipostconf" -c "$tmp/etc" -M | grep -q "^tlsmgr "
+"$venv/bin/minipostconf" -d tls_random_source | grep -q "dev:/dev/urandom"
+"$venv/bin/tlsmgr" -V </dev/null >/dev/null 2>&1 || true   # must exist; refuses a tty/no transport
+test -x "$venv/bin/tlsmgr" && test -x "$venv/bin/testsmtpd"
+echo "wheel smoke test passed"

@@ -1,0 +1,1 @@
+"""Clients built on tlsmgr.client: the probe, the smtp test client, the smtpd test server."""
