@@ -61,7 +61,9 @@ class Param:
 
 MASTER_PARAMS: tuple[Param, ...] = (
     Param("config_directory", DEFAULT_CONFIG_DIR, doc="Where main.cf and master.cf live."),
-    Param("queue_directory", "/var/spool/postfix", doc="The jail; sockets in private/ and public/."),
+    Param(
+        "queue_directory", "/var/spool/postfix", doc="The jail; sockets in private/ and public/."
+    ),
     Param("data_directory", "/var/lib/postfix", doc="mail_owner's writable data: caches, locks."),
     Param("daemon_directory", "/usr/lib/postfix/sbin", doc="Where master.cf commands are found."),
     Param("mail_owner", "postfix", doc="The unprivileged account daemons run as."),

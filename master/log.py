@@ -121,7 +121,9 @@ def log_init(
             )
             return
         except OSError as err:
-            sys.stderr.write(f"{_state.process_name}: warning: open {maillog_file}: {err.strerror}\n")
+            sys.stderr.write(
+                f"{_state.process_name}: warning: open {maillog_file}: {err.strerror}\n"
+            )
     syslog.openlog(_tag(), syslog.LOG_PID | syslog.LOG_NDELAY, facility_code(facility))
     _state.use_syslog = True
 

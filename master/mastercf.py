@@ -104,8 +104,7 @@ class ServiceEntry:
 
     def params(self, config: Config) -> Config:
         """A view of config with this service's -o overrides applied."""
-        return Config(config.main, tuple(config.params.values()), self.overrides,
-                      config.config_dir)
+        return Config(config.main, tuple(config.params.values()), self.overrides, config.config_dir)
 
 
 def split_args(text: str, where: str) -> list[str]:

@@ -44,8 +44,9 @@ class CacheRow:
 
 
 CACHE_TABLE: tuple[CacheRow, ...] = tuple(
-    CacheRow(t, f"{t}_tls_session_cache_database", f"{t}_tls_session_cache_timeout",
-             f"{t}_tls_loglevel")
+    CacheRow(
+        t, f"{t}_tls_session_cache_database", f"{t}_tls_session_cache_timeout", f"{t}_tls_loglevel"
+    )
     for t in ("smtpd", "smtp", "lmtp")
 )
 
@@ -61,35 +62,80 @@ def _cache_params() -> list[Param]:
     for row in CACHE_TABLE:
         who = _CACHE_DOC[row.cache_type]
         rows += [
-            Param(row.database_param, "", doc=f"type:path of the {who} TLS session cache; "
-                  "empty disables it."),
-            Param(row.timeout_param, "3600s", "time", 0, MAX_SCACHE_TIMEOUT,
-                  doc=f"Expiry of {who} TLS session cache entries; 0 disables the cache"
-                  + (" and session tickets." if row.cache_type == "smtpd" else ".")),
-            Param(row.loglevel_param, "0", doc=f"{who} TLS logging; 2 or 'cache' logs cache "
-                  "activity in tlsmgr."),
+            Param(
+                row.database_param,
+                "",
+                doc=f"type:path of the {who} TLS session cache; empty disables it.",
+            ),
+            Param(
+                row.timeout_param,
+                "3600s",
+                "time",
+                0,
+                MAX_SCACHE_TIMEOUT,
+                doc=f"Expiry of {who} TLS session cache entries; 0 disables the cache"
+                + (" and session tickets." if row.cache_type == "smtpd" else "."),
+            ),
+            Param(
+                row.loglevel_param,
+                "0",
+                doc=f"{who} TLS logging; 2 or 'cache' logs cache activity in tlsmgr.",
+            ),
         ]
     return rows
 
 
 PARAMS: tuple[Param, ...] = (
     *_cache_params(),
-    Param("tls_session_cache_max_entries", "100000", "int", 0,
-          doc="minipostfix: most entries per session cache; the oldest are evicted. "
-          "0 means unlimited (Postfix's behaviour)."),
-    Param("tls_random_source", "dev:/dev/urandom",
-          doc="External entropy source: dev:PATH, egd:PATH, or a regular file."),
-    Param("tls_random_bytes", "32", "int", 1, doc="Bytes read from tls_random_source per (re)seed."),
-    Param("tls_random_exchange_name", "${data_directory}/prng_exch",
-          doc="PRNG state file, 1024 bytes; empty disables it."),
-    Param("tls_random_reseed_period", "3600s", "time", 1,
-          doc="Longest time between reseeds from tls_random_source."),
-    Param("tls_random_prng_update_period", "3600s", "time", 1,
-          doc="Longest time between exchange file updates."),
-    Param("tls_daemon_random_bytes", "32", "int", 1,
-          doc="Bytes a TLS client or server asks tlsmgr for (seed request)."),
+    Param(
+        "tls_session_cache_max_entries",
+        "100000",
+        "int",
+        0,
+        doc="minipostfix: most entries per session cache; the oldest are evicted. "
+        "0 means unlimited (Postfix's behaviour).",
+    ),
+    Param(
+        "tls_random_source",
+        "dev:/dev/urandom",
+        doc="External entropy source: dev:PATH, egd:PATH, or a regular file.",
+    ),
+    Param(
+        "tls_random_bytes", "32", "int", 1, doc="Bytes read from tls_random_source per (re)seed."
+    ),
+    Param(
+        "tls_random_exchange_name",
+        "${data_directory}/prng_exch",
+        doc="PRNG state file, 1024 bytes; empty disables it.",
+    ),
+    Param(
+        "tls_random_reseed_period",
+        "3600s",
+        "time",
+        1,
+        doc="Longest time between reseeds from tls_random_source.",
+    ),
+    Param(
+        "tls_random_prng_update_period",
+        "3600s",
+        "time",
+        1,
+        doc="Longest time between exchange file updates.",
+    ),
+    Param(
+        "tls_daemon_random_bytes",
+        "32",
+        "int",
+        1,
+        doc="Bytes a TLS client or server asks tlsmgr for (seed request).",
+    ),
     Param("tlsmgr_service_name", "tlsmgr", doc="The tlsmgr service name in master.cf."),
     Param("default_database_type", "hash", doc="Table type when a database has no type: prefix."),
-    Param("berkeley_db_read_buffer_size", "131072", "int", 1,
-          doc="Berkeley DB cache size for session cache files."),
+    Param(
+        "berkeley_db_read_buffer_size",
+        "131072",
+        "int",
+        1,
+        doc="Berkeley DB cache size for session cache files.",
+    ),
 )
