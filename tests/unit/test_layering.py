@@ -1,0 +1,227 @@
+"""The layering rules of ARCHITECTURE.md, checked by reading imports and calls with `ast`.
+
+Rules:
+1. Pure core modules import the standard library only (plus other pure modules) and no I/O,
+   clock or process module.
+2. master/ imports nothing from tlsmgr/.
+3. Single owners: selectors and signal handlers only in events.py; fork/exec/wait/spawn only in
+   spawn.py; chroot/set*id/initgroups only in privs.py; berkeleydb only in dbhash.py; Crypto only
+   in prng.py; python-daemon only in control.py.
+4. The client side (tlsmgr/client.py, tlsmgr/clients/) uses only attr.py and protocol.py from the
+   server side; the smtpd test server may also use master/'s skeleton, never tlsmgr's stores.
+
+Every exception is listed in EXCEPTIONS with its reason.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PURE = {
+    "tlsmgr/attr.py",
+    "tlsmgr/protocol.py",
+    "tlsmgr/service.py",
+    "tlsmgr/tickets.py",
+    "tlsmgr/params.py",
+    "master/mastercf.py",
+    "master/proto.py",
+}
+# Modules a pure module may import besides the standard library.
+PURE_PROJECT_IMPORTS = {
+    "tlsmgr.attr",
+    "tlsmgr.protocol",
+    "tlsmgr.tickets",
+    "tlsmgr.params",
+    "master.config",
+    "master.proto",
+    "master.mastercf",
+}
+# Standard-library modules that do I/O, read the clock or manage processes.
+IMPURE_STDLIB = {
+    "socket",
+    "selectors",
+    "select",
+    "time",
+    "subprocess",
+    "threading",
+    "multiprocessing",
+    "signal",
+    "asyncio",
+    "fcntl",
+    "mmap",
+    "random",
+    "secrets",
+}
+
+# call or attribute -> the only module allowed to use it
+OWNED_CALLS = {
+    "os.fork": "master/spawn.py",
+    "os.forkpty": "master/spawn.py",
+    "os.posix_spawn": "master/spawn.py",
+    "os.posix_spawnp": "master/spawn.py",
+    "os.execv": "master/spawn.py",
+    "os.execve": "master/spawn.py",
+    "os.execvp": "master/spawn.py",
+    "os.execvpe": "master/spawn.py",
+    "os.execl": "master/spawn.py",
+    "os.wait": "master/spawn.py",
+    "os.waitpid": "master/spawn.py",
+    "os.wait3": "master/spawn.py",
+    "os.wait4": "master/spawn.py",
+    "os.waitid": "master/spawn.py",
+    "os.chroot": "master/privs.py",
+    "os.setuid": "master/privs.py",
+    "os.setgid": "master/privs.py",
+    "os.seteuid": "master/privs.py",
+    "os.setegid": "master/privs.py",
+    "os.setresuid": "master/privs.py",
+    "os.setresgid": "master/privs.py",
+    "os.setreuid": "master/privs.py",
+    "os.setregid": "master/privs.py",
+    "os.setgroups": "master/privs.py",
+    "os.initgroups": "master/privs.py",
+    "signal.signal": "master/events.py",
+    "signal.set_wakeup_fd": "master/events.py",
+}
+OWNED_IMPORTS = {
+    "selectors": "master/events.py",
+    "berkeleydb": "tlsmgr/dbhash.py",
+    "Crypto": "tlsmgr/prng.py",
+    "daemon": "master/control.py",
+    "subprocess": "master/spawn.py",
+}
+
+# (module, what) -> reason
+EXCEPTIONS = {
+    ("master/control.py", "subprocess"): "`minipostfix start` runs the master as a subprocess "
+    "and waits for its readiness byte (decisions.md 14)",
+    ("master/control.py", "os.waitpid"): "`minipostfix start` reaps the master launcher it "
+    "started as a subprocess (decisions.md 14)",
+}
+
+CLIENT_SIDE_ALLOWED = {"tlsmgr.attr", "tlsmgr.protocol", "tlsmgr.client", "tlsmgr.clients"}
+SMTPD_EXTRA_ALLOWED = {"master"}
+
+
+def _modules() -> list[Path]:
+    return sorted(p for d in ("master", "tlsmgr") for p in (ROOT / d).rglob("*.py"))
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _calls(tree: ast.AST) -> set[str]:
+    """Dotted names of attributes such as os.fork, whether called or referenced."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            found.add(f"{node.value.id}.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module in ("os", "signal"):
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _parsed() -> list[tuple[str, ast.AST]]:
+    return [(_rel(p), ast.parse(p.read_text(), str(p))) for p in _modules()]
+
+
+def _project(name: str) -> bool:
+    return _top(name) in ("master", "tlsmgr")
+
+
+def test_pure_core_imports_stdlib_only():
+    problems = []
+    for rel, tree in _parsed():
+        if rel not in PURE:
+            continue
+        for name in _imports(tree):
+            if _project(name):
+                if not any(name == m or name.startswith(m + ".") for m in PURE_PROJECT_IMPORTS):
+                    problems.append(f"{rel}: imports {name}")
+            elif _top(name) in IMPURE_STDLIB or _top(name) in OWNED_IMPORTS:
+                problems.append(f"{rel}: imports {name} (I/O, clock or third party)")
+    assert not problems, "\n".join(problems)
+
+
+def test_master_imports_nothing_from_tlsmgr():
+    bad = [
+        f"{rel}: imports {name}"
+        for rel, tree in _parsed()
+        if rel.startswith("master/")
+        for name in _imports(tree)
+        if _top(name) == "tlsmgr"
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_single_owners():
+    problems = []
+    for rel, tree in _parsed():
+        for name in _imports(tree):
+            owner = OWNED_IMPORTS.get(_top(name))
+            if owner and owner != rel and (rel, _top(name)) not in EXCEPTIONS:
+                problems.append(f"{rel}: imports {name} (owned by {owner})")
+        for call in _calls(tree):
+            owner = OWNED_CALLS.get(call)
+            if owner and owner != rel and (rel, call) not in EXCEPTIONS:
+                problems.append(f"{rel}: uses {call} (owned by {owner})")
+    assert not problems, "\n".join(problems)
+
+
+def test_client_side_uses_only_the_protocol():
+    problems = []
+    for rel, tree in _parsed():
+        client = rel == "tlsmgr/client.py" or rel.startswith("tlsmgr/clients/")
+        if not client:
+            continue
+        smtpd = rel == "tlsmgr/clients/smtpd.py"
+        for name in _imports(tree):
+            if not _project(name):
+                continue
+            if any(name == m or name.startswith(m + ".") for m in CLIENT_SIDE_ALLOWED):
+                continue
+            if name in ("tlsmgr",):
+                continue
+            if smtpd and _top(name) in SMTPD_EXTRA_ALLOWED:
+                continue
+            problems.append(f"{rel}: imports {name}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("rel", sorted(PURE))
+def test_pure_modules_state_their_charter(rel):
+    path = ROOT / rel
+    if not path.exists():
+        pytest.skip(f"{rel} not written yet")
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    assert "No sockets, no clock" in doc, f"{rel}: docstring must state its charter"
+
+
+def test_every_module_has_a_man_page_docstring():
+    missing = [
+        rel
+        for rel, tree in _parsed()
+        if not rel.endswith("__init__.py") and len(ast.get_docstring(tree) or "") < 80
+    ]
+    assert not missing, "modules without a man-page docstring: " + ", ".join(missing)
