@@ -1,15 +1,20 @@
-"""The event manager: selectors, a timer queue and signals, in one loop.
+"""The event manager: selectors, a timer queue, signals and a watchdog, in one loop.
 
 SYNOPSIS
-    from master.events import EventLoop
+    from master.events import EventLoop, Interrupted
 
     loop = EventLoop()
     loop.enable_read(fd, callback)      # callback(fd, loop) when readable
     loop.enable_write(fd, callback)     # callback(fd, loop) when writable
     loop.disable_read(fd); loop.disable_write(fd); loop.disable(fd)
+    loop.watching(fd) -> bool
     handle = loop.request_timer(delay, callback)   # callback(loop)
     loop.cancel_timer(handle)
+    loop.next_timer_delay() -> float | None
     loop.on_signal(signum, callback)    # callback(signum, loop), run by the loop
+    loop.ignore_signal(signum); loop.default_signal(signum)
+    with loop.signals_interrupt(signums): ...  # those signals raise Interrupted
+    loop.set_watchdog(seconds)          # 0 turns it off
     loop.run_once(timeout)              # timeout None = wait for an event
     loop.close()
 
@@ -22,42 +27,85 @@ DESCRIPTION
     timer callbacks of that turn.
 
     run_once(timeout) waits for the earliest of: I/O readiness, the first
-    timer, a signal, or `timeout` seconds; then runs what is ready.  A
-    timer callback runs once; re-arm it from the callback for periodic
-    work (Postfix's event_request_timer idiom).  Timers use the monotonic
-    clock.
+    timer, a signal, or `timeout` seconds; then runs what is ready: I/O
+    callbacks, then due timers, then signal callbacks.  A timer callback
+    runs once; re-arm it from the callback for periodic work (Postfix's
+    event_request_timer idiom).  Timers use the monotonic clock.
 
     Callbacks may register, disable or close descriptors freely, including
-    their own.  An exception in a callback propagates out of run_once():
-    the caller (the top of the daemon's loop) decides to log it and exit.
+    their own and those of other ready descriptors: a descriptor disabled
+    during a turn gets no further callback in that turn, even when its
+    number is reused at once by accept() (each registration is its own
+    object, and the turn checks it is still the current one).
+
+    Cancelled timers are dropped lazily; when they outnumber the live ones
+    the queue is rebuilt, so re-arming a timer per request does not grow
+    memory.
+
+    signals_interrupt() is for code that blocks outside the loop (a
+    single_server service talking to its one client): inside the `with`
+    block, a signal among `signums` that was registered with on_signal()
+    raises Interrupted(signum) from the handler instead of being recorded
+    (one already pending raises at entry), so a blocking recv() or
+    sleep ends at once.  Interrupted derives from BaseException, so that a
+    service's `except Exception` does not swallow it.
+
+    set_watchdog(seconds) is Postfix's watchdog(3) done with the kernel's
+    alarm(2) and SIGALRM's default action: every turn calls
+    alarm(seconds) before it waits and again when the wait ends, and the
+    wait itself never lasts more than seconds/2.  A turn whose callbacks
+    run longer than `seconds` (a request stuck in Python or in C code)
+    kills the process with SIGALRM; the master logs it as "killed by
+    signal 14".  An idle loop never trips it.
+
+    An exception in a callback propagates out of run_once(): the caller
+    (the top of the daemon's loop) decides to log it and exit.
 
 SECURITY
-    Signal handlers do nothing but record: no logging, no I/O beyond the
-    wake-up byte.
+    Signal handlers do nothing but record (no logging, no I/O beyond the
+    wake-up byte), except inside signals_interrupt(), where they raise.
 
 DIAGNOSTICS
     enable_read()/enable_write() on a closed descriptor raise
     ValueError/OSError from selectors.
 
+BUGS
+    The watchdog has one-second granularity (alarm(2)); a watchdog of 1 s
+    may fire after 1 s of work in the same turn.  It leaves no log line of
+    its own: the process dies by the signal.
+
 SEE ALSO
-    src/util/events.c (Postfix), selectors(3), signal.set_wakeup_fd
+    src/util/events.c, watchdog.c (Postfix), selectors(3), signal.set_wakeup_fd
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import os
 import selectors
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 IOCallback = Callable[[int, "EventLoop"], Any]
 TimerCallback = Callable[["EventLoop"], Any]
 SignalCallback = Callable[[int, "EventLoop"], Any]
+
+# Rebuild the timer queue when this many cancelled timers are waiting in
+# it and they are more than half of it.
+_COMPACT_MIN = 64
+
+
+class Interrupted(BaseException):
+    """A signal arrived inside EventLoop.signals_interrupt()."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 @dataclass(order=True)
@@ -68,38 +116,50 @@ class _Timer:
     cancelled: bool = field(default=False, compare=False)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Watch:
+    """One registration of one descriptor; the selector key's data."""
+
     read: IOCallback | None = None
     write: IOCallback | None = None
 
+    def mask(self) -> int:
+        return (selectors.EVENT_READ if self.read else 0) | (
+            selectors.EVENT_WRITE if self.write else 0
+        )
+
 
 class EventLoop:
-    """Selectors + timers + signal wake-ups; see the module docstring."""
+    """Selectors + timers + signal wake-ups + watchdog; see the module docstring."""
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._watches: dict[int, _Watch] = {}
         self._timers: list[_Timer] = []
+        self._cancelled = 0
         self._seq = itertools.count()
         self._signal_callbacks: dict[int, SignalCallback] = {}
         self._pending_signals: list[int] = []
+        self._interrupting: frozenset[int] = frozenset()
         self._wakeup_r: int | None = None
         self._wakeup_w: int | None = None
+        self._watchdog = 0
 
     # I/O ---------------------------------------------------------------
 
     def enable_read(self, fd: int, callback: IOCallback) -> None:
-        self._update(fd, read=callback)
+        """Call callback(fd, loop) whenever fd is readable."""
+        self._update(fd, "read", callback)
 
     def enable_write(self, fd: int, callback: IOCallback) -> None:
-        self._update(fd, write=callback)
+        """Call callback(fd, loop) whenever fd is writable."""
+        self._update(fd, "write", callback)
 
     def disable_read(self, fd: int) -> None:
-        self._update(fd, read=None)
+        self._update(fd, "read", None)
 
     def disable_write(self, fd: int) -> None:
-        self._update(fd, write=None)
+        self._update(fd, "write", None)
 
     def disable(self, fd: int) -> None:
         """Forget fd entirely (call before closing it)."""
@@ -109,28 +169,23 @@ class EventLoop:
     def watching(self, fd: int) -> bool:
         return fd in self._watches
 
-    _KEEP = object()
-
-    def _update(self, fd: int, read: Any = _KEEP, write: Any = _KEEP) -> None:
+    def _update(self, fd: int, which: str, callback: IOCallback | None) -> None:
         watch = self._watches.get(fd)
-        new = _Watch(watch.read if watch else None, watch.write if watch else None)
-        if read is not self._KEEP:
-            new.read = read
-        if write is not self._KEEP:
-            new.write = write
-        mask = (selectors.EVENT_READ if new.read else 0) | (
-            selectors.EVENT_WRITE if new.write else 0
-        )
-        if watch is None and mask:
-            self._selector.register(fd, mask)
-        elif watch is not None and not mask:
-            self._selector.unregister(fd)
-        elif watch is not None:
-            self._selector.modify(fd, mask)
-        if mask:
-            self._watches[fd] = new
-        else:
-            self._watches.pop(fd, None)
+        if watch is None:
+            if callback is None:
+                return
+            watch = _Watch()
+            setattr(watch, which, callback)
+            self._selector.register(fd, watch.mask(), watch)
+            self._watches[fd] = watch
+            return
+        old_mask = watch.mask()
+        setattr(watch, which, callback)
+        new_mask = watch.mask()
+        if not new_mask:
+            self.disable(fd)
+        elif new_mask != old_mask:
+            self._selector.modify(fd, new_mask, watch)
 
     # Timers ------------------------------------------------------------
 
@@ -141,12 +196,21 @@ class EventLoop:
         return timer
 
     def cancel_timer(self, timer: _Timer | None) -> None:
-        if timer is not None:
-            timer.cancelled = True
+        """Cancel a timer; harmless when it already ran or was cancelled."""
+        if timer is None or timer.cancelled:
+            return
+        timer.cancelled = True
+        self._cancelled += 1
+        if self._cancelled > _COMPACT_MIN and self._cancelled * 2 > len(self._timers):
+            self._timers = [t for t in self._timers if not t.cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled = 0
 
     def next_timer_delay(self) -> float | None:
+        """Seconds until the first live timer, or None when there is none."""
         while self._timers and self._timers[0].cancelled:
             heapq.heappop(self._timers)
+            self._cancelled = max(0, self._cancelled - 1)
         if not self._timers:
             return None
         return max(0.0, self._timers[0].when - time.monotonic())
@@ -170,7 +234,24 @@ class EventLoop:
         self._signal_callbacks.pop(signum, None)
         signal.signal(signum, signal.SIG_DFL)
 
+    @contextlib.contextmanager
+    def signals_interrupt(self, signums: Iterable[int]) -> Iterator[None]:
+        """Inside the block, these handled signals raise Interrupted (see DESCRIPTION)."""
+        wanted = frozenset(signums)
+        for signum in self._pending_signals:
+            if signum in wanted:
+                self._pending_signals.remove(signum)
+                raise Interrupted(signum)
+        self._interrupting = wanted
+        try:
+            yield
+        finally:
+            self._interrupting = frozenset()
+
     def _record_signal(self, signum: int, _frame: Any) -> None:
+        if signum in self._interrupting:
+            self._interrupting = frozenset()
+            raise Interrupted(signum)
         self._pending_signals.append(signum)
 
     def _drain_wakeup(self, fd: int, _loop: EventLoop) -> None:
@@ -187,6 +268,14 @@ class EventLoop:
             if callback is not None:
                 callback(signum, self)
 
+    # Watchdog ----------------------------------------------------------
+
+    def set_watchdog(self, seconds: int) -> None:
+        """Kill the process by SIGALRM when one turn runs longer than seconds (0: off)."""
+        self._watchdog = max(0, int(seconds))
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(self._watchdog)
+
     # The loop ----------------------------------------------------------
 
     def run_once(self, timeout: float | None = None) -> None:
@@ -196,20 +285,26 @@ class EventLoop:
             timeout = delay if timeout is None else min(timeout, delay)
         if self._pending_signals:
             timeout = 0
+        if self._watchdog:
+            # Sanity check: an idle wait must end well before the alarm.
+            cap = self._watchdog / 2
+            timeout = cap if timeout is None else min(timeout, cap)
+            signal.alarm(self._watchdog)
         try:
             ready = self._selector.select(timeout)
         except InterruptedError:
             ready = []
+        if self._watchdog:
+            signal.alarm(self._watchdog)
         for key, mask in ready:
+            watch = key.data
             fd = key.fd
-            if mask & selectors.EVENT_READ:
-                watch = self._watches.get(fd)
-                if watch and watch.read:
-                    watch.read(fd, self)
-            if mask & selectors.EVENT_WRITE:
-                watch = self._watches.get(fd)
-                if watch and watch.write:
-                    watch.write(fd, self)
+            # A callback earlier in this turn may have disabled (and even
+            # reused) this descriptor: only the current registration runs.
+            if mask & selectors.EVENT_READ and watch.read and self._watches.get(fd) is watch:
+                watch.read(fd, self)
+            if mask & selectors.EVENT_WRITE and watch.write and self._watches.get(fd) is watch:
+                watch.write(fd, self)
         self._run_timers()
         self._run_signals()
 
@@ -219,12 +314,17 @@ class EventLoop:
         while self._timers and self._timers[0].when <= now:
             due.append(heapq.heappop(self._timers))
         for timer in due:
-            if not timer.cancelled:
-                timer.cancelled = True
-                timer.callback(self)
+            if timer.cancelled:
+                self._cancelled = max(0, self._cancelled - 1)
+                continue
+            timer.cancelled = True
+            timer.callback(self)
 
     def close(self) -> None:
         """Release the selector and the wake-up pipe; restore default handlers."""
+        if self._watchdog:
+            signal.alarm(0)
+            self._watchdog = 0
         for signum in list(self._signal_callbacks):
             signal.signal(signum, signal.SIG_DFL)
         self._signal_callbacks.clear()

@@ -1,0 +1,445 @@
+"""The child skeleton: start-up, jail, status records and exit of every daemon the master runs.
+
+SYNOPSIS
+    from master import skeleton
+
+    skeleton.server_main(serve, argv=None, params=(), pre_init=None,
+                         post_init=None, pre_exit=None, solitary=False,
+                         transports=("unix", "inet"))      # never returns
+    ctx: skeleton.ServerContext
+        ctx.config, ctx.options, ctx.events, ctx.service_name,
+        ctx.max_idle, ctx.max_use, ctx.daemon_timeout, ctx.ipc_timeout,
+        ctx.mail_owner, ctx.uid, ctx.gid, ctx.queue_directory,
+        ctx.data_directory, ctx.generation, ctx.listeners, ctx.use_count
+        ctx.status.busy(); ctx.status.idle()    # TAKEN / AVAIL, coalesced
+        ctx.arm_idle_timer(); ctx.cancel_idle_timer()
+        ctx.exit(status=0)                      # pre_exit once, then exit
+    skeleton.run_loop(ctx, keep_going, loop_hook)
+    skeleton.peer_name(sock, addr) -> str       # "1.2.3.4:25", "local pid 42"
+    skeleton.SKELETON_PARAMS                    # the Param rows read here
+
+DESCRIPTION
+    multi_server.py and single_server.py call server_main(); a daemon never
+    calls it directly.  It does what Postfix's *_server_main() do, in this
+    order, and then calls serve(ctx), the skeleton's own accept loop:
+
+    1.  SIGPIPE and SIGXFSZ ignored; TERM and INT keep their default action
+        until the loop runs.  Log to stderr and syslog under the tag
+        $MAIL_LOGTAG/basename(argv[0]) until main.cf is read.
+    2.  argv (proto.parse_child_argv), $MAIL_CONFIG, main.cf with the -o
+        overrides; then logging as main.cf says (syslog_name,
+        syslog_facility, maillog_file; opened now, so it survives the jail).
+    3.  Checks, each fatal (exit 1, which the master throttles): a bad
+        option; stdin a tty without -d or -S ("do not run this command by
+        hand"); no or an unsupported -t; `solitary` without -l; a bad
+        $GENERATION (octal); every Param row of the skeleton and of the
+        daemon read and checked against its type and bounds; mail_owner;
+        fd 5 and the -s listeners on fds 6.. present.  Nothing is served
+        before all of these passed.
+    4.  chdir(queue_directory); pre_init(ctx) as root.
+    5.  The jail, when started as root: chroot to queue_directory if -c, and
+        drop to mail_owner if -u (privs.chroot_uid: setgid, initgroups,
+        chroot, chdir /, setuid).  When not started as root: no jail, no
+        drop, and exactly one warning (only when -c or -u asked for one).
+    6.  post_init(ctx), which may set ctx.max_idle or ctx.max_use to 0.
+    7.  The loop set-up: fds 3, 4, 5 and the listeners close-on-exec; fd 5
+        watched (readable = the master went away or reloaded: pre_exit,
+        exit 0); TERM and INT handled by the loop (pre_exit, exit 0); the
+        daemon_timeout watchdog (EventLoop.set_watchdog: alarm(2), death
+        by SIGALRM when one loop turn runs longer); the max_idle timer.
+    8.  serve(ctx); then pre_exit and exit 0.
+
+    An exception that escapes a hook, a handler or the loop is caught once,
+    here: logged with its traceback, exit 1 (pre_exit is not run: the
+    daemon's state is unknown).
+
+    Status records (12 bytes on fd 5) go out through ctx.status: busy()
+    writes TAKEN unless already sent in this turn, idle() writes AVAIL if
+    TAKEN was sent; the skeleton calls idle() at the end of every loop
+    turn.  Nothing is written at start-up, at accept or for greetings.
+    A failed write means the master is gone: pre_exit, exit 0.
+
+SECURITY
+    The jail hides everything outside queue_directory: import every module
+    the daemon will need, open every file, socket and device, and look up
+    every name (mail_owner included) before the jail, in pre_init or at
+    module level.  pre_init runs as root: open there, parse untrusted data
+    only after the drop.  The time zone is loaded before the jail.
+
+DIAGNOSTICS
+    Fatal errors are logged as `fatal: ...` and end the process with exit
+    status 1.  An unexpected exception logs `error: unexpected exception`,
+    the traceback, and `fatal: ...`.
+
+BUGS
+    The `pass` transport (descriptor passing) and -D (debugger) are not
+    supported; -D is taken as -d.  MAIL_DEBUG is ignored.
+
+SEE ALSO
+    multi_server.c, single_server.c, mail_params.c, chroot_uid.c (Postfix);
+    docs/skeleton.md; multi_server.py, single_server.py, privs.py, events.py
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from master import log, privs, proto
+from master.config import Config, ConfigError, Param, config_directory
+from master.events import EventLoop
+from master.log import msg_error, msg_fatal, msg_info, msg_warn
+
+Hook = Callable[["ServerContext"], Any]
+
+# The main.cf parameters the skeleton itself reads (rows in MASTER_PARAMS).
+SKELETON_PARAMS = (
+    "queue_directory",
+    "data_directory",
+    "mail_owner",
+    "max_idle",
+    "max_use",
+    "daemon_timeout",
+    "ipc_timeout",
+    "syslog_name",
+    "syslog_facility",
+    "maillog_file",
+)
+
+_PEERCRED = (socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+_GETTERS = {"int": "get_int", "time": "get_time", "bool": "get_bool", "list": "get_list"}
+
+
+class StatusChannel:
+    """TAKEN/AVAIL records on fd 5, at most one of each per loop turn."""
+
+    def __init__(self, fd: int | None, pid: int, generation: int, lost: Callable[[], Any]):
+        self.fd = fd
+        self.taken = False
+        self._lost = lost
+        self._taken = proto.encode_status(pid, generation, proto.STATUS_TAKEN)
+        self._avail = proto.encode_status(pid, generation, proto.STATUS_AVAIL)
+
+    def busy(self) -> None:
+        """Tell the master this process is busy (once per turn)."""
+        if not self.taken:
+            self.taken = True
+            self._write(self._taken)
+
+    def idle(self) -> None:
+        """Tell the master this process is available again, if it said busy."""
+        if self.taken:
+            self.taken = False
+            self._write(self._avail)
+
+    def _write(self, record: bytes) -> None:
+        if self.fd is None:
+            return
+        try:
+            written = os.write(self.fd, record)
+        except OSError:
+            written = -1
+        if written != len(record):
+            self._lost()
+
+
+@dataclass(eq=False)
+class ServerContext:
+    """What hooks and skeletons share; see the module docstring."""
+
+    config: Config
+    options: proto.ChildOptions
+    events: EventLoop
+    service_name: str
+    process_name: str
+    generation: int
+    max_idle: int
+    max_use: int
+    daemon_timeout: int
+    ipc_timeout: int
+    mail_owner: str
+    uid: int | None
+    gid: int | None
+    queue_directory: str
+    data_directory: str
+    listeners: list[socket.socket] = field(default_factory=list)
+    use_count: int = 0
+    status: StatusChannel = field(init=False)
+    pre_exit: Hook | None = None
+    _idle_timer: Any = None
+    _exiting: bool = False
+
+    def exit(self, status: int = 0) -> NoReturn:
+        """Run pre_exit (once) and leave with `status`."""
+        if not self._exiting:
+            self._exiting = True
+            if self.pre_exit is not None:
+                try:
+                    self.pre_exit(self)
+                except Exception as exc:
+                    _log_exception(exc)
+        raise SystemExit(status)
+
+    def master_gone(self, *_args: Any) -> NoReturn:
+        if log.msg_verbose:
+            msg_info("master disconnect -- exiting")
+        self.exit(0)
+
+    def arm_idle_timer(self) -> None:
+        """(Re)start the max_idle countdown; nothing when max_idle is 0."""
+        self.cancel_idle_timer()
+        if self.max_idle > 0:
+            self._idle_timer = self.events.request_timer(self.max_idle, self._idle_event)
+
+    def cancel_idle_timer(self) -> None:
+        self.events.cancel_timer(self._idle_timer)
+        self._idle_timer = None
+
+    def _idle_event(self, _loop: EventLoop) -> NoReturn:
+        if log.msg_verbose:
+            msg_info("idle timeout -- exiting")
+        self.exit(0)
+
+
+def server_main(
+    serve: Callable[[ServerContext], Any],
+    *,
+    argv: Sequence[str] | None = None,
+    params: Sequence[Param] = (),
+    pre_init: Hook | None = None,
+    post_init: Hook | None = None,
+    pre_exit: Hook | None = None,
+    solitary: bool = False,
+    transports: Sequence[str] = ("unix", "inet"),
+) -> NoReturn:
+    """Start up as described in the module docstring, run serve(ctx), exit."""
+    events = EventLoop()
+    try:
+        ctx = _start(list(sys.argv if argv is None else argv), events, params, solitary, transports)
+        ctx.pre_exit = pre_exit
+        if pre_init is not None:
+            pre_init(ctx)
+        _enter_jail(ctx)
+        if post_init is not None:
+            post_init(ctx)
+        _prepare_loop(ctx)
+        serve(ctx)
+        ctx.exit(0)
+    except Exception as exc:
+        _log_exception(exc)
+        raise SystemExit(1) from None
+
+
+def run_loop(ctx: ServerContext, keep_going: Callable[[], bool], loop: Hook | None) -> None:
+    """Turn the event loop while keep_going(); AVAIL at the end of each turn."""
+    while keep_going():
+        ctx.events.run_once(loop(ctx) if loop is not None else None)
+        ctx.status.idle()
+
+
+def peer_name(sock: socket.socket, addr: Any) -> str:
+    """A printable name for the other end of an accepted connection."""
+    if sock.family == socket.AF_INET:
+        return f"{addr[0]}:{addr[1]}"
+    if sock.family == socket.AF_INET6:
+        return f"[{addr[0]}]:{addr[1]}"
+    try:
+        pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(*_PEERCRED))
+    except (OSError, struct.error):
+        return "local"
+    return f"local pid {pid}"
+
+
+def _log_exception(exc: BaseException) -> None:
+    msg_error(f"unexpected exception: {type(exc).__name__}: {exc}")
+    for chunk in traceback.format_exception(exc):
+        for line in chunk.rstrip("\n").split("\n"):
+            msg_error(f"traceback: {line}")
+
+
+def _start(
+    argv: list[str],
+    events: EventLoop,
+    params: Sequence[Param],
+    solitary: bool,
+    transports: Sequence[str],
+) -> ServerContext:
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+        events.ignore_signal(signum)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        events.default_signal(signum)
+    process_name = os.path.basename(argv[0]) if argv else "daemon"
+    log.log_init(
+        process_name, syslog_name=os.environ.get(proto.ENV_MAIL_LOGTAG, "postfix"), stderr=True
+    )
+    try:
+        opts, bad_argv = proto.parse_child_argv(argv), None
+    except ValueError as err:
+        opts, bad_argv = proto.ChildOptions(program=process_name), err
+    # Read main.cf even after a bad option, so that the complaint reaches maillog_file.
+    config = _load_config(opts, params)
+    if bad_argv is not None:
+        msg_fatal(f"{bad_argv}; this program is started by the master (see master.cf)")
+    log.msg_verbose = opts.verbose + (1 if os.environ.get(proto.ENV_MAIL_VERBOSE) else 0)
+    if not (opts.debug or opts.stdin_client) and os.isatty(0):
+        msg_fatal("do not run this command by hand")
+    if not opts.stdin_client:
+        if not opts.transport:
+            msg_fatal("no transport type specified")
+        if opts.transport not in transports:
+            msg_fatal(f"unsupported transport type: {opts.transport}")
+    if solitary and not opts.alone:
+        msg_fatal(f"service {opts.service} requires a process limit of 1")
+    try:
+        generation = int(proto.parse_generation(os.environ.get(proto.ENV_GENERATION) or "0"))
+    except ValueError:
+        msg_fatal(f"bad generation: {os.environ.get(proto.ENV_GENERATION)}")
+    values = _check_params(config, opts, params)
+    uid, gid = _mail_owner(values["mail_owner"])
+    ctx = ServerContext(
+        config=config,
+        options=opts,
+        events=events,
+        service_name=opts.service,
+        process_name=process_name,
+        generation=generation,
+        max_idle=values["max_idle"] if opts.max_idle is None else opts.max_idle,
+        max_use=values["max_use"] if opts.max_use is None else opts.max_use,
+        daemon_timeout=values["daemon_timeout"],
+        ipc_timeout=values["ipc_timeout"],
+        mail_owner=values["mail_owner"],
+        uid=uid,
+        gid=gid,
+        queue_directory=values["queue_directory"],
+        data_directory=values["data_directory"],
+    )
+    status_fd = None if opts.stdin_client else _check_fds(ctx)
+    ctx.status = StatusChannel(status_fd, os.getpid(), generation, ctx.master_gone)
+    if log.msg_verbose:
+        msg_info("daemon started")
+    try:
+        os.chdir(ctx.queue_directory)
+    except OSError as err:
+        msg_fatal(f"chdir {ctx.queue_directory}: {err.strerror}")
+    return ctx
+
+
+def _load_config(opts: proto.ChildOptions, params: Sequence[Param]) -> Config:
+    """Read main.cf with the -o overrides, then log where main.cf says."""
+    config_dir = config_directory(None)
+    try:
+        config = Config.load(config_dir, params, opts.overrides)
+        maillog_file = config.get("maillog_file")
+        facility = config.get("syslog_facility")
+        log.facility_code(facility)
+        log.log_init(
+            opts.program,
+            syslog_name=config.get("syslog_name"),
+            facility=facility,
+            maillog_file=maillog_file,
+            stderr=opts.stderr,
+        )
+    except (ConfigError, ValueError) as err:
+        msg_fatal(f"configuration {config_dir}: {err}")
+    return config
+
+
+def _check_params(
+    config: Config, opts: proto.ChildOptions, params: Sequence[Param]
+) -> dict[str, Any]:
+    """Read every row the skeleton and the daemon use; the first bad one is fatal."""
+    overridden = dict(opts.overrides)
+    values: dict[str, Any] = {}
+    for name in (*SKELETON_PARAMS, *(row.name for row in params)):
+        row = config.params[name]
+        try:
+            values[name] = getattr(config, _GETTERS.get(row.type, "get"))(name)
+        except ConfigError as err:
+            if name in overridden:
+                where = f"service {opts.service}: -o {name}={overridden[name]}"
+            else:
+                where = os.path.join(config.config_dir, "main.cf")
+            msg_fatal(f"{where}: {err}")
+    return values
+
+
+def _mail_owner(name: str) -> tuple[int | None, int | None]:
+    try:
+        return privs.lookup_user(name)
+    except ConfigError as err:
+        if os.geteuid() == 0:
+            msg_fatal(str(err))
+        return None, None
+
+
+def _check_fds(ctx: ServerContext) -> int:
+    """fd 5 must be open and fds 6.. must be sockets; wrap the listeners."""
+    hint = "start this program through the master (master.cf), or use -S"
+    try:
+        os.fstat(proto.MASTER_STATUS_FD)
+    except OSError:
+        msg_fatal(f"status channel (fd {proto.MASTER_STATUS_FD}) is not open: {hint}")
+    for fd in range(proto.MASTER_LISTEN_FD, proto.MASTER_LISTEN_FD + ctx.options.listen_count):
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            msg_fatal(f"listener (fd {fd}) is not open: {hint}")
+        if not stat.S_ISSOCK(mode):
+            msg_fatal(f"listener (fd {fd}) is not a socket: {hint}")
+        listener = socket.socket(fileno=fd)
+        listener.setblocking(False)
+        ctx.listeners.append(listener)
+    return proto.MASTER_STATUS_FD
+
+
+def _enter_jail(ctx: ServerContext) -> None:
+    opts = ctx.options
+    root = ctx.queue_directory if opts.chroot else None
+    user = ctx.mail_owner if opts.unprivileged else None
+    # Workaround: load the time zone now; /etc/localtime is outside the jail.
+    time.tzset()
+    time.localtime()
+    if os.geteuid() == 0:
+        privs.chroot_uid(root, user)
+    elif root or user:
+        skipped = [f"chroot to {root}"] if root else []
+        skipped += [f"drop to {user}"] if user else []
+        msg_warn(f"not started as root: no {' and no '.join(skipped)}")
+
+
+def _prepare_loop(ctx: ServerContext) -> None:
+    fds = [fd for fd in (3, 4, proto.MASTER_STATUS_FD) if _is_open(fd)]
+    for fd in fds + [lsock.fileno() for lsock in ctx.listeners]:
+        os.set_inheritable(fd, False)
+    if ctx.status.fd is not None:
+        ctx.events.enable_read(ctx.status.fd, ctx.master_gone)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        ctx.events.on_signal(signum, _terminate(ctx))
+    ctx.events.set_watchdog(ctx.daemon_timeout)
+    ctx.arm_idle_timer()
+
+
+def _terminate(ctx: ServerContext) -> Callable[[int, EventLoop], NoReturn]:
+    def terminate(signum: int, _loop: EventLoop) -> NoReturn:
+        if log.msg_verbose:
+            msg_info(f"terminating on signal {signum}")
+        ctx.exit(0)
+
+    return terminate
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
