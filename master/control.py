@@ -1,0 +1,556 @@
+"""minipostfix: start, stop and inspect the mail system (Postfix's postfix(1)).
+
+SYNOPSIS
+    minipostfix [-c config_dir] command [arguments]
+
+    start            check the configuration, start the master in the background
+    start-fg         the same, in the foreground (Ctrl-C stops it)
+    stop             stop the master and its children, wait until they are gone
+    abort            stop at once, without waiting
+    reload           re-read main.cf and master.cf
+    status [-v]      running or not; -v adds the master's view and status providers
+    check            configuration syntax, directories, ownership, mail_owner
+    create-instance NAME=VALUE...
+                     copy the embedded main.cf and master.cf into config_dir
+                     and apply the edits (config_directory is set to config_dir)
+
+DESCRIPTION
+    The configuration directory is -c DIR, else $MAIL_CONFIG, else
+    /etc/postfix; a relative one is made absolute.  Messages go to stderr
+    as `minipostfix: [warning: |fatal: ]text`, and for start, stop,
+    abort and reload also to the mail log; they follow postfix-script's
+    words with "minipostfix" for "Postfix".  "Running" means that the
+    master holds the lock on $queue_directory/pid/master.pid.
+
+    start runs `check` first, then starts the master as a subprocess
+    (`python -m master.control -c DIR master --ready-fd N`) which detaches
+    through python-daemon's DaemonContext (detach_process=True,
+    signal_map={}, umask 077, pidfile=None, files_preserve=[the readiness
+    pipe]) before it opens anything else: config files, logs, locks,
+    listeners and the event loop are all made after the detach, so
+    nothing else needs preserving.  The master writes one NUL byte on the
+    pipe once it listens, or the text of its fatal error.  start exits 0
+    on the byte; 1 on an error, on EOF or after 100 s, saying why.
+
+    start-fg runs the master in this process: no DaemonContext, umask 077,
+    log lines on stderr as well as in the mail log, and the caller's
+    process group, so the terminal's Ctrl-C (SIGINT) stops it cleanly.
+
+    stop sends SIGTERM and waits up to 10 s for the master to be gone
+    (the master itself waits 5 s for its children, then kills them); if
+    the master is still there it is killed with SIGKILL together with the
+    children listed in its state file.  abort sends SIGQUIT (the master
+    TERMs its children and exits at once) and does not wait.  reload
+    checks both files, then sends SIGHUP.
+
+    status prints on stderr, whether or not it is a terminal (decisions.md
+    12), `the minipostfix mail system is running: PID: N` (exit 0) or
+    `the minipostfix mail system is not running` (exit 1).  status -v
+    adds, on stdout, the master's state file (pid/master.state: services,
+    children, spawns, throttle state and its reason) and the lines of every
+    status provider registered in the entry point group
+    `minipostfix.status` (a callable(config_dir) -> list[str]); a provider
+    that fails shows as one line.
+
+    When not run as root, start and start-fg warn once: the master and its
+    children keep the caller's identity (no chroot, no privilege drop).
+
+DIAGNOSTICS
+    Exit status 0 on success, 1 on failure, as postfix-script.  Errors
+    name the file and line (`fatal: master.cf:12: ...`) or the directory.
+
+SEE ALSO
+    postfix(1), conf/postfix-script (Postfix); master.py, docs/operating.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+from master import embedded
+from master import master as resident
+from master.config import Config, ConfigError, config_directory
+from master.events import EventLoop
+from master.log import log_init, msg_fatal, msg_info, msg_warn
+
+NAME = "minipostfix"
+READY_TIMEOUT = 100.0
+STOP_TIMEOUT = 10.0
+USAGE = "start, start-fg, stop, abort, reload, status [-v], check, create-instance NAME=VALUE..."
+
+
+class Fatal(Exception):
+    """A fatal message for the user: printed as `minipostfix: fatal: TEXT`, exit 1."""
+
+
+def say(text: str) -> None:
+    msg_info(text)
+
+
+def fatal_line(text: str) -> None:
+    """Log `fatal: text` (stderr and the mail log) without leaving yet."""
+    with contextlib.suppress(SystemExit):
+        msg_fatal(text)
+
+
+# Whether the master runs ------------------------------------------------
+
+
+def pid_file(config: Config) -> str:
+    return os.path.join(config.get("queue_directory"), resident.PID_FILE)
+
+
+def running_pid(config: Config) -> int | None:
+    """The master's pid while it holds its lock, else None (Postfix's master -t)."""
+    path = pid_file(config)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise Fatal(f"open {path}: {err.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def require_running(config: Config) -> int:
+    pid = running_pid(config)
+    if pid is None:
+        raise Fatal("the minipostfix mail system is not running")
+    if pid <= 0:
+        raise Fatal(f"{pid_file(config)}: no process ID in the locked file")
+    return pid
+
+
+def read_state(config: Config) -> dict:
+    path = os.path.join(config.get("queue_directory"), resident.STATE_FILE)
+    try:
+        with open(path, encoding="utf-8") as fp:
+            return json.load(fp)
+    except (OSError, ValueError):
+        return {}
+
+
+# check -------------------------------------------------------------------
+
+
+def check(config_dir: str, *, quiet_ok: bool = False) -> Config:
+    """Postfix's check-fatal + check-warn: Fatal on errors, warnings printed."""
+    try:
+        config, entries = resident.read_configuration(config_dir)
+    except ConfigError as err:
+        raise Fatal(str(err)) from None
+    name = config.get("mail_owner")
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        if os.geteuid() == 0:
+            raise Fatal(f"parameter mail_owner: unknown user name value: {name}") from None
+        msg_warn(f"mail_owner account {name} does not exist")
+        pw = None
+    if pw is not None and (pw.pw_uid == 0 or pw.pw_gid == 0):
+        raise Fatal(f"parameter mail_owner: user {name} has privileged user or group ID 0")
+    daemon_dir = config.get("daemon_directory")
+    if not os.path.isdir(daemon_dir):
+        msg_warn(f"daemon_directory does not exist: {daemon_dir}")
+    for entry in entries:
+        path = os.path.join(daemon_dir, entry.command)
+        if not os.access(path, os.X_OK):
+            msg_warn(f"{entry.filename}:{entry.lineno}: command not executable: {path}")
+    if pw is not None:
+        owner = resident.lookup_owner(config) if os.geteuid() == 0 else None
+        if owner is not None:
+            for spec in resident.layout(config, owner):
+                check_directory(spec)
+    return config
+
+
+def check_directory(spec: resident.DirSpec) -> None:
+    try:
+        st = os.stat(spec.path)
+    except FileNotFoundError:
+        return  # the master creates it
+    except OSError as err:
+        msg_warn(f"{spec.path}: {err.strerror}")
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise Fatal(f"not a directory: {spec.path}")
+    if st.st_uid != spec.uid:
+        msg_warn(f"not owned by {_user(spec.uid)}: {spec.path}")
+    if st.st_gid != spec.gid:
+        msg_warn(f"not owned by group {_group(spec.gid)}: {spec.path}")
+    if st.st_mode & 0o7777 != spec.mode:
+        msg_warn(f"mode {st.st_mode & 0o7777:04o}, expected {spec.mode:04o}: {spec.path}")
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+# Commands ----------------------------------------------------------------
+
+
+def warn_not_root() -> None:
+    if os.geteuid() != 0:
+        msg_warn(
+            "not running as root: the master and its children keep your identity "
+            "(no chroot, no privilege drop)"
+        )
+
+
+def cmd_start(config_dir: str, _args: argparse.Namespace) -> int:
+    config = _before_start(config_dir)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "master.control", "-c", config_dir, "master"]
+            + ["--ready-fd", str(write_fd)],
+            pass_fds=[write_fd],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+    except OSError as err:
+        raise Fatal(f"cannot run {sys.executable}: {err.strerror}") from None
+    finally:
+        os.close(write_fd)
+    try:
+        answer = wait_ready(read_fd, READY_TIMEOUT)
+    finally:
+        os.close(read_fd)
+        launcher.wait()
+    if answer == b"\0":
+        return 0
+    if answer is None:
+        pid = running_pid(config)
+        if pid and pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise Fatal(f"mail system startup failed: no answer within {READY_TIMEOUT:.0f} s")
+    lines = [line.strip() for line in answer.decode("utf-8", "replace").splitlines()]
+    lines = [line.removeprefix("fatal: ") for line in lines if line]
+    where = config.get("maillog_file") or "syslog"
+    lines.append(f"mail system startup failed -- see {where} for details")
+    raise Fatal("\n".join(lines))
+
+
+def wait_ready(fd: int, timeout: float) -> bytes | None:
+    """The master's answer: b"\\0", its error text, b"" on EOF, None on timeout."""
+    loop = EventLoop()
+    got = bytearray()
+    state = {"done": False, "timeout": False}
+
+    def readable(_fd: int, _loop: EventLoop) -> None:
+        data = os.read(fd, 4096)
+        got.extend(data)
+        if not data or data == b"\0":
+            state["done"] = True
+
+    def expired(_loop: EventLoop) -> None:
+        state["done"] = state["timeout"] = True
+
+    loop.enable_read(fd, readable)
+    loop.request_timer(timeout, expired)
+    try:
+        while not state["done"]:
+            loop.run_once(None)
+    finally:
+        loop.close()
+    if state["timeout"]:
+        return None
+    return bytes(got)
+
+
+def _before_start(config_dir: str) -> Config:
+    config = check(config_dir)
+    init_log(config)
+    warn_not_root()
+    if running_pid(config) is not None:
+        raise Fatal(resident.ALREADY_RUNNING)
+    say("starting the minipostfix mail system")
+    return config
+
+
+def cmd_start_fg(config_dir: str, _args: argparse.Namespace) -> int:
+    _before_start(config_dir)
+    return resident.run(config_dir, foreground=True)
+
+
+def cmd_master(config_dir: str, args: argparse.Namespace) -> int:
+    """Internal: the detached master, started by `start`."""
+    import daemon  # python-daemon; only here (ARCHITECTURE.md single owners)
+
+    context = daemon.DaemonContext(
+        detach_process=True,
+        signal_map={},
+        umask=0o077,
+        pidfile=None,
+        prevent_core=False,
+        working_directory="/",
+        files_preserve=[args.ready_fd],
+    )
+    with context:
+        return resident.run(config_dir, foreground=False, ready_fd=args.ready_fd)
+
+
+def cmd_stop(config_dir: str, _args: argparse.Namespace) -> int:
+    config = _load(config_dir)
+    init_log(config)
+    pid = require_running(config)
+    state = read_state(config)
+    say("stopping the minipostfix mail system")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    next_note = time.monotonic() + 1
+    while running_pid(config) is not None:
+        if time.monotonic() > deadline:
+            msg_warn("stopping the minipostfix mail system with force")
+            children = [c["pid"] for s in state.get("services", []) for c in s["children"]]
+            for victim in (pid, *children):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim, signal.SIGKILL)
+            break
+        if time.monotonic() > next_note:
+            say("waiting for the minipostfix mail system to terminate")
+            next_note += 1
+        time.sleep(0.05)
+    return 0
+
+
+def cmd_abort(config_dir: str, _args: argparse.Namespace) -> int:
+    config = _load(config_dir)
+    init_log(config)
+    pid = require_running(config)
+    say("aborting the minipostfix mail system")
+    os.kill(pid, signal.SIGQUIT)
+    return 0
+
+
+def cmd_reload(config_dir: str, _args: argparse.Namespace) -> int:
+    config = _load(config_dir)
+    init_log(config)
+    pid = require_running(config)
+    try:
+        resident.read_configuration(config_dir)
+    except ConfigError as err:
+        raise Fatal(f"{err}; not reloading, the running configuration stays") from None
+    say("refreshing the minipostfix mail system")
+    os.kill(pid, signal.SIGHUP)
+    return 0
+
+
+def cmd_status(config_dir: str, args: argparse.Namespace) -> int:
+    config = _load(config_dir)
+    pid = running_pid(config)
+    if pid is None:
+        say("the minipostfix mail system is not running")
+        status = 1
+    else:
+        say(f"the minipostfix mail system is running: PID: {pid}")
+        status = 0
+    if args.verbose:
+        lines = master_view(read_state(config)) if pid is not None else []
+        lines += provider_lines(config_dir)
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+    return status
+
+
+def master_view(state: dict, now: float | None = None) -> list[str]:
+    """status -v: the master's own view, from its state file."""
+    if not state:
+        return ["master: no state file yet (it is written within a second of a change)"]
+    now = time.time() if now is None else now
+    lines = [
+        f"master: pid {state['pid']}, version {state['version']}, configuration"
+        f" {state['config_directory']}, up {_ago(now - state['started'])},"
+        f" {state['forks']} fork(s)"
+    ]
+    for svc in state["services"]:
+        children = svc["children"]
+        idle = sum(1 for c in children if c["state"] == "idle")
+        limit = svc["maxproc"] or "unlimited"
+        lines.append(
+            f"service {svc['name']} ({svc['type']} {svc['endpoint']}): {svc['command']},"
+            f" maxproc {limit}, {len(children)} child(ren) ({idle} idle), {svc['spawns']} spawn(s)"
+        )
+        for c in children:
+            lines.append(
+                f"  pid {c['pid']} {c['state']}, {c['use_count']} use(s),"
+                f" up {_ago(now - c['started'])}"
+            )
+        if svc["throttled"]:
+            left = max(0, int(svc["throttle_until"] - now))
+            lines.append(f"  throttled for {left}s more: {svc['throttle_reason']}")
+        if svc["last_exit"]:
+            lines.append(f"  last exit: {svc['last_exit']}")
+    return lines
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def provider_lines(config_dir: str) -> list[str]:
+    """Lines of every `minipostfix.status` entry point; a failure is one line."""
+    from importlib.metadata import entry_points
+
+    lines: list[str] = []
+    for ep in sorted(entry_points(group="minipostfix.status"), key=lambda e: e.name):
+        try:
+            got = ep.load()(config_dir)
+            lines += [f"{ep.name}: {line}" for line in got]
+        except Exception as err:  # a provider must never break status
+            lines.append(f"{ep.name}: status unavailable: {type(err).__name__}: {err}")
+    return lines
+
+
+def cmd_check(config_dir: str, _args: argparse.Namespace) -> int:
+    try:
+        check(config_dir)
+    except Fatal as err:
+        raise Fatal(f"{err}\nminipostfix integrity check failed!") from None
+    return 0
+
+
+def cmd_create_instance(config_dir: str, args: argparse.Namespace) -> int:
+    edits: list[tuple[str, str]] = []
+    for item in args.edits:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise Fatal(f'bad argument "{item}": expected NAME=VALUE')
+        edits.append((name.strip(), value.strip()))
+    edits.append(("config_directory", config_dir))
+    try:
+        source = embedded.embedded_directory()
+    except FileNotFoundError as err:
+        raise Fatal(str(err)) from None
+    try:
+        os.makedirs(config_dir, 0o755, exist_ok=True)
+        os.chmod(config_dir, 0o755)
+        for name in embedded.NAMES:
+            target = os.path.join(config_dir, name)
+            shutil.copyfile(os.path.join(source, name), target + ".tmp")
+            os.chmod(target + ".tmp", 0o644)
+            os.replace(target + ".tmp", target)
+    except OSError as err:
+        raise Fatal(f"{err.filename or config_dir}: {err.strerror}") from None
+    from master import postconf
+
+    try:
+        postconf.edit_main_cf(os.path.join(config_dir, "main.cf"), edits)
+    except (ConfigError, OSError) as err:
+        raise Fatal(str(err)) from None
+    return 0
+
+
+# Plumbing ----------------------------------------------------------------
+
+
+def _load(config_dir: str) -> Config:
+    try:
+        return Config.load(config_dir)
+    except ConfigError as err:
+        raise Fatal(str(err)) from None
+
+
+def init_log(config: Config) -> None:
+    """Messages on stderr and in the mail log, as postfix-script through postlog."""
+    log_init(
+        NAME,
+        syslog_name=config.get("syslog_name"),
+        facility=config.get("syslog_facility"),
+        maillog_file=config.get("maillog_file"),
+        stderr=True,
+        tool=True,
+    )
+
+
+COMMANDS = {
+    "start": cmd_start,
+    "start-fg": cmd_start_fg,
+    "stop": cmd_stop,
+    "abort": cmd_abort,
+    "reload": cmd_reload,
+    "status": cmd_status,
+    "check": cmd_check,
+    "create-instance": cmd_create_instance,
+    "master": cmd_master,
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=NAME, description="Control the minipostfix mail system.")
+    parser.add_argument("-c", dest="config_dir", metavar="DIR", help="configuration directory")
+    parser.add_argument("command", metavar="command", help=USAGE)
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sub = argparse.ArgumentParser(prog=f"{NAME} {args.command}")
+    if args.command == "status":
+        sub.add_argument("-v", dest="verbose", action="store_true")
+    elif args.command == "create-instance":
+        sub.add_argument("edits", nargs="*", metavar="NAME=VALUE")
+    elif args.command == "master":
+        sub.add_argument("--ready-fd", type=int, default=None)
+    sub.parse_args(args.rest, namespace=args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    log_init(NAME, stderr=True, tool=True)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    command = COMMANDS.get(args.command)
+    if command is None:
+        print(
+            f"{NAME}: fatal: unknown command: '{args.command}'. Usage: {NAME} {USAGE}",
+            file=sys.stderr,
+        )
+        return 1
+    config_dir = os.path.abspath(config_directory(args.config_dir))
+    try:
+        return command(config_dir, args)
+    except Fatal as err:
+        for line in str(err).split("\n"):
+            fatal_line(line)
+        return 1
+    except KeyboardInterrupt:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,594 @@
+"""The resident master: services, listeners, a loop of named steps, reload, stop.
+
+SYNOPSIS
+    from master.master import run, layout, read_configuration
+
+    status = run(config_dir, foreground=False, ready_fd=None)
+    layout(config, owner) -> list[DirSpec]      # directories and their modes
+    read_configuration(config_dir) -> (Config, list[ServiceEntry])
+
+DESCRIPTION
+    run() is Postfix's master(8) after its -w fork (control.py detaches
+    first, or stays in the foreground for start-fg).  In order:
+
+    1. Reserve fds 0-6 (/dev/null) so no pipe or socket lands on the
+       numbers children expect; close any other inherited descriptor.
+    2. Read main.cf and master.cf; any error is fatal (`fatal:
+       master.cf:12: ...`, exit 1) and nothing has been created yet.
+    3. Apply import_environment; set MAIL_CONFIG, MAIL_LOGTAG and, with
+       maillog_file, POSTLOG_SERVICE and POSTLOG_HOSTNAME for children.
+    4. Create $queue_directory/{pid,private,public} and $data_directory
+       with Debian's ownership and modes (see layout()); chdir to the
+       queue directory, so sockets are named relatively (private/tlsmgr).
+    5. Lock pid/master.pid (root, 0600) and $data_directory/master.lock
+       (mail_owner, 0600), each holding the pid right-aligned in 32
+       characters plus a newline, with an exclusive non-blocking flock
+       held for the master's lifetime.  A held lock means another master
+       runs: `fatal: the minipostfix mail system is already running`.  A
+       stale file from a killed master is simply locked and rewritten.
+    6. Create every listener, then log `daemon started -- version V,
+       configuration DIR`, write one byte to `ready_fd`, and loop.
+
+    Each turn of the loop waits for events (listeners, status records,
+    timers, signals; signal handlers only record), then acts in this
+    order: reap_children(), stop_if_asked(), reload_if_hup(),
+    start_wanted(), publish_state().
+
+    Reload (SIGHUP) re-reads both files.  A bad new configuration is
+    logged and the running one stays.  A service whose identity (internal
+    name, type) is unchanged keeps its listeners, so no connection is
+    refused during a reload; it takes the new settings and gets a new
+    status socketpair, so its old children see EOF on fd 5 and leave; its
+    wake-up timer restarts.  Removed services' children get SIGTERM and
+    their listeners close at once (the master does not block waiting for
+    them, unlike Postfix).  New services start.
+
+    Stop (SIGTERM, SIGINT): TERM every child by pid, wait up to 5 s,
+    KILL what is left, reap, exit 0.  Abort (SIGQUIT): TERM every child
+    and exit at once.
+
+    publish_state() rewrites $queue_directory/pid/master.state (JSON,
+    0644, temp file + rename) at most once a second when something
+    changed; `minipostfix status -v` reads it.
+
+SECURITY
+    The master runs as root and stays root; children drop privileges in
+    their skeleton.  Files in mail_owner's directories (master.lock, unix
+    sockets, fifos) are opened or created with euid mail_owner
+    (privs.saved_eugid), never by root through a link mail_owner planted.
+
+DIAGNOSTICS
+    Fatal startup errors are logged and also written to `ready_fd` so
+    that `minipostfix start` can print them.  Reload errors are logged.
+
+BUGS
+    Changing queue_directory, config_directory or inet_protocols needs a
+    stop and start; reload warns and keeps the old value for the master.
+
+SEE ALSO
+    src/master/master.c, master_ent.c, master_service.c, master_sig.c,
+    master_wakeup.c (Postfix); spawn.py, listen.py, control.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import grp
+import json
+import os
+import signal
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+
+from master import listen, privs, proto
+from master.config import Config, ConfigError
+from master.events import EventLoop
+from master.log import log_init, msg_error, msg_fatal, msg_info, msg_warn
+from master.mastercf import ServiceEntry, read_master_cf
+from master.spawn import Service, Spawner
+
+PID_FILE = "pid/master.pid"
+STATE_FILE = "pid/master.state"
+DATA_LOCK = "master.lock"
+STOP_WAIT = 5.0
+KILL_WAIT = 5.0
+PUBLISH_INTERVAL = 1.0
+ALREADY_RUNNING = "the minipostfix mail system is already running"
+RESTART_ONLY = ("config_directory", "queue_directory", "inet_protocols")
+
+
+def version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("minipostfix")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# Configuration -----------------------------------------------------------
+
+
+def _port_lookup(name: str) -> str:
+    try:
+        return str(socket.getservbyname(name, "tcp"))
+    except OSError:
+        return ""
+
+
+def read_configuration(config_dir: str) -> tuple[Config, list[ServiceEntry]]:
+    """Read main.cf and master.cf; ConfigError on any problem."""
+    config = Config.load(config_dir)
+    config.get_time("service_throttle_time")
+    config.get_int("default_process_limit")
+    path = os.path.join(config.config_dir, "master.cf")
+    return config, read_master_cf(path, config, _port_lookup)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """mail_owner's identity and the groups the layout needs."""
+
+    name: str
+    uid: int
+    gid: int
+    setgid_gid: int
+
+
+def lookup_owner(config: Config) -> Owner:
+    """mail_owner and setgid_group; when not root, whoever runs us."""
+    name = config.get("mail_owner")
+    if os.geteuid() != 0:
+        return Owner(name, os.geteuid(), os.getegid(), os.getegid())
+    uid, gid = privs.lookup_user(name)
+    try:
+        setgid_gid = grp.getgrnam(config.get("setgid_group")).gr_gid
+    except KeyError:
+        setgid_gid = gid  # decisions.md 13: mail_owner's group without postdrop
+    return Owner(name, uid, gid, setgid_gid)
+
+
+@dataclass(frozen=True)
+class DirSpec:
+    path: str
+    uid: int
+    gid: int
+    mode: int
+    enforce: bool  # fix ownership and mode of an existing directory
+
+
+def layout(config: Config, owner: Owner) -> list[DirSpec]:
+    """The directories the master needs, with decisions.md item 13's owners and modes."""
+    queue = config.get("queue_directory")
+    me = os.geteuid()
+    root_gid = 0 if me == 0 else os.getegid()
+    return [
+        DirSpec(queue, me, root_gid, 0o755, False),
+        DirSpec(os.path.join(queue, "pid"), me, root_gid, 0o755, True),
+        DirSpec(os.path.join(queue, "private"), owner.uid, root_gid, 0o700, True),
+        DirSpec(os.path.join(queue, "public"), owner.uid, owner.setgid_gid, 0o2710, True),
+        DirSpec(config.get("data_directory"), owner.uid, owner.gid, 0o755, True),
+    ]
+
+
+def make_directories(specs: list[DirSpec]) -> None:
+    """Create missing directories; fix owner and mode of our own ones (as root)."""
+    root = os.geteuid() == 0
+    for spec in specs:
+        try:
+            os.makedirs(os.path.dirname(spec.path) or "/", 0o755, exist_ok=True)
+            created = False
+            try:
+                os.mkdir(spec.path, spec.mode & 0o777)
+                created = True
+            except FileExistsError:
+                pass
+            st = os.stat(spec.path)
+            if not (created or spec.enforce):
+                continue
+            if root and (st.st_uid, st.st_gid) != (spec.uid, spec.gid):
+                os.chown(spec.path, spec.uid, spec.gid)
+            if st.st_mode & 0o7777 != spec.mode or (root and created):
+                os.chmod(spec.path, spec.mode)
+        except OSError as err:
+            raise ConfigError(f"directory {spec.path}: {err.strerror}") from None
+
+
+def lock_pid_file(path: str) -> int:
+    """Open, flock (exclusive, non-blocking) and write our pid; return the fd."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(ALREADY_RUNNING) from None
+        record = f"{os.getpid():>32}\n".encode()
+        os.pwrite(fd, record, 0)
+        os.ftruncate(fd, len(record))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+# The master --------------------------------------------------------------
+
+
+class Master:
+    """One resident master; see the module docstring for the steps."""
+
+    def __init__(self, config_dir: str, foreground: bool, ready_fd: int | None) -> None:
+        self.config_dir = config_dir
+        self.foreground = foreground
+        self.ready_fd = ready_fd
+        self.config: Config | None = None
+        self.owner: Owner | None = None
+        self.services: dict[tuple[str, str], Service] = {}
+        self.wakeups: dict[Service, object] = {}
+        self.condwake: set[Service] = set()
+        self.addresses: dict[Service, list] = {}
+        self.lock_fds: list[int] = []
+        self.loop: EventLoop | None = None
+        self.spawner: Spawner | None = None
+        self.started = time.time()
+        self.hup = False
+        self.stop_signal = 0
+        self.last_publish = 0.0
+        self.last_state = ""
+        self.publish_timer = None
+
+    # Startup -------------------------------------------------------------
+
+    def fatal(self, text: str) -> None:
+        """Log a fatal startup error, tell `minipostfix start`, exit 1."""
+        self.tell_ready(f"fatal: {text}\n".encode())
+        msg_fatal(text)
+
+    def tell_ready(self, data: bytes) -> None:
+        if self.ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.ready_fd, data)
+                os.close(self.ready_fd)
+            self.ready_fd = None
+
+    def start(self) -> None:
+        try:
+            config, entries = read_configuration(self.config_dir)
+            self.config = config
+            self.init_logging()
+            self.owner = lookup_owner(config)
+            self.init_environment()
+            make_directories(layout(config, self.owner))
+            os.chdir(config.get("queue_directory"))
+            self.lock_fds.append(lock_pid_file(PID_FILE))
+            with self.as_owner():
+                data_lock = os.path.join(config.get("data_directory"), DATA_LOCK)
+                self.lock_fds.append(lock_pid_file(data_lock))
+        except ConfigError as err:
+            self.fatal(str(err))
+        except OSError as err:
+            self.fatal(f"{err.filename or 'startup'}: {err.strerror}")
+        self.loop = EventLoop()
+        self.spawner = Spawner(self.loop, dict(os.environ), foreground=self.foreground)
+        try:
+            for entry in entries:
+                self.start_service(entry)
+        except OSError as err:
+            self.fatal(f"service startup: {err.strerror}")
+        for signum in (signal.SIGHUP, signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            self.loop.on_signal(signum, self.record_signal)
+        self.loop.on_signal(signal.SIGQUIT, self.record_signal)
+        self.loop.ignore_signal(signal.SIGPIPE)
+        msg_info(f"daemon started -- version {version()}, configuration {config.config_dir}")
+        self.tell_ready(b"\0")
+        for service in self.services.values():
+            self.wakeup_init(service)
+        self.publish_state(force=True)
+
+    def init_logging(self) -> None:
+        cfg = self.config
+        assert cfg is not None
+        log_init(
+            "master",
+            syslog_name=cfg.get("syslog_name"),
+            facility=cfg.get("syslog_facility"),
+            maillog_file=cfg.get("maillog_file"),
+            stderr=self.foreground,
+        )
+
+    def init_environment(self) -> None:
+        """import_environment, then what every child needs (reference 4.4)."""
+        cfg = self.config
+        assert cfg is not None
+        keep: dict[str, str] = {}
+        for item in cfg.get_list("import_environment"):
+            name, eq, value = item.partition("=")
+            if eq:
+                keep[name] = value
+            elif name in os.environ:
+                keep[name] = os.environ[name]
+        os.environ.clear()
+        os.environ.update(keep)
+        os.environ[proto.ENV_MAIL_CONFIG] = cfg.config_dir
+        os.environ[proto.ENV_MAIL_LOGTAG] = cfg.get("syslog_name")
+        if cfg.get("maillog_file"):
+            queue = cfg.get("queue_directory")
+            os.environ["POSTLOG_SERVICE"] = os.path.join(queue, "public", "postlog")
+            os.environ["POSTLOG_HOSTNAME"] = cfg.get("myhostname") or socket.gethostname()
+
+    def as_owner(self) -> contextlib.AbstractContextManager:
+        owner = self.owner
+        assert owner is not None
+        return privs.saved_eugid(owner.uid, owner.gid)
+
+    # Services ------------------------------------------------------------
+
+    def service_args(self, entry: ServiceEntry, listen_count: int) -> tuple[str, list[str], bool]:
+        """The program path, argv and stress flag of a service's children."""
+        cfg = self.config
+        assert cfg is not None
+        path = os.path.join(cfg.get("daemon_directory"), entry.command)
+        stress = entry.type == "inet" and entry.maxproc > 1 and not self._loopback_only(entry)
+        argv = proto.child_argv(
+            entry.command,
+            entry.name,
+            entry.type,
+            maxproc=entry.maxproc,
+            unpriv=entry.unpriv,
+            chroot=entry.chroot,
+            stress="" if stress else None,
+            listen_count=listen_count,
+            args=entry.args,
+        )
+        return path, argv, stress
+
+    def _loopback_only(self, entry: ServiceEntry) -> bool:
+        addrs = [a for (_f, a), _opt in listen.inet_addresses(entry, self.config)]
+        return all(a[0].startswith("127.") or a[0] == "::1" for a in addrs)
+
+    def configure(self, service: Service, entry: ServiceEntry) -> None:
+        """Give a new or kept service its settings from master.cf and main.cf."""
+        assert self.config is not None
+        path, argv, stress = self.service_args(entry, len(service.listen_fds))
+        throttle = self.config.get_time("service_throttle_time")
+        service.configure(entry, path, argv, throttle, stress)
+        service.open_status_channel()
+        service.update_listen()
+        self.condwake.discard(service)
+        if entry.wakeup and entry.wakeup_conditional:
+            self.condwake.add(service)
+
+    def start_service(self, entry: ServiceEntry) -> Service:
+        """Listeners, status channel and listen policy of a new service."""
+        assert self.config is not None and self.loop is not None
+        fds = listen.open_listeners(entry, self.config, self.as_owner)
+        service = Service(entry, "", [], fds, self.loop, 0)
+        self.addresses[service] = listen.listener_addresses(fds) if entry.type == "inet" else []
+        self.services[entry.identity] = service
+        self.configure(service, entry)
+        return service
+
+    def stop_service(self, service: Service) -> None:
+        """A service removed by reload: TERM its children, close its endpoints."""
+        assert self.spawner is not None
+        service.removed = True
+        self.wakeup_cancel(service)
+        service.update_listen()
+        service.close_status_channel()
+        self.spawner.signal_service(service, signal.SIGTERM)
+        listen.close_listeners(service.listen_fds)
+        service.listen_fds = []
+        self.addresses.pop(service, None)
+
+    # Wake-ups ------------------------------------------------------------
+
+    def wakeup_init(self, service: Service) -> None:
+        if service.entry.wakeup and service not in self.condwake:
+            self.wakeup_event(service)
+
+    def wakeup_cancel(self, service: Service) -> None:
+        assert self.loop is not None
+        self.loop.cancel_timer(self.wakeups.pop(service, None))
+
+    def wakeup_event(self, service: Service) -> None:
+        assert self.loop is not None
+        if not service.throttled:
+            try:
+                listen.send_wakeup(
+                    service.entry, self.addresses.get(service, []), self.loop, self.as_owner
+                )
+            except OSError as err:
+                msg_warn(f"master_wakeup_timer_event: service {service.name}: {err.strerror}")
+        self.wakeups[service] = self.loop.request_timer(
+            service.entry.wakeup, lambda _loop: self.wakeup_event(service)
+        )
+
+    # The loop ------------------------------------------------------------
+
+    def record_signal(self, signum: int, _loop: EventLoop) -> None:
+        if signum == signal.SIGHUP:
+            self.hup = True
+        elif signum != signal.SIGCHLD:
+            self.stop_signal = self.stop_signal or signum
+
+    def run(self) -> int:
+        assert self.loop is not None
+        while True:
+            self.loop.run_once(None)
+            self.reap_children()
+            if self.stop_if_asked():
+                return 0
+            self.reload_if_hup()
+            self.start_wanted()
+            self.publish_state()
+
+    def reap_children(self) -> None:
+        assert self.spawner is not None
+        self.spawner.reap()
+
+    def start_wanted(self) -> None:
+        assert self.spawner is not None
+        for service in list(self.services.values()):
+            if service.wanted and self.spawner.spawn(service) and service in self.condwake:
+                self.condwake.discard(service)
+                self.wakeup_init(service)
+
+    def stop_if_asked(self) -> bool:
+        assert self.spawner is not None
+        signum = self.stop_signal
+        if not signum:
+            return False
+        self.spawner.stopping = True
+        self.spawner.signal_all(signal.SIGTERM)
+        if signum == signal.SIGQUIT:
+            msg_info(f"aborting on signal {signum}")
+        else:
+            msg_info(f"terminating on signal {signum}")
+            self.spawner.wait_all(STOP_WAIT)
+            if self.spawner.children:
+                msg_warn(f"killing {len(self.spawner.children)} child(ren) still running")
+                self.spawner.signal_all(signal.SIGKILL)
+                self.spawner.wait_all(KILL_WAIT)
+        with contextlib.suppress(OSError):
+            os.unlink(STATE_FILE)
+        return True
+
+    def reload_if_hup(self) -> None:
+        if not self.hup:
+            return
+        self.hup = False
+        msg_info(f"reload -- version {version()}, configuration {self.config_dir}")
+        try:
+            config, entries = read_configuration(self.config_dir)
+        except ConfigError as err:
+            msg_error(f"reload: {err}; keeping the running configuration")
+            return
+        old = self.config
+        assert old is not None
+        for name in RESTART_ONLY:
+            if config.get(name) != old.get(name):
+                msg_warn(f"ignoring {name} parameter value change")
+                msg_warn(f"to change {name}, stop and start minipostfix")
+                config.values[name] = old.get(name)
+        self.config = config
+        self.init_logging()
+        os.environ[proto.ENV_MAIL_LOGTAG] = config.get("syslog_name")
+        self.apply_plan(entries)
+        self.publish_state(force=True)
+
+    def apply_plan(self, entries: list[ServiceEntry]) -> None:
+        assert self.config is not None and self.spawner is not None
+        self.spawner.env = dict(os.environ)
+        wanted = {entry.identity: entry for entry in entries}
+        for identity, service in list(self.services.items()):
+            if identity not in wanted:
+                del self.services[identity]
+                self.condwake.discard(service)
+                self.stop_service(service)
+        for identity, entry in wanted.items():
+            service = self.services.get(identity)
+            if service is None:
+                try:
+                    service = self.start_service(entry)
+                except OSError as err:
+                    msg_error(f"service {entry.name}: {err.strerror}; not started")
+                    continue
+            else:
+                self.check_interfaces(service, entry)
+                self.wakeup_cancel(service)
+                self.configure(service, entry)
+            self.wakeup_init(service)
+
+    def check_interfaces(self, service: Service, entry: ServiceEntry) -> None:
+        if entry.type != "inet" or entry.inet_host:
+            return
+        try:
+            now = [a for a, _opt in listen.inet_addresses(entry, self.config)]
+        except OSError:
+            now = []
+        have = self.addresses.get(service, [])
+        if {(f, a[:2]) for f, a in now} - {(f, a[:2]) for f, a in have}:
+            msg_warn(f"service {entry.name}: ignoring inet_interfaces change")
+            msg_warn("to change inet_interfaces, stop and start minipostfix")
+
+    # Published state -----------------------------------------------------
+
+    def publish_state(self, force: bool = False) -> None:
+        """Rewrite pid/master.state when it changed, at most once a second."""
+        assert self.loop is not None and self.spawner is not None
+        now = time.monotonic()
+        if not force and now - self.last_publish < PUBLISH_INTERVAL:
+            if self.publish_timer is None:
+                delay = PUBLISH_INTERVAL - (now - self.last_publish)
+                self.publish_timer = self.loop.request_timer(delay, self._publish_event)
+            return
+        self.last_publish = now
+        state = {
+            "pid": os.getpid(),
+            "version": version(),
+            "config_directory": self.config_dir,
+            "started": self.started,
+            "forks": self.spawner.generation,
+            "services": [s.snapshot() for s in self.services.values()],
+        }
+        text = json.dumps(state, indent=1)
+        if text == self.last_state:
+            return
+        tmp = STATE_FILE + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "w") as fp:
+                fp.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, STATE_FILE)
+            self.last_state = text
+        except OSError as err:
+            msg_warn(f"cannot write {STATE_FILE}: {err.strerror}")
+
+    def _publish_event(self, _loop: EventLoop) -> None:
+        self.publish_timer = None
+        self.publish_state()
+
+
+# Descriptors --------------------------------------------------------------
+
+
+def reserve_fds(keep: int | None) -> int | None:
+    """Close inherited fds, occupy 0-6 with /dev/null; return `keep`'s new number."""
+    if keep is not None:
+        moved = fcntl.fcntl(keep, fcntl.F_DUPFD_CLOEXEC, proto.MASTER_LISTEN_FD + 1)
+        os.close(keep)
+        keep = moved
+    limit = os.sysconf("SC_OPEN_MAX")
+    if keep is None:
+        os.closerange(proto.MASTER_FLOW_READ, limit)
+    else:
+        os.closerange(proto.MASTER_FLOW_READ, keep)
+        os.closerange(keep + 1, limit)
+    for fd in range(proto.MASTER_LISTEN_FD + 1):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+    return keep
+
+
+def run(config_dir: str, *, foreground: bool = False, ready_fd: int | None = None) -> int:
+    """The resident master; returns the exit status (see the module docstring)."""
+    ready_fd = reserve_fds(ready_fd)
+    os.umask(0o077)
+    log_init("master", stderr=True if foreground else False)
+    master = Master(config_dir, foreground, ready_fd)
+    try:
+        master.start()
+        return master.run()
+    except SystemExit:
+        raise
+    except Exception as err:  # the top of the loop: log once, exit 1
+        for line in traceback.format_exc().rstrip().splitlines():
+            msg_error(line)
+        master.tell_ready(f"fatal: unexpected error: {err}; see the log\n".encode())
+        return 1

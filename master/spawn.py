@@ -1,0 +1,501 @@
+"""Child process birth and death: spawn, status records, reap, throttle.
+
+SYNOPSIS
+    from master.spawn import Spawner, Service
+
+    spawner = Spawner(loop, env, foreground=False)
+    service = Service(entry, path, argv, listen_fds, loop, throttle_delay)
+    service.open_status_channel(); service.update_listen()
+    if service.can_spawn(): spawner.spawn(service)
+    spawner.reap()                      # after SIGCHLD was recorded
+    spawner.signal_service(service, signal.SIGTERM)
+    spawner.signal_all(signal.SIGTERM); spawner.kill_all()
+
+DESCRIPTION
+    The only module that creates or waits for processes (Postfix's
+    master_spawn.c, master_avail.c and master_status.c in one place).
+
+    Spawning.  A service is watched for connection requests only while it
+    is not throttled, no child of it is available and its process limit
+    (maxproc, 0 = none) allows one more; a readable listener marks the
+    service `wanted` and the master calls spawn() from its loop.  A new
+    child counts as available from the moment it is created, so the
+    master stops watching until the child reports TAKEN or dies.
+
+    spawn() runs $daemon_directory/COMMAND through os.posix_spawn with
+    DUP2 file actions: fds 0 and 1 /dev/null, 2 /dev/null or (detached)
+    a pipe whose last lines the master keeps for its diagnostics, or the
+    master's own stderr in the foreground; 3 and 4 the flow-control pipe;
+    5 the child end of the service's status socketpair; 6 onward the
+    listeners.  The environment is the master's cleaned one plus
+    GENERATION, a counter over all forks, in octal.  Signals the master
+    ignores (SIGPIPE, SIGXFSZ) are reset to their defaults in the child.
+
+    Status records.  Each 12-byte record on the service's socketpair
+    (pid, generation, avail) updates one child: an unknown pid is ignored
+    (it may already be reaped), a stale generation is ignored with a
+    message, a repeated state is ignored, AVAIL after TAKEN counts one
+    use.  Records may be read several at a time.
+
+    Reaping and throttling.  reap() collects every dead child with
+    waitpid(-1, WNOHANG).  An abnormal exit (non-zero status or a signal)
+    is logged; when the child never completed a TAKEN -> AVAIL cycle it
+    is a bad command startup: the service stops forking and listening for
+    its throttle_delay, and the reason (exit status or signal, and the
+    last lines the child wrote to stderr) is logged and kept for status.
+    A clean exit(0) never throttles.  A failed spawn (fork or exec error)
+    throttles too.  SIGTERM deaths of children of a removed service, or
+    during shutdown, are not logged.
+
+SECURITY
+    Children are started as root with the master's cleaned environment;
+    the child skeleton drops privileges itself (privs.py).
+
+DIAGNOSTICS
+    Warnings as Postfix words them: `process PATH pid N exit status S`,
+    `process PATH pid N killed by signal N`, `PATH: bad command startup
+    -- throttling`, `master_spawn: fork: ERROR -- throttling`, followed by
+    one line that says why.
+
+BUGS
+    The stderr tail exists only for detached masters; in the foreground
+    the child's stderr is the terminal and the reason has no last lines.
+
+SEE ALSO
+    src/master/master_spawn.c, master_avail.c, master_status.c (Postfix)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from master import proto
+from master.events import EventLoop
+from master.log import msg_info, msg_warn
+from master.mastercf import ServiceEntry
+
+STDERR_TAIL = 2048  # bytes of a child's stderr kept for diagnostics
+STRESS_TIME = 1000  # seconds a service stays under stress after reaching its limit
+
+
+@dataclass
+class Child:
+    """One child process (Postfix's MASTER_PROC)."""
+
+    pid: int
+    generation: int
+    service: Service
+    started: float = field(default_factory=time.time)
+    avail: int = proto.STATUS_AVAIL
+    use_count: int = 0
+    stderr_fd: int | None = None
+    stderr_tail: bytearray = field(default_factory=bytearray)
+
+
+class Service:
+    """The runtime state of one master.cf service (Postfix's MASTER_SERV)."""
+
+    def __init__(
+        self,
+        entry: ServiceEntry,
+        path: str,
+        argv: list[str],
+        listen_fds: list[int],
+        loop: EventLoop,
+        throttle_delay: int,
+        stress: bool = False,
+    ) -> None:
+        self.loop = loop
+        self.listen_fds = listen_fds
+        self.status_fd: int | None = None  # the master's end
+        self.child_status_fd: int | None = None  # given to children as fd 5
+        self.children: dict[int, Child] = {}
+        self.avail_proc = 0
+        self.listening = False
+        self.wanted = False
+        self.removed = False
+        self.throttled = False
+        self.throttle_timer = None
+        self.throttle_reason = ""
+        self.throttle_until = 0.0
+        self.spawns = 0
+        self.last_exit = ""
+        self.stress_expire = 0.0
+        self._busy_warn = 0.0
+        self._partial = b""
+        self.configure(entry, path, argv, throttle_delay, stress)
+
+    def configure(
+        self, entry: ServiceEntry, path: str, argv: list[str], throttle_delay: int, stress: bool
+    ) -> None:
+        """Take (new) settings from master.cf; used at start and by reload."""
+        self.entry = entry
+        self.path = path
+        self.argv = argv
+        self.throttle_delay = throttle_delay
+        self.stress = stress
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def total_proc(self) -> int:
+        return len(self.children)
+
+    def limit_ok(self, extra: int = 0) -> bool:
+        return self.entry.maxproc == 0 or self.total_proc + extra < self.entry.maxproc
+
+    def can_spawn(self) -> bool:
+        return not self.throttled and not self.removed and self.avail_proc == 0 and self.limit_ok()
+
+    # Status channel ------------------------------------------------------
+
+    def open_status_channel(self) -> None:
+        """A fresh socketpair; children of the old one see EOF on fd 5."""
+        self.close_status_channel()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        mine.setblocking(False)
+        self.status_fd, self.child_status_fd = mine.detach(), theirs.detach()
+        self._partial = b""
+        self.loop.enable_read(self.status_fd, self._status_event)
+
+    def close_status_channel(self) -> None:
+        if self.status_fd is not None:
+            self.loop.disable(self.status_fd)
+            os.close(self.status_fd)
+        if self.child_status_fd is not None:
+            os.close(self.child_status_fd)
+        self.status_fd = self.child_status_fd = None
+
+    def _status_event(self, fd: int, _loop: EventLoop) -> None:
+        try:
+            data = os.read(fd, proto.STATUS_SIZE * 256)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            msg_warn(f"service {self.name}: read status: {err.strerror}")
+            return
+        if not data:  # cannot happen while we hold both ends
+            return
+        data = self._partial + data
+        whole = len(data) - len(data) % proto.STATUS_SIZE
+        self._partial = data[whole:]
+        for off in range(0, whole, proto.STATUS_SIZE):
+            self._status_record(proto.decode_status(data[off : off + proto.STATUS_SIZE]))
+
+    def _status_record(self, rec: proto.StatusRecord) -> None:
+        child = self.children.get(rec.pid)
+        if child is None:
+            return  # reaped before its last record arrived, or a stranger
+        if child.generation != rec.generation:
+            msg_info(f"ignoring status update from child pid {rec.pid} generation {rec.generation}")
+            return
+        if child.avail == rec.avail:
+            return
+        if rec.avail == proto.STATUS_AVAIL:
+            child.use_count += 1
+            self.avail_more(child)
+        elif rec.avail == proto.STATUS_TAKEN:
+            self.avail_less(child)
+        else:
+            msg_warn(f"ignoring unknown status {rec.avail} allegedly from pid {rec.pid}")
+
+    # Availability and listening ----------------------------------------
+
+    def avail_more(self, child: Child) -> None:
+        child.avail = proto.STATUS_AVAIL
+        self.avail_proc += 1
+        self.update_listen()
+
+    def avail_less(self, child: Child) -> None:
+        child.avail = proto.STATUS_TAKEN
+        self.avail_proc -= 1
+        self.update_listen()
+
+    def update_listen(self) -> None:
+        """Watch the listeners exactly when a connection would make us fork."""
+        flag = self.can_spawn()
+        if not flag and not self.throttled and not self.removed and not self.limit_ok():
+            self._warn_at_limit()
+        if flag and not self.listening:
+            for fd in self.listen_fds:
+                self.loop.enable_read(fd, self._listen_event)
+        elif not flag and self.listening:
+            for fd in self.listen_fds:
+                self.loop.disable(fd)
+        self.listening = flag
+
+    def _listen_event(self, _fd: int, _loop: EventLoop) -> None:
+        self.wanted = True  # the master's start_wanted() step forks
+
+    def _warn_at_limit(self) -> None:
+        now = time.monotonic()
+        if self.stress and now - self._busy_warn > STRESS_TIME:
+            self._busy_warn = now
+            msg_warn(
+                f'service "{self.name}" ({self.entry.internal_name}) has reached its process'
+                f' limit "{self.entry.maxproc}": new clients may experience noticeable delays'
+            )
+
+    # Throttling ----------------------------------------------------------
+
+    def throttle(self, reason: str) -> None:
+        if self.throttled:
+            return
+        self.throttled = True
+        self.throttle_reason = reason
+        self.throttle_until = time.time() + self.throttle_delay
+        self.throttle_timer = self.loop.request_timer(self.throttle_delay, self._unthrottle_event)
+        self.update_listen()
+
+    def _unthrottle_event(self, _loop: EventLoop) -> None:
+        self.unthrottle()
+
+    def unthrottle(self) -> None:
+        if self.throttled:
+            self.throttled = False
+            self.loop.cancel_timer(self.throttle_timer)
+            self.throttle_timer = None
+            self.throttle_until = 0.0
+            msg_info(f"throttle released for command {self.path}")
+            self.update_listen()
+
+    def snapshot(self) -> dict:
+        """What `minipostfix status -v` shows about this service."""
+        return {
+            "name": self.name,
+            "type": self.entry.type,
+            "endpoint": self.entry.internal_name,
+            "command": self.path,
+            "maxproc": self.entry.maxproc,
+            "spawns": self.spawns,
+            "avail": self.avail_proc,
+            "throttled": self.throttled,
+            "throttle_until": self.throttle_until,
+            "throttle_reason": self.throttle_reason,
+            "last_exit": self.last_exit,
+            "children": [
+                {
+                    "pid": c.pid,
+                    "generation": c.generation,
+                    "state": "idle" if c.avail == proto.STATUS_AVAIL else "busy",
+                    "use_count": c.use_count,
+                    "started": c.started,
+                }
+                for c in self.children.values()
+            ],
+        }
+
+
+class Spawner:
+    """The master's child table and what every child inherits."""
+
+    def __init__(self, loop: EventLoop, env: dict[str, str], foreground: bool = False) -> None:
+        self.loop = loop
+        self.env = env
+        self.foreground = foreground
+        self.generation = 0
+        self.children: dict[int, Child] = {}
+        self.stopping = False
+        self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        self.flow_pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        for fd in (self.devnull, *self.flow_pipe):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # Birth ---------------------------------------------------------------
+
+    def spawn(self, service: Service) -> Child | None:
+        """Start one child of `service`; on failure throttle it and return None."""
+        service.wanted = False
+        if not service.can_spawn():
+            return None
+        if service.stress and not service.limit_ok(1):
+            service.stress_expire = time.monotonic() + STRESS_TIME
+        self.generation += 1
+        env = dict(self.env)
+        env[proto.ENV_GENERATION] = proto.format_generation(self.generation)
+        err_r = err_w = None
+        if not self.foreground:
+            err_r, err_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            pid = self._posix_spawn(service, env, err_w)
+        except OSError as err:
+            for fd in (err_r, err_w):
+                if fd is not None:
+                    os.close(fd)
+            self._spawn_failed(service, err)
+            return None
+        if err_w is not None:
+            os.close(err_w)
+        child = Child(pid, self.generation, service, stderr_fd=err_r, avail=-1)
+        self.children[pid] = child
+        service.children[pid] = child
+        service.spawns += 1
+        if err_r is not None:
+            self.loop.enable_read(err_r, lambda fd, _loop: self._drain_stderr(child))
+        service.avail_more(child)  # a new child counts as available at once
+        return child
+
+    def _posix_spawn(self, service: Service, env: dict[str, str], err_w: int | None) -> int:
+        argv = list(service.argv)
+        if service.stress and "stress=" in argv:
+            argv[argv.index("stress=")] = (
+                "stress=yes" if service.stress_expire > time.monotonic() else "stress="
+            )
+        listen = self._above(service.listen_fds, proto.MASTER_LISTEN_FD + len(service.listen_fds))
+        try:
+            actions = [
+                (os.POSIX_SPAWN_DUP2, self.devnull, 0),
+                (os.POSIX_SPAWN_DUP2, self.devnull, 1),
+                (os.POSIX_SPAWN_DUP2, self.flow_pipe[0], proto.MASTER_FLOW_READ),
+                (os.POSIX_SPAWN_DUP2, self.flow_pipe[1], proto.MASTER_FLOW_WRITE),
+                (os.POSIX_SPAWN_DUP2, service.child_status_fd, proto.MASTER_STATUS_FD),
+            ]
+            # The master's own stderr in the foreground, else a pipe we read.
+            actions.insert(2, (os.POSIX_SPAWN_DUP2, 2 if err_w is None else err_w, 2))
+            for n, fd in enumerate(listen):
+                actions.append((os.POSIX_SPAWN_DUP2, fd, proto.MASTER_LISTEN_FD + n))
+            return os.posix_spawn(
+                service.path,
+                argv,
+                env,
+                file_actions=actions,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                setsigmask=(),
+            )
+        finally:
+            for fd, orig in zip(listen, service.listen_fds, strict=True):
+                if fd != orig:
+                    os.close(fd)
+
+    @staticmethod
+    def _above(fds: list[int], floor: int) -> list[int]:
+        """Sanity check: a source fd must not be overwritten by an earlier DUP2 action."""
+        return [fd if fd >= floor else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
+
+    def _spawn_failed(self, service: Service, err: OSError) -> None:
+        if err.errno in (errno.EAGAIN, errno.ENOMEM):
+            msg_warn(f"master_spawn: fork: {err.strerror} -- throttling")
+            reason = f"fork failed: {err.strerror}"
+        else:
+            msg_warn(f"master_spawn: exec {service.path}: {err.strerror} -- throttling")
+            reason = f"cannot execute {service.path}: {err.strerror}"
+        service.last_exit = reason
+        service.throttle(reason)
+        msg_warn(f"{service.path}: throttling for {service.throttle_delay}s: {reason}")
+
+    # Death ---------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Collect every dead child; log, throttle and update accounting."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue  # not ours (e.g. reaped for posix_spawn by glibc)
+            self._child_died(child, status)
+
+    def _child_died(self, child: Child, status: int) -> None:
+        service = child.service
+        self._drain_stderr(child, final=True)
+        del service.children[child.pid]
+        if child.avail == proto.STATUS_AVAIL:
+            service.avail_proc -= 1
+        how = describe_status(status)
+        service.last_exit = f"pid {child.pid} {how}"
+        sent = (
+            (self.stopping or service.removed)
+            and os.WIFSIGNALED(status)
+            and os.WTERMSIG(status) in (signal.SIGTERM, signal.SIGKILL)
+        )
+        abnormal = not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+        if abnormal and not sent:
+            msg_warn(f"process {service.path} pid {child.pid} {how}")
+            lines = _tail_lines(child.stderr_tail)
+            for line in lines:
+                msg_warn(f"process {service.path} pid {child.pid} stderr: {line}")
+            if child.use_count == 0 and not service.throttled and not self.stopping:
+                reason = f"pid {child.pid} {how} before its first request"
+                if lines:
+                    reason += f'; last stderr line: "{lines[-1]}"'
+                msg_warn(f"{service.path}: bad command startup -- throttling")
+                msg_warn(f"{service.path}: throttling for {service.throttle_delay}s: {reason}")
+                service.throttle(reason)
+        service.update_listen()
+
+    def _drain_stderr(self, child: Child, final: bool = False) -> None:
+        fd = child.stderr_fd
+        if fd is None:
+            return
+        eof = False
+        try:
+            while True:
+                data = os.read(fd, 4096)
+                if not data:
+                    eof = True
+                    break
+                child.stderr_tail += data
+                del child.stderr_tail[:-STDERR_TAIL]
+        except BlockingIOError:
+            pass
+        except OSError:
+            eof = True
+        if eof or final:
+            self.loop.disable(fd)
+            os.close(fd)
+            child.stderr_fd = None
+
+    # Signals -------------------------------------------------------------
+
+    def signal_service(self, service: Service, signum: int) -> None:
+        for pid in list(service.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def signal_all(self, signum: int) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def wait_all(self, timeout: float) -> None:
+        """Reap children until none is left or `timeout` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while self.children and time.monotonic() < deadline:
+            self.loop.run_once(min(0.1, max(0.0, deadline - time.monotonic())))
+            self.reap()
+
+
+def describe_status(status: int) -> str:
+    """`exit status N` or `killed by signal N (NAME)`, from a wait status."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = "unknown"
+        return f"killed by signal {sig} ({name})"
+    if os.WIFEXITED(status):
+        return f"exit status {os.WEXITSTATUS(status)}"
+    return f"wait status {status:#x}"
+
+
+def _tail_lines(tail: bytearray, count: int = 3) -> list[str]:
+    text = tail.decode("utf-8", "backslashreplace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-count:]
