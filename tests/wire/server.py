@@ -1,0 +1,169 @@
+"""A test-only tlsmgr server: ServerConnection + Service + real caches on a unix socket.
+
+SYNOPSIS
+    python tests/wire/server.py SOCKET DATA_DIR [--max-entries N] [--timeout T]
+        [--lmtp-db] [--smtpd-db] [--log FILE]
+
+DESCRIPTION
+    Stands in for tlsmgr/daemon.py (not written yet) in the client and
+    wire tests: one process, non-blocking sockets, a selectors loop, the
+    per-connection service.TlsmgrHandler exactly as multi_server.main()
+    will drive it (connection_made / data_received / connection_lost,
+    conn.close_after_write()).  The smtp cache is enabled (hash file in
+    DATA_DIR); lmtp and smtpd are disabled unless asked for; the smtpd
+    timeout is T (tickets on).  Prints "READY" on stdout once listening.
+    TERM closes the caches and exits 0.
+
+    Test code only: it uses selectors and signal directly, which the
+    product keeps in master/events.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+from tlsmgr import scache, service
+
+
+class Rand:
+    def draw(self, n: int) -> bytes:
+        return os.urandom(n)
+
+    def mix(self, data: bytes) -> None:
+        pass
+
+
+class FileLog:
+    def __init__(self, path: str | None) -> None:
+        self.fp = open(path, "a", buffering=1) if path else None
+
+    def _write(self, text: str) -> None:
+        if self.fp:
+            self.fp.write(text + "\n")
+
+    def msg_info(self, text: str) -> None:
+        self._write(text)
+
+    def msg_warn(self, text: str) -> None:
+        self._write("warning: " + text)
+
+
+class Conn:
+    """The skeleton's per-connection handle, as the handler sees it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.peer = "test-client"
+        self.out = bytearray()
+        self.closing = False
+
+    def close_after_write(self) -> None:
+        self.closing = True
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("socket")
+    ap.add_argument("data_dir")
+    ap.add_argument("--max-entries", type=int, default=100000)
+    ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--lmtp-db", action="store_true")
+    ap.add_argument("--smtpd-db", action="store_true")
+    ap.add_argument("--log")
+    args = ap.parse_args()
+
+    log = FileLog(args.log)
+    stores = {}
+
+    def store(cache_type: str) -> scache.SessionCache:
+        stores[cache_type] = scache.SessionCache.open(
+            cache_type,
+            f"hash:{args.data_dir}/{cache_type}_scache",
+            timeout=args.timeout,
+            max_entries=args.max_entries,
+            data_directory=args.data_dir,
+            mail_owner_uid=os.geteuid(),
+            verbose=True,
+            log=log,
+        )
+        return stores[cache_type]
+
+    slots = [
+        service.CacheSlot("smtpd", args.timeout, store("smtpd") if args.smtpd_db else None),
+        service.CacheSlot("smtp", args.timeout, store("smtp")),
+        service.CacheSlot("lmtp", args.timeout, store("lmtp") if args.lmtp_db else None),
+    ]
+    svc = service.Service(slots, rand=Rand(), log=log, started=time.time())
+    factory = svc.handler_factory(time.time)
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(args.socket)
+    listener.listen(128)
+    listener.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, None)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+
+    def drop(conn: Conn, handler: service.TlsmgrHandler) -> None:
+        sel.unregister(conn.sock)
+        conn.sock.close()
+        handler.connection_lost()
+
+    def flush(conn: Conn, handler: service.TlsmgrHandler) -> None:
+        try:
+            sent = conn.sock.send(conn.out) if conn.out else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            drop(conn, handler)
+            return
+        del conn.out[:sent]
+        if not conn.out and conn.closing:
+            drop(conn, handler)
+            return
+        events = (0 if conn.closing else selectors.EVENT_READ) | (
+            selectors.EVENT_WRITE if conn.out else 0
+        )
+        sel.modify(conn.sock, events, (conn, handler))
+
+    print("READY", flush=True)
+    while not stop:
+        for key, mask in sel.select(0.5):
+            if key.data is None:
+                try:
+                    sock, _ = listener.accept()
+                except BlockingIOError:
+                    continue
+                sock.setblocking(False)
+                conn = Conn(sock)
+                handler = factory(conn)
+                conn.out += handler.connection_made()
+                sel.register(sock, selectors.EVENT_READ, (conn, handler))
+                flush(conn, handler)
+                continue
+            conn, handler = key.data
+            if mask & selectors.EVENT_READ and not conn.closing:
+                try:
+                    data = conn.sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                conn.out += handler.data_received(data)
+                if not data:
+                    conn.closing = True
+            flush(conn, handler)
+    for cache in stores.values():
+        cache.close()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

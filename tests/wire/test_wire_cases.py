@@ -1,0 +1,118 @@
+"""Every wire case, through the pure handler and through a real socket server.
+
+The same table (cases.py) will drive the differential test against the real
+tlsmgr; here it checks minipostfix's own replies, byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from cases import CASES, GREETING, exchange, matches
+
+from tlsmgr import scache, service
+
+SERVER = os.path.join(os.path.dirname(__file__), "server.py")
+
+
+class Rand:
+    def draw(self, n: int) -> bytes:
+        return os.urandom(n)
+
+    def mix(self, data: bytes) -> None:
+        pass
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def msg_info(self, text: str) -> None:
+        self.lines.append(text)
+
+    def msg_warn(self, text: str) -> None:
+        self.lines.append("warning: " + text)
+
+
+class Conn:
+    peer = "wire-test"
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close_after_write(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def data_dir():
+    path = tempfile.mkdtemp(dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_table_is_consistent():
+    names = [case.name for case in CASES]
+    assert len(names) == len(set(names))
+    for case in CASES:
+        # Every deliberate difference says why, and only differences do.
+        assert bool(case.differs) == (case.postfix is not None), case.name
+
+
+def test_cases_through_handler(data_dir):
+    log = Log()
+    smtp = scache.SessionCache.open(
+        "smtp",
+        f"hash:{data_dir}/smtp_scache",
+        timeout=3600,
+        max_entries=1000,
+        data_directory=data_dir,
+        mail_owner_uid=os.geteuid(),
+        log=log,
+    )
+    svc = service.Service(
+        [
+            service.CacheSlot("smtpd", 3600),
+            service.CacheSlot("smtp", 3600, smtp),
+            service.CacheSlot("lmtp", 3600),
+        ],
+        rand=Rand(),
+        log=log,
+        started=time.time(),
+    )
+    try:
+        for case in CASES:
+            conn = Conn()
+            handler = svc.handler_factory(time.time)(conn)
+            assert handler.connection_made() == GREETING
+            got = handler.data_received(case.sent)
+            got += handler.data_received(b"")
+            handler.connection_lost()
+            assert matches(case.reply, got), (case.name, got[:200])
+    finally:
+        smtp.close()
+    assert 'warning: bogus cache type "bogus" in "lookup" request' in log.lines
+    assert 'warning: bogus seed length "0" in "seed" request' in log.lines
+    assert "warning: invalid session ticket key name length: 3" in log.lines
+
+
+def test_cases_over_a_socket(data_dir):
+    path = os.path.join(data_dir, "tlsmgr")
+    proc = subprocess.Popen(
+        [sys.executable, SERVER, path, data_dir], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        for case in CASES:
+            got = exchange(path, case.sent)
+            assert matches(case.reply, got), (case.name, got[:200])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0

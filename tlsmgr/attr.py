@@ -1,0 +1,274 @@
+"""Attribute lists in Postfix's "0" format: a sans-IO decoder and an encoder.
+
+SYNOPSIS
+    from tlsmgr import attr
+
+    dec = attr.AttrDecoder()
+    dec.feed(data)                        # any split of the byte stream
+    pairs = dec.next_list()               # [(name, value), ...] or attr.NEED_DATA
+    dec.buffered                          # bytes received and not yet returned
+
+    attr.encode_list([(b"status", attr.format_int(-2))])   # -> bytes
+    attr.format_int(-1)     -> b"4294967295"   (printf "%u" of an int)
+    attr.format_data(b"A")  -> b"QQ=="         (standard base64, padded)
+    attr.parse_uint(b" 7")  -> 7               (sscanf "%u%c" == 1), else None
+    attr.to_int32(4294967294) -> -2            (an unsigned value read into an int)
+    attr.parse_data(b"QQ==QUJD") -> b"A"       (Postfix base64_decode_opt), else None
+
+    attr.RemoteProtocolError              # the one error family
+    attr.MAX_NAME, attr.MAX_DATA, attr.MAX_VALUE, attr.MAX_LIST
+
+DESCRIPTION
+    No sockets, no clock, no third-party imports.
+
+    The wire format (Postfix attr_print0.c / attr_scan0.c): an attribute
+    is its name, a NUL, its value, a NUL; a list ends with one more NUL,
+    which reads as an empty name.  Names and values are byte strings
+    without NUL; there is no escaping.  Integers travel as decimal text,
+    printed as unsigned 32-bit numbers (-1 is "4294967295"); binary data
+    travels as standard base64 with padding ("" for empty data).
+
+    AttrDecoder is incremental.  feed() appends bytes; next_list()
+    returns the next complete list as (name, value) pairs, in order, or
+    NEED_DATA.  The scanner remembers how far it searched for the next
+    NUL, so feeding one byte at a time stays O(n) overall.  Several lists
+    in one feed() come out one per next_list() call (pipelining).
+
+    Limits, checked as soon as they are exceeded (a client cannot make
+    the decoder buffer more than MAX_LIST bytes of one list):
+        MAX_NAME  = 64        bytes of one attribute name
+        MAX_DATA  = 65536     bytes of one decoded value
+        MAX_VALUE = 87384     bytes of one value on the wire: the base64
+                              text of MAX_DATA bytes
+        MAX_LIST  = 131072    bytes of one attribute list, NULs included
+    Postfix 3.7 has no limits here (reference 1.2).
+
+    parse_uint() is glibc's sscanf("%u%c") == 1: leading white space and
+    a sign are accepted ("-1" wraps to 4294967295), at least one decimal
+    digit is required, nothing may follow (" 0x10", "7 " and "" fail).
+    Values beyond 2**64 - 1 saturate as strtoul does; the result is then
+    reduced to 32 bits, as storing it in an unsigned int does.
+
+    parse_data() is Postfix's base64_decode_opt(): the length must be a
+    multiple of 4; decoding stops at the first "=" found in the third or
+    fourth position of a quad and ignores the rest ("QQ==QUJD" is "A");
+    any other character outside the alphabet fails the whole value.
+
+DIAGNOSTICS
+    RemoteProtocolError(message, reply=...).  `reply` says whether the
+    peer may still be sent a FAIL reply before the connection is closed
+    (True for over-limit input).  Once raised, the decoder stays broken:
+    every later next_list() raises the same error, since framing is lost.
+    The encoder raises ValueError for a name or value containing a NUL
+    (a caller bug, never a runtime condition).
+
+SEE ALSO
+    src/util/attr_print0.c, attr_scan0.c, base64_code.c (Postfix),
+    h11's _receivebuffer.py (the incremental scanner idea)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+
+MAX_NAME = 64
+MAX_DATA = 64 * 1024
+MAX_VALUE = 4 * ((MAX_DATA + 2) // 3)
+MAX_LIST = 128 * 1024
+
+Pairs = list[tuple[bytes, bytes]]
+
+
+class _NeedData:
+    """The sentinel type of NEED_DATA."""
+
+    _instance: _NeedData | None = None
+
+    def __new__(cls) -> _NeedData:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+NEED_DATA = _NeedData()
+
+
+class RemoteProtocolError(Exception):
+    """The peer sent bytes that break the protocol.
+
+    `reply` is True when a FAIL reply should still be sent before the
+    connection is closed (over-limit input), False when the connection
+    is to be closed without a reply.
+    """
+
+    def __init__(self, message: str, *, reply: bool = True) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class AttrDecoder:
+    """Incremental decoder of NUL-terminated attribute lists; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        max_name: int = MAX_NAME,
+        max_value: int = MAX_VALUE,
+        max_list: int = MAX_LIST,
+    ) -> None:
+        self._max_name = max_name
+        self._max_value = max_value
+        self._max_list = max_list
+        self._buf = bytearray()
+        self._field = 0  # where the field being read starts
+        self._scan = 0  # searched for a NUL up to here
+        self._name: bytes | None = None  # the name read, waiting for its value
+        self._pairs: Pairs = []
+        self._error: RemoteProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed and not yet returned as part of a complete list."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes received from the peer."""
+        self._buf += data
+
+    def next_list(self) -> Pairs | _NeedData:
+        """Return the next complete attribute list, or NEED_DATA.
+
+        Raises RemoteProtocolError when a limit is exceeded.
+        """
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        while True:
+            end = buf.find(b"\0", self._scan)
+            if end < 0:
+                self._scan = len(buf)
+                self._check(len(buf))
+                return NEED_DATA
+            self._check(end)
+            field = bytes(buf[self._field : end])
+            self._field = self._scan = end + 1
+            if self._name is None:
+                if not field:
+                    return self._complete()
+                self._name = field
+            else:
+                self._pairs.append((self._name, field))
+                self._name = None
+
+    def _complete(self) -> Pairs:
+        pairs = self._pairs
+        del self._buf[: self._field]
+        self._field = self._scan = 0
+        self._pairs = []
+        return pairs
+
+    def _check(self, end: int) -> None:
+        """Enforce the limits on the field ending (or so far ending) at `end`."""
+        length = end - self._field
+        if self._name is None and length > self._max_name:
+            self._fail(f"attribute name longer than {self._max_name} bytes")
+        if self._name is not None and length > self._max_value:
+            name = self._name.decode("ascii", "backslashreplace")
+            self._fail(f"attribute {name}: value longer than {self._max_value} bytes")
+        if end + 1 > self._max_list:
+            self._fail(f"attribute list longer than {self._max_list} bytes")
+
+    def _fail(self, message: str) -> None:
+        self._error = RemoteProtocolError(message, reply=True)
+        raise self._error
+
+
+def encode_list(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Encode (name, value) pairs as one attribute list, terminator included."""
+    out = bytearray()
+    for name, value in pairs:
+        if not name or b"\0" in name or b"\0" in value:
+            raise ValueError(f"cannot encode attribute {name!r}: empty name or NUL byte")
+        out += name
+        out += b"\0"
+        out += value
+        out += b"\0"
+    out += b"\0"
+    return bytes(out)
+
+
+def format_int(value: int) -> bytes:
+    """printf("%u") of a C int: negative values come out as 2**32 + value."""
+    return b"%d" % (value & 0xFFFFFFFF)
+
+
+def format_data(data: bytes) -> bytes:
+    """Standard base64 with padding, no line breaks; b"" for empty data."""
+    return base64.b64encode(data)
+
+
+_SPACE = b" \t\n\v\f\r"
+_ULONG_MAX = 2**64 - 1
+
+
+def parse_uint(text: bytes) -> int | None:
+    """sscanf(text, "%u%c") == 1, as an unsigned 32-bit value; None on failure."""
+    i = 0
+    while i < len(text) and text[i] in _SPACE:
+        i += 1
+    negative = False
+    if i < len(text) and text[i] in b"+-":
+        negative = text[i] == 0x2D
+        i += 1
+    digits = text[i:]
+    if not digits or not digits.isdigit():
+        return None
+    # Sanity check: int() refuses very long digit strings; strtoul saturates.
+    significant = digits.lstrip(b"0")
+    number = _ULONG_MAX + 1 if len(significant) > 20 else int(significant or b"0")
+    if number > _ULONG_MAX:
+        value = _ULONG_MAX
+    else:
+        value = -number % 2**64 if negative else number
+    return value & 0xFFFFFFFF
+
+
+def to_int32(value: int) -> int:
+    """An unsigned 32-bit value as a C int reads it."""
+    value &= 0xFFFFFFFF
+    return value - 2**32 if value >= 2**31 else value
+
+
+_B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def parse_data(text: bytes) -> bytes | None:
+    """Postfix's base64_decode_opt(); None when the value is not valid."""
+    if len(text) % 4:
+        return None
+    stop = len(text)
+    pad = text.find(b"=")
+    if pad >= 0:
+        if pad % 4 < 2:
+            # Sanity check: "=" in the first two positions of a quad is invalid.
+            return None
+        stop = pad
+    body = text[:stop]
+    if not _B64_ALPHABET.issuperset(body):
+        return None
+    # Workaround: binascii wants whole quads; pad the last one and drop the
+    # bits Postfix ignores (it keeps 1 byte for 2 chars, 2 for 3).
+    keep = len(body) // 4 * 3 + {0: 0, 2: 1, 3: 2}[len(body) % 4]
+    try:
+        raw = binascii.a2b_base64(body + b"=" * (-len(body) % 4), strict_mode=False)
+    except binascii.Error:
+        return None
+    return raw[:keep]

@@ -1,0 +1,214 @@
+"""A thin Berkeley DB adapter for the session caches: the only berkeleydb import.
+
+SYNOPSIS
+    from tlsmgr import dbhash
+
+    table = dbhash.Table.create(path, "hash", cache_size=4 << 20, lock_wait=10.0)
+    table.get(key) -> bytes | None
+    table.put(key, value)
+    table.delete(key) -> bool            # False when the key was not there
+    table.first() -> (key, value) | None # smallest key of a btree
+    cursor = table.cursor()
+    cursor.first() / cursor.next() -> (key, value) | None
+    cursor.close()
+    table.sync(); table.close()
+    dbhash.TYPES                          # ("hash", "btree")
+    dbhash.DBError
+
+DESCRIPTION
+    Table.create() opens `path` (the full file name, ".db" included) as
+    Postfix's dict_db_open() does for a cache, with O_CREAT and
+    truncation, in this order:
+      1. open(2) the file O_RDWR|O_CREAT, mode 0600, with the caller's
+         effective uid/gid (tlsmgr opens caches as mail_owner);
+      2. take an exclusive flock(2) on it, held until close(); while
+         another process holds it, retry for up to `lock_wait` seconds
+         (a tlsmgr that is still flushing its caches after a reload),
+         then fail;
+      3. truncate the file, then let Berkeley DB create a fresh database
+         in it (DB_CREATE|DB_TRUNCATE): nothing survives a restart, and
+         a damaged file never matters.
+    No environment is used (a private memory pool, as Postfix's
+    DB_PRIVATE environment gives); `cache_size` sets that pool's size.
+    A hash table gets Postfix's set_h_nelem(4096) hint.
+
+    Updates are not synced one by one (decisions 19); sync() writes the
+    dirty pages, close() syncs and releases the lock.
+
+    A cursor stays valid while the same Table is updated through get,
+    put and delete, including deletion of the record it stands on;
+    Berkeley DB adjusts it.  Entries added during a walk may or may not
+    be visited.
+
+SECURITY
+    The lock makes a second tlsmgr wait instead of truncating a file
+    that a running one still writes.  With the lock held, `postmap -s`
+    on the file waits until tlsmgr has stopped, as with Postfix.
+
+DIAGNOSTICS
+    DBError, whose text names the file and the Berkeley DB error, for
+    every failure (open, lock, read, write).
+
+SEE ALSO
+    src/util/dict_db.c, dict_open.c (Postfix), Berkeley DB's DB->open
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+
+from berkeleydb import db
+
+TYPES = ("hash", "btree")
+_DBTYPE = {"hash": db.DB_HASH, "btree": db.DB_BTREE}
+H_NELEM = 4096
+_LOCK_RETRY = 0.05
+
+
+class DBError(Exception):
+    """A Berkeley DB or file-system failure; str() names the file."""
+
+
+class Cursor:
+    """A walk over one Table; see Table.cursor()."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+        self._cursor = table._db.cursor()
+
+    def first(self) -> tuple[bytes, bytes] | None:
+        try:
+            return self._cursor.first()
+        except db.DBError as err:
+            raise self._table._error("read", err) from None
+
+    def next(self) -> tuple[bytes, bytes] | None:
+        try:
+            return self._cursor.next()
+        except db.DBError as err:
+            raise self._table._error("read", err) from None
+
+    def close(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
+
+class Table:
+    """One Berkeley DB file; see the module docstring."""
+
+    def __init__(self, path: str, handle: db.DB, lock_fd: int) -> None:
+        self.path = path
+        self._db = handle
+        self._lock_fd = lock_fd
+
+    @classmethod
+    def create(cls, path: str, kind: str, *, cache_size: int, lock_wait: float = 10.0) -> Table:
+        """Create or truncate `path` as an empty `kind` table; DBError."""
+        if kind not in _DBTYPE:
+            raise DBError(f"{path}: unsupported database type {kind!r} (use hash or btree)")
+        try:
+            lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise DBError(f"open database {path}: {err.strerror}") from None
+        try:
+            _lock(path, lock_fd, lock_wait)
+            os.ftruncate(lock_fd, 0)
+            handle = db.DB()
+            handle.set_cachesize(0, cache_size, 1)
+            if kind == "hash":
+                handle.set_h_nelem(H_NELEM)
+            handle.open(path, dbtype=_DBTYPE[kind], flags=db.DB_CREATE | db.DB_TRUNCATE, mode=0o600)
+        except OSError as err:
+            os.close(lock_fd)
+            raise DBError(f"open database {path}: {err.strerror}") from None
+        except db.DBError as err:
+            os.close(lock_fd)
+            raise DBError(f"open database {path}: {_reason(err)}") from None
+        except DBError:
+            os.close(lock_fd)
+            raise
+        return cls(path, handle, lock_fd)
+
+    def _error(self, what: str, err: db.DBError) -> DBError:
+        return DBError(f"{what} database {self.path}: {_reason(err)}")
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            return self._db.get(key)
+        except db.DBError as err:
+            raise self._error("read", err) from None
+
+    def put(self, key: bytes, value: bytes) -> None:
+        try:
+            self._db.put(key, value)
+        except db.DBError as err:
+            raise self._error("write", err) from None
+
+    def delete(self, key: bytes) -> bool:
+        try:
+            self._db.delete(key)
+        except db.DBNotFoundError:
+            return False
+        except db.DBError as err:
+            raise self._error("delete from", err) from None
+        return True
+
+    def first(self) -> tuple[bytes, bytes] | None:
+        """The first record (the smallest key of a btree), or None."""
+        cursor = self.cursor()
+        try:
+            return cursor.first()
+        finally:
+            cursor.close()
+
+    def cursor(self) -> Cursor:
+        return Cursor(self)
+
+    def sync(self) -> None:
+        """Write dirty pages to the file (no fsync)."""
+        if self._db is None:
+            return
+        try:
+            self._db.sync()
+        except db.DBError as err:
+            raise self._error("sync", err) from None
+
+    def close(self) -> None:
+        """Sync, close, release the lock.  Harmless when already closed."""
+        if self._db is None:
+            return
+        handle, self._db = self._db, None
+        try:
+            handle.close()
+        except db.DBError as err:
+            raise DBError(f"close database {self.path}: {_reason(err)}") from None
+        finally:
+            os.close(self._lock_fd)
+
+
+def _lock(path: str, fd: int, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                raise DBError(f"lock database {path}: {err.strerror}") from None
+        if time.monotonic() >= deadline:
+            raise DBError(
+                f"{path}: unable to get exclusive lock after {wait:g}s"
+                " (is another tlsmgr using it?)"
+            )
+        time.sleep(_LOCK_RETRY)
+
+
+def _reason(err: db.DBError) -> str:
+    args = err.args
+    if len(args) >= 2 and isinstance(args[1], str):
+        return args[1]
+    return str(err)

@@ -1,0 +1,486 @@
+"""One TLS session cache: entries as Postfix stores them, expiry, cleanup scan, size bound.
+
+SYNOPSIS
+    from tlsmgr import scache
+
+    cache = scache.SessionCache.open(
+        "smtp", "btree:/var/lib/postfix/smtp_scache", timeout=3600,
+        max_entries=100000, data_directory="/var/lib/postfix",
+        mail_owner="postfix", mail_owner_uid=uid)
+    cache.lookup(cache_id, now) -> bytes | None
+    cache.update(cache_id, session, now)
+    cache.delete(cache_id) -> bool
+    cache.start_cleanup(now)                  # from a timer, every `timeout` s
+    cache.cleanup_step(now, budget=1) -> bool # from the loop hook; True = more to do
+    cache.stats() -> {"entries", "hits", "misses", "evictions", "expired"}
+    cache.flush(); cache.close()
+
+    scache.encode_entry(saved_at, session) -> bytes
+    scache.decode_entry(value) -> (saved_at, session)      # EntryError
+    scache.data_redirect(database, ...) -> (database, warnings)   # pure
+    scache.split_database(database, default_type) -> (type, path)
+
+DESCRIPTION
+    Files.  A cache named `type:path` (type hash or btree; without a
+    prefix, default_database_type) lives in the Berkeley DB file
+    `path.db`.  With max_entries > 0 a second file, `path.age.db`, a
+    btree keyed by big-endian saved_at + key, finds the oldest entry
+    without holding keys in memory.  Both are created or truncated at
+    open (dbhash.Table.create: exclusive flock, mode 0600), by the
+    caller's effective uid/gid: tlsmgr opens them as mail_owner, in
+    pre-init, inside master.privs.saved_eugid().  Before that the path
+    goes through data_redirect() (Postfix's data_redirect_map(): a file
+    whose folder exists and is not owned by mail_owner is moved into
+    data_directory under its own name, with two warnings).
+
+    Entries, exactly as Postfix 3.7 stores them (reference 2.4), so that
+    `postmap -s hash:path` lists our files:
+        key   = cache_id + NUL
+        value = upper-case hex of (8-byte little-endian time_t saved_at
+                + session bytes), + NUL
+    Decoding accepts lower case and colon-separated pairs ("0A:1B"), as
+    3.7's hex_decode_opt(HEX_DECODE_FLAG_ALLOW_COLON) does.
+
+    lookup: a hit returns the session; an entry with saved_at + timeout
+    < now (strictly) is expired; an expired, truncated (< 16 hex digits)
+    or malformed entry is deleted and reported as a miss.
+    update: stores with saved_at = now, replacing any old entry; at the
+    size bound the oldest entries (by saved_at) are evicted
+    (decisions 20; tlsmgr(8) BUGS said nothing bounded the cache).
+    delete: True when the entry was there and was deleted, or when it is
+    the entry the cleanup scan stands on (then it is kept, as Postfix
+    does); False when it was not there.
+
+    Cleanup (reference 2.6).  start_cleanup() arms a scan unless one is
+    running; each cleanup_step() moves the cursor over at most `budget`
+    entries.  An expired or bad entry is remembered and deleted one step
+    later, after the cursor has moved past it, by a lookup of its key,
+    so an entry updated in the meantime survives.  Client requests run
+    between steps: nothing is ever stalled by a scan.
+
+    Logging, when `verbose` (the cache's *_tls_loglevel has cache
+    logging): Postfix's lines `open smtp TLS cache hash:/path`,
+    `lookup smtp session id=ID`, `read smtp TLS cache entry ID: time=T
+    [data N bytes]`, `put smtp session id=ID [data N bytes]`, `write smtp
+    TLS cache entry ID: time=T [data N bytes]`, `delete smtp session
+    id=ID`, `tlsmgr_cache_run_event: start TLS smtp session cache
+    cleanup`, `close smtp TLS cache hash:/path`; plus minipostfix's
+    `evict smtp session id=ID: cache full (N entries)`.  Always logged:
+    the warnings `smtp TLS cache: truncated entry for ID: ...` and
+    `smtp TLS cache: malformed entry for ID: ...`.
+
+DIAGNOSTICS
+    dbhash.DBError for an unsupported type and for every file or Berkeley
+    DB failure; tlsmgr treats them as fatal (its caches are truncated at
+    the next start anyway).
+
+BUGS
+    Postfix's UTF-8 check (an update with a non-UTF-8 cache_id is skipped
+    when smtputf8_enable is on) is not copied: keys are stored as sent.
+
+SEE ALSO
+    src/tls/tls_scache.c, src/global/data_redirect.c (Postfix), dbhash.py
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import struct
+from typing import Any
+
+from master import log as master_log
+from tlsmgr import dbhash
+from tlsmgr.dbhash import DBError
+
+TIME_FORMAT = "<q"  # time_t on amd64
+TIME_SIZE = struct.calcsize(TIME_FORMAT)
+INDEX_TIME = ">q"  # big-endian, so that btree order is time order
+REDIRECT_TYPES = ("hash", "btree", "dbm", "lmdb", "cdb", "sdbm", "dbz")
+DEFAULT_CACHE_SIZE = 4 << 20
+DEFAULT_INDEX_CACHE_SIZE = 1 << 20
+INDEX_SUFFIX = ".age"
+
+__all__ = ["DBError", "EntryError", "SessionCache", "data_redirect", "decode_entry"]
+
+
+class EntryError(ValueError):
+    """A stored value that cannot be decoded; args[0] is "truncated" or "malformed"."""
+
+
+def encode_entry(saved_at: int, session: bytes) -> bytes:
+    """The stored value: upper-case hex of LE time_t + session, NUL-terminated."""
+    return binascii.hexlify(struct.pack(TIME_FORMAT, saved_at) + session).upper() + b"\0"
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _hex_decode(text: bytes) -> bytes | None:
+    """hex_decode_opt(..., HEX_DECODE_FLAG_ALLOW_COLON); None when invalid."""
+    if b":" not in text:
+        try:
+            return binascii.unhexlify(text)
+        except (binascii.Error, ValueError):
+            return None
+    out = bytearray()
+    i, n = 0, len(text)
+    while i < n:
+        if n - i < 2:
+            return None
+        pair = text[i : i + 2]
+        if not _HEX_DIGITS.issuperset(pair):
+            return None
+        out.append(int(pair, 16))
+        i += 3 if n - i > 4 and text[i + 2] == 0x3A else 2
+    return bytes(out)
+
+
+def decode_entry(value: bytes) -> tuple[int, bytes]:
+    """(saved_at, session) from a stored value; EntryError."""
+    text = value.split(b"\0", 1)[0]
+    if len(text) < 2 * TIME_SIZE:
+        raise EntryError("truncated")
+    raw = _hex_decode(text)
+    if raw is None:
+        raise EntryError("malformed")
+    if len(raw) < TIME_SIZE:
+        raise EntryError("truncated")
+    return struct.unpack(TIME_FORMAT, raw[:TIME_SIZE])[0], raw[TIME_SIZE:]
+
+
+def split_database(database: str, default_type: str = "hash") -> tuple[str, str]:
+    """ "type:path" -> (type, path); no prefix means default_type."""
+    kind, sep, path = database.partition(":")
+    return (kind, path) if sep else (default_type, database)
+
+
+def data_redirect(
+    database: str,
+    *,
+    default_type: str,
+    data_directory: str,
+    mail_owner: str,
+    mail_owner_uid: int,
+    dir_uid: int | None,
+) -> tuple[str, list[str]]:
+    """Postfix's data_redirect_map(), pure: `dir_uid` is the owner of the
+    file's folder, None when it does not exist.  Returns "type:path" and
+    the warnings to log."""
+    kind, path = split_database(database, default_type)
+    if kind not in REDIRECT_TYPES or dir_uid is None or dir_uid == mail_owner_uid:
+        return f"{kind}:{path}", []
+    folder = _dirname(path)
+    warnings = [
+        f"request to update table {database} in non-{mail_owner} directory {folder}",
+        f"redirecting the request to {mail_owner}-owned data_directory {data_directory}",
+    ]
+    return f"{kind}:{data_directory}/{os.path.basename(path.rstrip('/'))}", warnings
+
+
+def _dirname(path: str) -> str:
+    """sane_dirname(): "." for a bare name, "/" for the root."""
+    return os.path.dirname(path.rstrip("/")) or ("/" if path.startswith("/") else ".")
+
+
+def redirect_database(database: str, **kwargs: Any) -> tuple[str, list[str]]:
+    """data_redirect() with dir_uid taken from stat(2) of the file's folder."""
+    _, path = split_database(database, kwargs["default_type"])
+    try:
+        dir_uid: int | None = os.stat(_dirname(path)).st_uid
+    except OSError:
+        dir_uid = None
+    return data_redirect(database, dir_uid=dir_uid, **kwargs)
+
+
+class SessionCache:
+    """One cache type's store; see the module docstring."""
+
+    def __init__(
+        self,
+        label: str,
+        name: str,
+        table: dbhash.Table,
+        index: dbhash.Table | None,
+        *,
+        timeout: int,
+        max_entries: int = 0,
+        verbose: bool = False,
+        log: Any = master_log,
+    ) -> None:
+        self.label = label
+        self.name = name
+        self.timeout = timeout
+        self.max_entries = max_entries
+        self.verbose = verbose
+        self.log = log
+        self._table = table
+        self._index = index
+        self.counters = dict.fromkeys(("entries", "hits", "misses", "evictions", "expired"), 0)
+        self._cursor: dbhash.Cursor | None = None
+        self._first = False
+        self._cursor_key: bytes | None = None  # Postfix's saved_cursor
+        self._del_cursor = False
+
+    @classmethod
+    def open(
+        cls,
+        cache_type: str,
+        database: str,
+        *,
+        timeout: int,
+        max_entries: int = 0,
+        data_directory: str,
+        mail_owner: str = "postfix",
+        mail_owner_uid: int,
+        default_database_type: str = "hash",
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        index_cache_size: int = DEFAULT_INDEX_CACHE_SIZE,
+        lock_wait: float = 10.0,
+        verbose: bool = False,
+        log: Any = master_log,
+    ) -> SessionCache:
+        """Redirect, create/truncate and open the cache's files; DBError.
+
+        Call with euid/egid set to mail_owner (master.privs.saved_eugid)."""
+        name, warnings = redirect_database(
+            database,
+            default_type=default_database_type,
+            data_directory=data_directory,
+            mail_owner=mail_owner,
+            mail_owner_uid=mail_owner_uid,
+        )
+        for warning in warnings:
+            log.msg_warn(warning)
+        kind, path = split_database(name)
+        if kind not in dbhash.TYPES:
+            raise DBError(f"{cache_type} TLS cache {database}: unsupported type {kind!r}")
+        if verbose:
+            log.msg_info(f"open {cache_type} TLS cache {name}")
+        table = dbhash.Table.create(path + ".db", kind, cache_size=cache_size, lock_wait=lock_wait)
+        index = None
+        if max_entries > 0:
+            try:
+                index = dbhash.Table.create(
+                    path + INDEX_SUFFIX + ".db",
+                    "btree",
+                    cache_size=index_cache_size,
+                    lock_wait=lock_wait,
+                )
+            except DBError:
+                table.close()
+                raise
+        return cls(
+            cache_type,
+            name,
+            table,
+            index,
+            timeout=timeout,
+            max_entries=max_entries,
+            verbose=verbose,
+            log=log,
+        )
+
+    # Client operations ---------------------------------------------------
+
+    def lookup(self, cache_id: str, now: float) -> bytes | None:
+        """The session stored under cache_id, or None (miss, expired, bad)."""
+        if self.verbose:
+            self.log.msg_info(f"lookup {self.label} session id={cache_id}")
+        session = self._lookup(_key(cache_id), int(now))
+        self.counters["hits" if session is not None else "misses"] += 1
+        return session
+
+    def update(self, cache_id: str, session: bytes, now: float) -> None:
+        """Store session under cache_id, saved at now; evict at the bound."""
+        saved_at = int(now)
+        if self.verbose:
+            self.log.msg_info(f"put {self.label} session id={cache_id} [data {len(session)} bytes]")
+            self.log.msg_info(
+                f"write {self.label} TLS cache entry {cache_id}: time={saved_at}"
+                f" [data {len(session)} bytes]"
+            )
+        key = _key(cache_id)
+        old = self._table.get(key)
+        self._table.put(key, encode_entry(saved_at, session))
+        if old is None:
+            self.counters["entries"] += 1
+        if self._index is not None:
+            if old is not None:
+                self._unindex(key, old)
+            self._index.put(struct.pack(INDEX_TIME, saved_at) + key, b"")
+            self._evict()
+
+    def delete(self, cache_id: str) -> bool:
+        """Delete cache_id; True if deleted or protected by the scan cursor."""
+        if self.verbose:
+            self.log.msg_info(f"delete {self.label} session id={cache_id}")
+        key = _key(cache_id)
+        if key == self._cursor_key:
+            return True
+        return self._remove(key)
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counters)
+
+    # Cleanup scan --------------------------------------------------------
+
+    def start_cleanup(self, now: float) -> None:
+        """Arm a scan unless one is running (tlsmgr_cache_run_event)."""
+        if self.verbose:
+            self.log.msg_info(
+                f"tlsmgr_cache_run_event: start TLS {self.label} session cache cleanup"
+            )
+        if self._cursor is None:
+            self._cursor = self._table.cursor()
+            self._first = True
+
+    @property
+    def cleaning(self) -> bool:
+        return self._cursor is not None
+
+    def cleanup_step(self, now: float, budget: int = 1) -> bool:
+        """Move the scan over at most `budget` entries; True while it has more to do."""
+        for _ in range(max(1, budget)):
+            if self._cursor is None:
+                return False
+            self._sequence(int(now))
+        return self._cursor is not None
+
+    def _sequence(self, now: int) -> None:
+        """One step of tls_scache_sequence(): check this entry, delete behind."""
+        assert self._cursor is not None
+        record = self._cursor.first() if self._first else self._cursor.next()
+        self._first = False
+        keep = False
+        if record is not None:
+            keep = self._decode(record[0], record[1], now) is not None
+        saved, delete_saved = self._cursor_key, self._del_cursor
+        self._cursor_key, self._del_cursor = None, False
+        if delete_saved and saved is not None:
+            # Delete behind: a no-op when the entry was updated meanwhile.
+            if self.verbose:
+                self.log.msg_info(f"lookup {self.label} session id={_id(saved)}")
+            self._lookup(saved, now)
+        if record is None:
+            self._cursor.close()
+            self._cursor = None
+            return
+        self._cursor_key, self._del_cursor = record[0], not keep
+
+    # Flushing ------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write dirty pages to the files (no fsync)."""
+        self._table.sync()
+        if self._index is not None:
+            self._index.sync()
+
+    def close(self) -> None:
+        """End any scan, sync and close the files, release their locks."""
+        if self.verbose:
+            self.log.msg_info(f"close {self.label} TLS cache {self.name}")
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+        self._cursor_key = None
+        try:
+            self._table.close()
+        finally:
+            if self._index is not None:
+                self._index.close()
+
+    # Internals -----------------------------------------------------------
+
+    def _decode(self, key: bytes, value: bytes, now: int) -> bytes | None:
+        """The session of a live entry, or None (logged when bad)."""
+        try:
+            saved_at, session = decode_entry(value)
+        except EntryError as err:
+            shown = value.split(b"\0", 1)[0][:100].decode("ascii", "backslashreplace")
+            self.log.msg_warn(f"{self.label} TLS cache: {err} entry for {_id(key)}: {shown}")
+            return None
+        if self.verbose:
+            self.log.msg_info(
+                f"read {self.label} TLS cache entry {_id(key)}: time={saved_at}"
+                f" [data {len(session)} bytes]"
+            )
+        if saved_at + self.timeout < now:
+            return None
+        return session
+
+    def _lookup(self, key: bytes, now: int) -> bytes | None:
+        value = self._table.get(key)
+        if value is None:
+            return None
+        session = self._decode(key, value, now)
+        if session is None:
+            if self.verbose:
+                self.log.msg_info(f"delete {self.label} session id={_id(key)}")
+            if key == self._cursor_key:
+                self._del_cursor = True
+            elif self._remove(key, value) and _expired(value, self.timeout, now):
+                self.counters["expired"] += 1
+        return session
+
+    def _remove(self, key: bytes, value: bytes | None = None) -> bool:
+        if self._index is not None and value is None:
+            value = self._table.get(key)
+        if not self._table.delete(key):
+            return False
+        self.counters["entries"] -= 1
+        if self._index is not None and value is not None:
+            self._unindex(key, value)
+        return True
+
+    def _unindex(self, key: bytes, value: bytes) -> None:
+        assert self._index is not None
+        try:
+            saved_at, _ = decode_entry(value)
+        except EntryError:
+            return
+        self._index.delete(struct.pack(INDEX_TIME, saved_at) + key)
+
+    def _evict(self) -> None:
+        assert self._index is not None
+        while self.counters["entries"] > self.max_entries:
+            oldest = self._index.first()
+            if oldest is None:
+                return
+            index_key = oldest[0]
+            key = index_key[TIME_SIZE:]
+            self._index.delete(index_key)
+            value = self._table.get(key)
+            # Sanity check: evict only the entry this index key describes.
+            if value is None or _saved_at(value) != struct.unpack(INDEX_TIME, index_key[:8])[0]:
+                continue
+            if self.verbose:
+                self.log.msg_info(
+                    f"evict {self.label} session id={_id(key)}:"
+                    f" cache full ({self.max_entries} entries)"
+                )
+            self._table.delete(key)
+            self.counters["entries"] -= 1
+            self.counters["evictions"] += 1
+            if key == self._cursor_key:
+                self._cursor_key, self._del_cursor = None, False
+
+
+def _key(cache_id: str) -> bytes:
+    return cache_id.encode("utf-8", "surrogateescape") + b"\0"
+
+
+def _id(key: bytes) -> str:
+    return key.rstrip(b"\0").decode("utf-8", "surrogateescape")
+
+
+def _saved_at(value: bytes) -> int | None:
+    try:
+        return decode_entry(value)[0]
+    except EntryError:
+        return None
+
+
+def _expired(value: bytes, timeout: int, now: int) -> bool:
+    saved_at = _saved_at(value)
+    return saved_at is not None and saved_at + timeout < now

@@ -1,0 +1,364 @@
+"""tlsmgr's request handler: Request + now -> Reply, over the caches and ticket keys.
+
+SYNOPSIS
+    from tlsmgr import service
+
+    specs = service.plan_caches([(cache_type, database, timeout, loglevel), ...])
+    slots = [service.CacheSlot(s.cache_type, s.timeout, store_or_None) for s in specs]
+    svc = service.Service(slots, rand=pool, log=master_log, started=now)
+    reply = svc.handle(request, now)                  # -> protocol.Reply
+
+    factory = svc.handler_factory(clock)              # for multi_server.main()
+    handler = factory(conn)                           # one per connection
+    handler.connection_made() -> bytes                # the greeting
+    handler.data_received(data) -> bytes              # replies, in order
+    handler.connection_lost()
+
+    service.sanitise_timeout(seconds) -> int          # 1..119 -> 120, <= 0 -> 0
+    service.cache_logging(loglevel_text) -> bool      # TLS_LOG_CACHE
+    service.NULL_LOG
+
+DESCRIPTION
+    No sockets, no clock, no third-party imports.  Time comes in as
+    `now`, randomness as `rand` (draw(n) -> bytes, mix(data)), logging
+    as `log` (any object with msg_info(text) and msg_warn(text), such
+    as the master.log module), stores as objects with lookup(), update(),
+    delete() and stats() (scache.SessionCache; see SessionStore).
+
+    handle() dispatches through a dict on the request name (reference
+    1.4; status codes from tls_mgr.h):
+      seed    size 1..255: OK and that many bytes from rand.draw();
+              otherwise FAIL, empty seed, warning
+              `bogus seed length "N" in "seed" request`.
+      lookup  OK and the session; ERR (empty) on a miss or an expired
+              or malformed entry.
+      update  OK; the session bytes are also passed to rand.mix()
+              (hashed into the pool, never credited; decisions 22).
+      delete  OK when deleted (or the cleanup scan stands on the entry),
+              ERR when not found.
+      tktkey  a name that is neither empty nor 16 bytes: FAIL (empty),
+              warning `invalid session ticket key name length: N`; smtpd
+              timeout 0: ERR (empty); no live key by that name: ERR, and
+              keybuf echoes the 16-byte name the client sent, as Postfix
+              does (it is the client's own data, nothing leaks); else OK
+              and the 88-byte key (tickets.py).
+      policy  OK, cachable 1/0 (cache open or not), the sanitised timeout
+              even when the cache is disabled.
+      stats   OK and NAME=VALUE pairs: uptime, requests.<name> per request
+              type (plus requests.malformed), and per cache type
+              <type>.enabled, <type>.timeout and, when enabled, the
+              store's entries, hits, misses, evictions, expired; prng.*
+              when rand has a stats() method.  minipostfix only
+              (decisions 24).
+    lookup, update, delete and policy on an unknown cache type: FAIL and
+    `bogus cache type "X" in "NAME" request`; lookup, update and delete
+    on a disabled cache: FAIL, no warning.  A malformed request (its
+    `error` set by protocol.parse_request) gets FAIL with that request's
+    reply shape; FAIL and ERR replies never carry data (the tktkey echo
+    aside).
+
+    TlsmgrHandler is the per-connection glue multi_server.main() wants:
+    it owns a protocol.ServerConnection, answers pipelined requests in
+    order, and calls conn.close_after_write() after a master trigger
+    (no reply) or a protocol error (a FAIL reply when the error allows
+    one, e.g. an over-limit request).  Protocol problems are logged as
+    warnings naming the peer (conn.peer when the handle has one).
+
+    plan_caches() is the pure half of tlsmgr_pre_init(): it sanitises
+    the timeouts, decides which caches are enabled (database set and
+    timeout > 0) and refuses a timeout above 8640000 s or two caches on
+    one database, with Postfix's messages, by raising ValueError.
+
+SEE ALSO
+    src/tlsmgr/tlsmgr.c tlsmgr_service(), tlsmgr_pre_init() (Postfix),
+    tlsmgr/protocol.py, scache.py, tickets.py, docs/tlsmgr.md
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tlsmgr import protocol
+from tlsmgr.protocol import (
+    GREETING,
+    NEED_DATA,
+    REQ_DELETE,
+    REQ_LOOKUP,
+    REQ_POLICY,
+    REQ_SEED,
+    REQ_STATS,
+    REQ_TKTKEY,
+    REQ_UPDATE,
+    RemoteProtocolError,
+    Reply,
+    Request,
+    Status,
+    Trigger,
+)
+from tlsmgr.tickets import NAME_LEN, TicketKeys
+
+MAX_SCACHE_TIMEOUT = 8640000  # MAX_*_TLS_SCACHETIME: 100 days
+SCACHE_LIFEMIN = 120  # TLS_SESSION_LIFEMIN
+MAX_SEED = 255
+
+
+class Random(Protocol):
+    def draw(self, n: int) -> bytes: ...
+
+    def mix(self, data: bytes) -> None: ...
+
+
+class SessionStore(Protocol):
+    """What the service needs from a session cache (scache.SessionCache)."""
+
+    def lookup(self, cache_id: str, now: float) -> bytes | None: ...
+
+    def update(self, cache_id: str, session: bytes, now: float) -> None: ...
+
+    def delete(self, cache_id: str) -> bool: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+class _NullLog:
+    def msg_info(self, text: str) -> None:
+        pass
+
+    def msg_warn(self, text: str) -> None:
+        pass
+
+
+NULL_LOG = _NullLog()
+
+
+def sanitise_timeout(seconds: int) -> int:
+    """Postfix's rule: <= 0 disables (0); 1..119 become 120."""
+    if seconds <= 0:
+        return 0
+    return max(seconds, SCACHE_LIFEMIN)
+
+
+def cache_logging(loglevel: str) -> bool:
+    """True when a *_tls_loglevel value turns on TLS_LOG_CACHE: a level of
+    2 or more, or the keyword "cache"."""
+    for word in loglevel.replace(",", " ").split():
+        if word == "cache" or (word.isdigit() and int(word) >= 2):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """One cache as configured: type, database ("" = none), sanitised timeout."""
+
+    cache_type: str
+    database: str
+    timeout: int
+    verbose: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.timeout > 0 and bool(self.database)
+
+
+def plan_caches(rows: Iterable[tuple[str, str, int, str]]) -> list[CacheSpec]:
+    """(cache_type, database, timeout, loglevel) rows -> CacheSpecs.
+
+    ValueError: `invalid smtp_tls_session_cache_timeout: N (max 8640000)`,
+    `do not use the same TLS cache file X for smtpd and smtp`."""
+    specs: list[CacheSpec] = []
+    seen: dict[str, str] = {}
+    for cache_type, database, timeout, loglevel in rows:
+        if timeout > MAX_SCACHE_TIMEOUT:
+            raise ValueError(
+                f"invalid {cache_type}_tls_session_cache_timeout: {timeout}"
+                f" (max {MAX_SCACHE_TIMEOUT})"
+            )
+        spec = CacheSpec(cache_type, database, sanitise_timeout(timeout), cache_logging(loglevel))
+        if spec.enabled:
+            if database in seen:
+                raise ValueError(
+                    f"do not use the same TLS cache file {database}"
+                    f" for {seen[database]} and {cache_type}"
+                )
+            seen[database] = cache_type
+        specs.append(spec)
+    return specs
+
+
+@dataclass
+class CacheSlot:
+    """A cache type as the service sees it; store None = disabled."""
+
+    cache_type: str
+    timeout: int
+    store: SessionStore | None = None
+
+
+class Service:
+    """The six tlsmgr requests plus stats; see the module docstring."""
+
+    def __init__(
+        self,
+        slots: Iterable[CacheSlot],
+        *,
+        rand: Random,
+        log: Any = NULL_LOG,
+        started: float = 0.0,
+        tickets: TicketKeys | None = None,
+    ) -> None:
+        self.slots = {slot.cache_type: slot for slot in slots}
+        self.rand = rand
+        self.log = log
+        self.started = started
+        smtpd = self.slots.get("smtpd")
+        self.tickets = tickets or TicketKeys(smtpd.timeout if smtpd else 0, rand)
+        self.counts: Counter[str] = Counter()
+        self._dispatch: dict[str, Callable[[Request, float], Reply]] = {
+            REQ_SEED: self._seed,
+            REQ_LOOKUP: self._lookup,
+            REQ_UPDATE: self._update,
+            REQ_DELETE: self._delete,
+            REQ_TKTKEY: self._tktkey,
+            REQ_POLICY: self._policy,
+            REQ_STATS: self._stats,
+        }
+
+    def handle(self, request: Request, now: float) -> Reply:
+        """Answer one request; never raises for anything a client can send."""
+        if request.error is not None:
+            self.counts["malformed"] += 1
+            return Reply(request.name, Status.FAIL)
+        self.counts[request.name] += 1
+        return self._dispatch[request.name](request, now)
+
+    def handler_factory(self, clock: Callable[[], float]) -> Callable[[Any], TlsmgrHandler]:
+        """A factory for multi_server.main(): conn -> TlsmgrHandler."""
+        return lambda conn: TlsmgrHandler(self, conn, clock)
+
+    def _slot(self, request: Request) -> CacheSlot | None:
+        slot = self.slots.get(request.cache_type)
+        if slot is None:
+            shown = protocol.printable(request.cache_type.encode("utf-8", "surrogateescape"))
+            self.log.msg_warn(f'bogus cache type "{shown}" in "{request.name}" request')
+        return slot
+
+    def _seed(self, request: Request, now: float) -> Reply:
+        if not 0 < request.size <= MAX_SEED:
+            self.log.msg_warn(f'bogus seed length "{request.size}" in "{REQ_SEED}" request')
+            return Reply(REQ_SEED, Status.FAIL)
+        return Reply(REQ_SEED, Status.OK, self.rand.draw(request.size))
+
+    def _lookup(self, request: Request, now: float) -> Reply:
+        slot = self._slot(request)
+        if slot is None or slot.store is None:
+            return Reply(REQ_LOOKUP, Status.FAIL)
+        session = slot.store.lookup(request.cache_id, now)
+        if session is None:
+            return Reply(REQ_LOOKUP, Status.ERR)
+        return Reply(REQ_LOOKUP, Status.OK, session)
+
+    def _update(self, request: Request, now: float) -> Reply:
+        slot = self._slot(request)
+        if slot is None or slot.store is None:
+            return Reply(REQ_UPDATE, Status.FAIL)
+        slot.store.update(request.cache_id, request.session, now)
+        # Security: session data is hashed into the pool and never credited.
+        self.rand.mix(request.session)
+        return Reply(REQ_UPDATE, Status.OK)
+
+    def _delete(self, request: Request, now: float) -> Reply:
+        slot = self._slot(request)
+        if slot is None or slot.store is None:
+            return Reply(REQ_DELETE, Status.FAIL)
+        return Reply(REQ_DELETE, Status.OK if slot.store.delete(request.cache_id) else Status.ERR)
+
+    def _tktkey(self, request: Request, now: float) -> Reply:
+        name = request.keyname
+        if len(name) not in (0, NAME_LEN):
+            self.log.msg_warn(f"invalid session ticket key name length: {len(name)}")
+            return Reply(REQ_TKTKEY, Status.FAIL)
+        if not self.tickets.enabled:
+            return Reply(REQ_TKTKEY, Status.ERR)
+        keybuf = self.tickets.lookup(name, now)
+        if keybuf is None:
+            # Compatibility: Postfix echoes the client's own key name here.
+            return Reply(REQ_TKTKEY, Status.ERR, name)
+        return Reply(REQ_TKTKEY, Status.OK, keybuf)
+
+    def _policy(self, request: Request, now: float) -> Reply:
+        slot = self._slot(request)
+        if slot is None:
+            return Reply(REQ_POLICY, Status.FAIL)
+        cachable = 1 if slot.store is not None else 0
+        return Reply(REQ_POLICY, Status.OK, cachable=cachable, timeout=slot.timeout)
+
+    def _stats(self, request: Request, now: float) -> Reply:
+        items: list[tuple[str, str]] = [("uptime", str(max(0, int(now - self.started))))]
+        for name in (*protocol.REQUESTS, "malformed"):
+            items.append((f"requests.{name}", str(self.counts[name])))
+        for cache_type, slot in self.slots.items():
+            items.append((f"{cache_type}.enabled", "1" if slot.store is not None else "0"))
+            items.append((f"{cache_type}.timeout", str(slot.timeout)))
+            if slot.store is not None:
+                items += [(f"{cache_type}.{k}", str(v)) for k, v in slot.store.stats().items()]
+        rand_stats = getattr(self.rand, "stats", None)
+        if callable(rand_stats):
+            items += [(f"prng.{k}", str(v)) for k, v in rand_stats().items()]
+        return Reply(REQ_STATS, Status.OK, items=tuple(items))
+
+
+class TlsmgrHandler:
+    """One client connection, for the multi_server skeleton; see the module docstring."""
+
+    def __init__(self, service: Service, conn: Any, clock: Callable[[], float]) -> None:
+        self.service = service
+        self.conn = conn
+        self.clock = clock
+        self.peer = str(getattr(conn, "peer", "") or "private/tlsmgr")
+        self.proto = protocol.ServerConnection()
+        self.closing = False
+
+    def connection_made(self) -> bytes:
+        return GREETING
+
+    def data_received(self, data: bytes) -> bytes:
+        """Feed bytes (b"" = end of input); return the replies to send, in order."""
+        if self.closing:
+            return b""
+        self.proto.receive_data(data)
+        out: list[bytes] = []
+        while True:
+            try:
+                event = self.proto.next_event()
+            except RemoteProtocolError as err:
+                self.service.log.msg_warn(f"{err} from {self.peer}")
+                if err.reply:
+                    out.append(protocol.encode_reply(Reply("", Status.FAIL)))
+                self._close()
+                break
+            if event is NEED_DATA:
+                break
+            if isinstance(event, Trigger):
+                self._close()
+                break
+            out.append(protocol.encode_reply(self._answer(event)))  # type: ignore[arg-type]
+        return b"".join(out)
+
+    def _answer(self, request: Request) -> Reply:
+        for warning in request.warnings:
+            self.service.log.msg_warn(f"{warning} from {self.peer}")
+        if request.error is not None:
+            what = f'"{request.name}" request' if request.name else "request"
+            self.service.log.msg_warn(f"malformed {what} from {self.peer}: {request.error}")
+        return self.service.handle(request, self.clock())
+
+    def _close(self) -> None:
+        self.closing = True
+        self.conn.close_after_write()
+
+    def connection_lost(self) -> None:
+        self.closing = True
