@@ -88,7 +88,7 @@ def tlsmgr_socket(config_dir: str | None = None) -> str:
         queue = cfg.get("queue_directory")
         name = cfg.get("tlsmgr_service_name")
     except ConfigError as err:
-        raise ProbeError(f"{err}; use -c DIR to name the configuration directory") from None
+        raise ProbeError(str(err)) from None
     path = os.path.join(queue, "private", name)
     if len(path.encode()) <= SUN_PATH_MAX:
         return path
