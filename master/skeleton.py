@@ -102,21 +102,17 @@ from master.log import msg_error, msg_fatal, msg_info, msg_warn
 Hook = Callable[["ServerContext"], Any]
 
 # The main.cf parameters the skeleton itself reads (rows in MASTER_PARAMS).
+_STRINGS = ("queue_directory", "data_directory", "mail_owner")
+_TIMES = ("max_idle", "daemon_timeout", "ipc_timeout")
 SKELETON_PARAMS = (
-    "queue_directory",
-    "data_directory",
-    "mail_owner",
-    "max_idle",
+    *_STRINGS,
+    *_TIMES,
     "max_use",
-    "daemon_timeout",
-    "ipc_timeout",
     "syslog_name",
     "syslog_facility",
     "maillog_file",
 )
-
 _PEERCRED = (socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-_GETTERS = {"int": "get_int", "time": "get_time", "bool": "get_bool", "list": "get_list"}
 
 
 class StatusChannel:
@@ -303,7 +299,7 @@ def _start(
         generation = int(proto.parse_generation(os.environ.get(proto.ENV_GENERATION) or "0"))
     except ValueError:
         msg_fatal(f"bad generation: {os.environ.get(proto.ENV_GENERATION)}")
-    values = _check_params(config, opts, params)
+    values = _read_params(config, params)
     uid, gid = _mail_owner(values["mail_owner"])
     ctx = ServerContext(
         config=config,
@@ -337,39 +333,43 @@ def _load_config(opts: proto.ChildOptions, params: Sequence[Param]) -> Config:
     """Read main.cf with the -o overrides, then log where main.cf says."""
     config_dir = config_directory(None)
     try:
-        config = Config.load(config_dir, params, opts.overrides)
-        maillog_file = config.get("maillog_file")
+        config = Config.load(config_dir, params, warn=msg_warn).with_overrides(
+            opts.overrides, origin=f"service {opts.service}"
+        )
         facility = config.get("syslog_facility")
         log.facility_code(facility)
         log.log_init(
             opts.program,
             syslog_name=config.get("syslog_name"),
             facility=facility,
-            maillog_file=maillog_file,
+            maillog_file=config.get("maillog_file"),
             stderr=opts.stderr,
         )
     except (ConfigError, ValueError) as err:
-        msg_fatal(f"configuration {config_dir}: {err}")
+        _config_fatal(config_dir, err)
     return config
 
 
-def _check_params(
-    config: Config, opts: proto.ChildOptions, params: Sequence[Param]
-) -> dict[str, Any]:
-    """Read every row the skeleton and the daemon use; the first bad one is fatal."""
-    overridden = dict(opts.overrides)
-    values: dict[str, Any] = {}
-    for name in (*SKELETON_PARAMS, *(row.name for row in params)):
-        row = config.params[name]
-        try:
-            values[name] = getattr(config, _GETTERS.get(row.type, "get"))(name)
-        except ConfigError as err:
-            if name in overridden:
-                where = f"service {opts.service}: -o {name}={overridden[name]}"
-            else:
-                where = os.path.join(config.config_dir, "main.cf")
-            msg_fatal(f"{where}: {err}")
+def _read_params(config: Config, params: Sequence[Param]) -> dict[str, Any]:
+    """Read and check every row the skeleton and the daemon use; the first bad one is fatal."""
+    try:
+        config.check([*SKELETON_PARAMS, *(row.name for row in params)])
+        values: dict[str, Any] = {name: config.get(name) for name in _STRINGS}
+        values.update((name, config.get_time(name)) for name in _TIMES)
+        values["max_use"] = config.get_int("max_use")
+    except ConfigError as err:
+        _config_fatal(config.config_dir, err)
     return values
+
+
+def _config_fatal(config_dir: str, err: Exception) -> NoReturn:
+    """`/etc/postfix/main.cf:7: ...`, `service NAME: -o ...: ...`, else the directory."""
+    text = str(err)
+    if text.startswith("main.cf:"):
+        msg_fatal(os.path.join(config_dir, text))
+    if text.startswith(("service ", "open ")):
+        msg_fatal(text)
+    msg_fatal(f"configuration {config_dir}: {text}")
 
 
 def _mail_owner(name: str) -> tuple[int | None, int | None]:

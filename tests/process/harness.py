@@ -77,7 +77,7 @@ class Instance:
     """A temporary configuration + queue + data + daemon directory tree."""
 
     def __init__(self, **main_cf: str) -> None:
-        self.root = tempfile.mkdtemp(prefix="mpfx-", dir="/tmp")
+        self.root = tempfile.mkdtemp(prefix="mpfx-child-", dir="/tmp")
         os.chmod(self.root, 0o755)
         self.config_dir = os.path.join(self.root, "etc")
         self.queue_dir = os.path.join(self.root, "queue")
@@ -131,6 +131,18 @@ class Instance:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def daemon_env(inst: Instance) -> dict[str, str]:
+    """The environment the master gives a child (GENERATION aside)."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        proto.ENV_MAIL_CONFIG: inst.config_dir,
+        proto.ENV_MAIL_LOGTAG: "postfix",
+    }
+    if "PYTHONPATH" in os.environ:  # children import what the tests import
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 class Child:
@@ -258,12 +270,8 @@ class FakeMaster:
                 path,
                 *argv[1:],
             ]
-        base_env = {
-            "PATH": "/usr/bin:/bin",
-            proto.ENV_MAIL_CONFIG: self.inst.config_dir,
-            proto.ENV_MAIL_LOGTAG: "postfix",
-            proto.ENV_GENERATION: proto.format_generation(self.generation),
-        }
+        base_env = daemon_env(self.inst)
+        base_env[proto.ENV_GENERATION] = proto.format_generation(self.generation)
         base_env.update(env or {})
         stderr_path = os.path.join(self.inst.root, f"stderr.{len(self.children)}")
         targets = [
@@ -407,9 +415,12 @@ class EchoHandler:
     def data_received(self, data: bytes) -> bytes:
         self.buffer += data
         out = []
-        while b"\n" in self.buffer:
+        closing: list[int] = []
+        while b"\n" in self.buffer and not closing:
             line, self.buffer = self.buffer.split(b"\n", 1)
-            out.append(echo_command(line, self.state, self.conn.close_after_write))
+            out.append(echo_command(line, self.state, lambda: closing.append(1)))
+        if closing:
+            self.conn.close_after_write()
         return b"".join(out)
 
     def connection_lost(self) -> None:

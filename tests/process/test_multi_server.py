@@ -1,0 +1,212 @@
+"""master/multi_server.py through a real child: many clients, buffers, slow and broken peers."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import struct
+import subprocess
+
+import harness
+import pytest
+
+
+@pytest.fixture
+def lab():
+    with harness.Lab() as lab:
+        yield lab
+
+
+@pytest.fixture
+def echo(lab):
+    """A running multi_server echo child; returns (instance, fake master, child)."""
+
+    def start(main_cf=None, **master):
+        inst = lab.instance(**(main_cf or {}))
+        inst.install_daemon("echo", "multi")
+        fm = lab.master(inst, "echo", **master)
+        return inst, fm, fm.spawn()
+
+    return start
+
+
+def _greeted(fm, n=0):
+    sock = fm.connect(n)
+    assert harness.recv_line(sock) == b"hello\n"
+    return sock
+
+
+def _exchange(sock, line):
+    sock.sendall(line + b"\n")
+    assert harness.recv_line(sock) == line + b"\n"
+
+
+def _reset(sock):
+    """Close with a RST, as a crashed client does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_greeting_and_echo_over_many_clients(echo):
+    inst, fm, child = echo()
+    clients = [_greeted(fm) for _ in range(50)]
+    for n, sock in enumerate(clients):
+        _exchange(sock, b"client %d" % n)
+    for n, sock in reversed(list(enumerate(clients))):
+        _exchange(sock, b"again %d" % n)
+        sock.close()
+    assert child.alive()
+
+
+def test_pipelined_lines_are_answered_in_order(echo):
+    inst, fm, child = echo()
+    sock = _greeted(fm)
+    sock.sendall(b"a\nb\nc\n")
+    assert b"".join(harness.recv_line(sock) for _ in range(3)) == b"a\nb\nc\n"
+
+
+def test_a_request_split_into_single_bytes(echo):
+    inst, fm, child = echo()
+    sock = _greeted(fm)
+    for byte in b"bytewise\n":
+        sock.send(bytes([byte]))
+    assert harness.recv_line(sock) == b"bytewise\n"
+
+
+@pytest.mark.slow
+def test_1000_concurrent_connections(echo):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is too low for 1000 connections")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        inst, fm, child = echo()
+        clients = [fm.connect() for _ in range(1000)]
+        for sock in clients:
+            assert harness.recv_line(sock) == b"hello\n"
+        # All 1000 are open in the child at once.
+        assert len(os.listdir(f"/proc/{child.pid}/fd")) > 1000
+        for n, sock in enumerate(clients):
+            sock.sendall(b"%d\n" % n)
+        for n, sock in enumerate(clients):
+            assert harness.recv_line(sock) == b"%d\n" % n
+        for sock in clients:
+            sock.close()
+        assert child.alive()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_half_written_request_does_not_delay_others(echo):
+    inst, fm, child = echo()
+    slow = _greeted(fm)
+    slow.sendall(b"part")  # no newline: the request is incomplete
+    other = _greeted(fm)
+    _exchange(other, b"served meanwhile")
+    slow.sendall(b"ial\n")
+    assert harness.recv_line(slow) == b"partial\n"
+
+
+def test_client_that_does_not_read_does_not_delay_others(echo):
+    inst, fm, child = echo()
+    hog = _greeted(fm)
+    hog.sendall(b"big 20000000\n")  # far more than the socket buffers hold
+    other = _greeted(fm)
+    _exchange(other, b"served meanwhile")
+    data = b""
+    while len(data) < 20000001:
+        chunk = hog.recv(1 << 20)
+        assert chunk, "connection closed before the whole reply"
+        data += chunk
+    assert data == b"x" * 20000000 + b"\n"
+    _exchange(hog, b"after the big reply")
+
+
+def test_disconnect_mid_reply(echo):
+    inst, fm, child = echo()
+    for close in (_reset, socket.socket.close):
+        sock = _greeted(fm)
+        sock.sendall(b"big 20000000\n")
+        assert sock.recv(1000)
+        close(sock)
+    other = _greeted(fm)
+    _exchange(other, b"still fine")
+    assert child.alive()
+    assert "error" not in inst.log_text()
+
+
+def test_close_after_write(echo):
+    inst, fm, child = echo()
+    sock = _greeted(fm)
+    sock.sendall(b"quit\nignored after quit\n")
+    assert harness.recv_all(sock) == b"bye\n"
+
+
+def test_eof_with_pending_output_still_delivers_it(echo):
+    inst, fm, child = echo()
+    sock = _greeted(fm)
+    sock.sendall(b"big 5000000\n")
+    sock.shutdown(socket.SHUT_WR)  # half-close: the client still reads
+    assert harness.recv_all(sock) == b"x" * 5000000 + b"\n"
+
+
+def test_idle_connection_closed_after_ipc_timeout(echo):
+    inst, fm, child = echo(main_cf={"ipc_timeout": "1s"})
+    idle = _greeted(fm)
+    partial = _greeted(fm)
+    partial.sendall(b"no end of line")
+    assert harness.recv_all(idle) == b""
+    assert harness.recv_all(partial) == b""
+    assert child.alive()
+
+
+def test_status_record_per_turn_of_requests(echo):
+    inst, fm, child = echo()
+    sock = _greeted(fm)
+    for n in range(3):
+        _exchange(sock, b"%d" % n)
+        assert [fm.read_status().avail, fm.read_status().avail] == [0, 1]
+
+
+def test_max_use_counts_disconnects(echo):
+    inst, fm, child = echo(args=["-o", "max_use=3"])
+    first, second = _greeted(fm), _greeted(fm)
+    third = _greeted(fm)
+    first.close()
+    second.close()
+    _exchange(third, b"two gone, one still here")
+    third.close()
+    assert child.wait() == 0
+
+
+def test_inet_listener_and_peer_name(echo):
+    inst, fm, child = echo(transport="inet", args=["-v"])
+    sock = _greeted(fm)
+    _exchange(sock, b"over tcp")
+    host, port = sock.getsockname()
+    sock.close()
+    fm.close_status()
+    assert child.wait() == 0
+    assert f"connection established {host}:{port}" in inst.log_text()
+
+
+def test_two_listeners(echo):
+    inst, fm, child = echo(listen_count=2)
+    assert fm.argv[-2:] == ["-s", "2"]
+    _exchange(_greeted(fm, 0), b"first listener")
+    _exchange(_greeted(fm, 1), b"second listener")
+
+
+def test_stdin_client_mode(lab):
+    inst = lab.instance()
+    path = inst.install_daemon("echo", "multi")
+    result = subprocess.run(
+        [path, "-S", "-l"],
+        input=b"abc\nquit\n",
+        env=harness.daemon_env(inst),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, inst.log_text()
+    assert result.stdout == b"hello\nabc\nbye\n"
