@@ -62,6 +62,8 @@ import time
 
 from berkeleydb import db
 
+from master import log
+
 TYPES = ("hash", "btree")
 _DBTYPE = {"hash": db.DB_HASH, "btree": db.DB_BTREE}
 H_NELEM = 4096
@@ -178,14 +180,29 @@ class Table:
             raise self._error("sync", err) from None
 
     def close(self) -> None:
-        """Sync, close, release the lock.  Harmless when already closed."""
+        """Sync, close, release the lock.  Harmless when already closed.
+
+        Raises DBError when the sync fails.  Workaround: inside a chroot
+        jail, Berkeley DB 5.3's close of a private environment tries to
+        reopen the file by its (now invisible) name and fails with ENOENT
+        although every page was already written by the sync; like Postfix's
+        dict_db_close(), that error is only logged ("possible Berkeley DB
+        bug")."""
         if self._db is None:
             return
         handle, self._db = self._db, None
         try:
-            handle.close()
-        except db.DBError as err:
-            raise DBError(f"close database {self.path}: {_reason(err)}") from None
+            try:
+                handle.sync()
+            except db.DBError as err:
+                raise DBError(f"sync database {self.path}: {_reason(err)}") from None
+            try:
+                handle.close(db.DB_NOSYNC)
+            except db.DBError as err:
+                if log.msg_verbose:
+                    log.msg_info(
+                        f"close database {self.path}: {_reason(err)} (possible Berkeley DB bug)"
+                    )
         finally:
             os.close(self._lock_fd)
 
