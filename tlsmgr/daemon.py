@@ -1,0 +1,261 @@
+"""tlsmgr: the TLS session cache and PRNG manager (the program).
+
+SYNOPSIS
+    tlsmgr [generic Postfix daemon options]      (run by the master)
+
+    from tlsmgr import daemon
+    daemon.main(argv=None)                       # console script `tlsmgr`
+
+DESCRIPTION
+    The daemon tlsmgr(8) describes, built on master/multi_server.py: one
+    process serving every smtpd/smtp/lmtp client on private/tlsmgr, over
+    the session caches (scache.py), the ticket keys (tickets.py) and the
+    PRNG pool (prng.py, entropy.py).  This module is only the glue:
+    Postfix's tlsmgr_pre_init, tlsmgr_post_init, tlsmgr_loop and
+    tlsmgr_before_exit, and the *_event timers.
+
+    pre_init (root, before the jail, cwd queue_directory):
+        mix the time of day (tv_sec ^ pid) into a new pool; open
+        tls_random_source; with euid/egid mail_owner: open or create the
+        exchange file (redirected into data_directory like a cache), then
+        create/truncate every enabled cache and its eviction index.  Bad
+        cache settings (timeout above 8640000 s, two caches on one file)
+        and files that cannot be opened are fatal: exit 1, which the
+        master throttles.
+    post_init (after chroot and the drop to mail_owner):
+        max_idle = max_use = 0 (tlsmgr is persistent); on the first loop
+        turn: reseed, mix the exchange file in and rewrite it; start every cache's cleanup
+        timer; build the Service.
+    timers:
+        reseed_event      every reseed_period x byte/255: read the source;
+                          a lost source saves the exchange file, logs and
+                          exits 0 (no throttling; the master restarts us).
+        prng_exch_event   every prng_update_period x byte/255: update the
+                          exchange file; a removed file exits 0 unsaved.
+        cache_run_event   every cache timeout: start a cleanup scan.
+    loop (every loop turn):
+        mix the time of day; advance each running cleanup scan by
+        CLEANUP_BUDGET entries; return 0 while a scan has work left.
+    pre_exit (TERM, INT, master EOF at stop or reload, max_use):
+        close (flush) the caches, save the exchange file.  Postfix's
+        tlsmgr dies on TERM without saving; ours saves.
+
+SECURITY
+    Privileged code opens, unprivileged code reads: the entropy source is
+    opened as root and read only after the drop; the exchange file and
+    caches are created as mail_owner, never root-owned.
+
+DIAGNOSTICS
+    Problems and transactions go to the log (maillog_file or syslog) under
+    `postfix/tlsmgr[pid]`.  Cache activity at *_tls_loglevel >= 2.
+
+SEE ALSO
+    tlsmgr(8), src/tlsmgr/tlsmgr.c (Postfix); docs/tlsmgr.md, docs/prng.md
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from master import log, multi_server, privs
+from master.config import Config, ConfigError
+from master.events import EventLoop
+from master.log import msg_fatal
+from master.skeleton import ServerContext
+from tlsmgr import entropy, prng, scache, service
+from tlsmgr.dbhash import DBError
+from tlsmgr.params import CACHE_TABLE, PARAMS
+
+# Cleanup scan entries examined per loop turn (Postfix: one).  Small enough
+# that a turn stays far below a millisecond, large enough that a scan of
+# 100000 entries does not keep the loop spinning for long.
+CLEANUP_BUDGET = 32
+
+
+class Tlsmgr:
+    """The daemon's state across hooks (Postfix's file-level statics)."""
+
+    def __init__(self) -> None:
+        self.pool: prng.Pool | None = None
+        self.source: entropy.EntropySource | None = None
+        self.exch: entropy.ExchangeFile | None = None
+        self.specs: list[service.CacheSpec] = []
+        self.caches: dict[str, scache.SessionCache] = {}
+        self.service: service.Service | None = None
+        self.reseed_period = 0
+        self.update_period = 0
+
+    # -- hooks ----------------------------------------------------------
+
+    def pre_init(self, ctx: ServerContext) -> None:
+        cfg = ctx.config
+        self.pool = prng.Pool()
+        self.pool.mix_time(pid=True)
+        self.source = entropy.open_source(
+            cfg.get("tls_random_source"), cfg.get_int("tls_random_bytes")
+        )
+        self.specs = _plan(cfg)
+        with _as_mail_owner(ctx):
+            self.exch = self._open_exchange(ctx)
+            for spec in self.specs:
+                if spec.enabled:
+                    self.caches[spec.cache_type] = self._open_cache(ctx, spec)
+
+    def post_init(self, ctx: ServerContext) -> None:
+        assert self.pool is not None
+        ctx.max_idle = 0
+        ctx.max_use = 0
+        cfg = ctx.config
+        self.reseed_period = prng.clamp_period(cfg.get_time("tls_random_reseed_period"))
+        self.update_period = prng.clamp_period(cfg.get_time("tls_random_prng_update_period"))
+        slots = [
+            service.CacheSlot(s.cache_type, s.timeout, self.caches.get(s.cache_type))
+            for s in self.specs
+        ]
+        self.service = service.Service(slots, rand=self.pool, log=log, started=time.time())
+        if self.source is not None:
+            ctx.events.request_timer(0, self.reseed_event)
+        if self.exch is not None:
+            ctx.events.request_timer(0, self.prng_exch_event)
+        for cache_type in self.caches:
+            ctx.events.request_timer(0, self._cache_run_event(cache_type))
+
+    def loop(self, ctx: ServerContext) -> float | None:
+        assert self.pool is not None
+        self.pool.mix_time()
+        now = time.time()
+        more = False
+        for cache in self.caches.values():
+            if cache.cleaning:
+                more = cache.cleanup_step(now, CLEANUP_BUDGET) or more
+        return 0 if more else None
+
+    def pre_exit(self, ctx: ServerContext) -> None:
+        for cache in self.caches.values():
+            cache.close()
+        self.caches.clear()
+        if self.pool is not None:
+            entropy.save_at_exit(self.exch, self.pool)
+
+    def handler_factory(self, conn: Any) -> Any:
+        assert self.service is not None
+        return self.service.handler_factory(time.time)(conn)
+
+    # -- timers ---------------------------------------------------------
+
+    def reseed_event(self, events: EventLoop) -> None:
+        assert self.pool is not None
+        entropy.reseed_event(self.source, self.pool, self.exch)
+        events.request_timer(prng.next_delay(self.reseed_period, self.pool), self.reseed_event)
+
+    def prng_exch_event(self, events: EventLoop) -> None:
+        assert self.pool is not None and self.exch is not None
+        try:
+            entropy.exchange_event(self.exch, self.pool)
+        except entropy.ExchangeError as err:
+            msg_fatal(str(err))
+        events.request_timer(prng.next_delay(self.update_period, self.pool), self.prng_exch_event)
+
+    def _cache_run_event(self, cache_type: str) -> Any:
+        def cache_run_event(events: EventLoop) -> None:
+            cache = self.caches.get(cache_type)
+            if cache is None:
+                return
+            if not cache.cleaning:
+                cache.start_cleanup(time.time())
+            events.request_timer(cache.timeout, cache_run_event)
+
+        return cache_run_event
+
+    # -- opening ----------------------------------------------------------
+
+    def _open_exchange(self, ctx: ServerContext) -> entropy.ExchangeFile | None:
+        assert self.pool is not None
+        name = ctx.config.get("tls_random_exchange_name")
+        if not name:
+            return None
+        path = _redirect_file(name, ctx)
+        try:
+            return entropy.ExchangeFile.open(path, self.pool)
+        except entropy.ExchangeError as err:
+            msg_fatal(str(err))
+
+    def _open_cache(self, ctx: ServerContext, spec: service.CacheSpec) -> scache.SessionCache:
+        cfg = ctx.config
+        try:
+            return scache.SessionCache.open(
+                spec.cache_type,
+                spec.database,
+                timeout=spec.timeout,
+                max_entries=cfg.get_int("tls_session_cache_max_entries"),
+                data_directory=ctx.data_directory,
+                mail_owner=ctx.mail_owner,
+                mail_owner_uid=_owner_uid(ctx),
+                default_database_type=cfg.get("default_database_type"),
+                verbose=spec.verbose,
+            )
+        except DBError as err:
+            msg_fatal(f"open {spec.cache_type} TLS cache {spec.database}: {err}")
+
+
+def _plan(cfg: Config) -> list[service.CacheSpec]:
+    """The cache table read from main.cf; fatal on Postfix's start-up errors."""
+    rows = []
+    try:
+        for row in CACHE_TABLE:
+            rows.append(
+                (
+                    row.cache_type,
+                    cfg.get(row.database_param),
+                    cfg.get_time(row.timeout_param),
+                    cfg.get(row.loglevel_param),
+                )
+            )
+        return service.plan_caches(rows)
+    except (ConfigError, ValueError) as err:
+        msg_fatal(str(err))
+
+
+def _owner_uid(ctx: ServerContext) -> int:
+    return ctx.uid if ctx.uid is not None else os.geteuid()
+
+
+def _as_mail_owner(ctx: ServerContext) -> contextlib.AbstractContextManager[None]:
+    """Create files as mail_owner when we are root (never root-owned files)."""
+    if os.geteuid() == 0 and ctx.uid is not None and ctx.gid is not None:
+        return privs.saved_eugid(ctx.uid, ctx.gid)
+    return contextlib.nullcontext()
+
+
+def _redirect_file(path: str, ctx: ServerContext) -> str:
+    """Postfix's data_redirect_file(): a file in a folder not owned by mail_owner
+    is redirected into data_directory, with the same warnings as a cache."""
+    name, warnings = scache.redirect_database(
+        f"hash:{path}",
+        default_type="hash",
+        data_directory=ctx.data_directory,
+        mail_owner=ctx.mail_owner,
+        mail_owner_uid=_owner_uid(ctx),
+    )
+    for warning in warnings:
+        log.msg_warn(warning.replace("table hash:", "file "))
+    return scache.split_database(name)[1]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script `tlsmgr`: run under the master (never by hand)."""
+    state = Tlsmgr()
+    multi_server.main(
+        state.handler_factory,
+        params=PARAMS,
+        pre_init=state.pre_init,
+        post_init=state.post_init,
+        loop=state.loop,
+        pre_exit=state.pre_exit,
+        solitary=True,
+        argv=argv,
+    )
