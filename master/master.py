@@ -121,11 +121,10 @@ def _port_lookup(name: str) -> str:
 
 def read_configuration(config_dir: str) -> tuple[Config, list[ServiceEntry]]:
     """Read main.cf and master.cf; ConfigError on any problem."""
-    config = Config.load(config_dir)
-    config.get_time("service_throttle_time")
-    config.get_int("default_process_limit")
+    config = Config.load(config_dir, warn=msg_warn)
+    config.check()  # every typed master parameter, before anything starts
     path = os.path.join(config.config_dir, "master.cf")
-    return config, read_master_cf(path, config, _port_lookup)
+    return config, read_master_cf(path, config, _port_lookup, warn=msg_warn)
 
 
 @dataclass(frozen=True)

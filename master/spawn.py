@@ -350,22 +350,21 @@ class Spawner:
     def _posix_spawn(self, service: Service, env: dict[str, str], err_w: int | None) -> int:
         argv = list(service.argv)
         if service.stress and "stress=" in argv:
-            argv[argv.index("stress=")] = (
-                "stress=yes" if service.stress_expire > time.monotonic() else "stress="
-            )
-        listen = self._above(service.listen_fds, proto.MASTER_LISTEN_FD + len(service.listen_fds))
+            under = service.stress_expire > time.monotonic()
+            argv[argv.index("stress=")] = "stress=yes" if under else "stress="
+        # fd n of the child <- sources[n]: 0-1 /dev/null, 2 the stderr pipe or
+        # (foreground) our own stderr, 3-4 the flow pipe, 5 the status
+        # channel, 6.. the listeners.
+        sources = [self.devnull, self.devnull, 2 if err_w is None else err_w]
+        sources += [*self.flow_pipe, service.child_status_fd, *service.listen_fds]
+        # Sanity check: no source may be overwritten by an earlier DUP2 action.
+        # The master reserves fds 0-6, so this only moves the listeners of a
+        # service with several addresses, or fds of a process that did not.
+        floor = len(sources)
+        moved = [fd if fd >= floor else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
+                 for fd in sources]  # fmt: skip
         try:
-            actions = [
-                (os.POSIX_SPAWN_DUP2, self.devnull, 0),
-                (os.POSIX_SPAWN_DUP2, self.devnull, 1),
-                (os.POSIX_SPAWN_DUP2, self.flow_pipe[0], proto.MASTER_FLOW_READ),
-                (os.POSIX_SPAWN_DUP2, self.flow_pipe[1], proto.MASTER_FLOW_WRITE),
-                (os.POSIX_SPAWN_DUP2, service.child_status_fd, proto.MASTER_STATUS_FD),
-            ]
-            # The master's own stderr in the foreground, else a pipe we read.
-            actions.insert(2, (os.POSIX_SPAWN_DUP2, 2 if err_w is None else err_w, 2))
-            for n, fd in enumerate(listen):
-                actions.append((os.POSIX_SPAWN_DUP2, fd, proto.MASTER_LISTEN_FD + n))
+            actions = [(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(moved)]
             return os.posix_spawn(
                 service.path,
                 argv,
@@ -375,14 +374,9 @@ class Spawner:
                 setsigmask=(),
             )
         finally:
-            for fd, orig in zip(listen, service.listen_fds, strict=True):
+            for fd, orig in zip(moved, sources, strict=True):
                 if fd != orig:
                     os.close(fd)
-
-    @staticmethod
-    def _above(fds: list[int], floor: int) -> list[int]:
-        """Sanity check: a source fd must not be overwritten by an earlier DUP2 action."""
-        return [fd if fd >= floor else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
 
     def _spawn_failed(self, service: Service, err: OSError) -> None:
         if err.errno in (errno.EAGAIN, errno.ENOMEM):

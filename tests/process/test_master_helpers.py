@@ -29,8 +29,9 @@ DESCRIPTION
                      0 after IDLE seconds without clients.
     single [IDLE]    one client at a time (TAKEN at accept, AVAIL when the
                      client leaves), like single_server.
-    record FILE      appends one JSON line per event (start, with argv and
-                     environment; each trigger or datagram received).
+    record FILE      appends one JSON line per event (start, with argv,
+                     environment and open descriptors; each trigger or
+                     datagram received).
     fail             writes a line to stderr and exits 1 at once.
     exit0            exits 0 at once.
 
@@ -174,7 +175,13 @@ def serve_record(path):
         with open(path, "a") as fp:
             fp.write(json.dumps(dict(event=event, pid=PID, time=time.time(), **kw)) + "\n")
 
-    note("start", argv=sys.argv, env=dict(os.environ), transport=TRANSPORT)
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[name] = os.readlink("/proc/self/fd/" + name)
+        except OSError:
+            pass  # the directory listing's own descriptor
+    note("start", argv=sys.argv, env=dict(os.environ), transport=TRANSPORT, fds=fds)
     listen = 6
     if TRANSPORT in ("unix", "inet", "pass"):
         listen = socket.socket(fileno=6)
@@ -321,6 +328,14 @@ class Instance:
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {count} log line(s) matching {pattern!r}:\n{self.log()}")
             time.sleep(0.05)
+
+    def records(self, name: str) -> list[dict]:
+        """The events a `testd record ROOT/name` service wrote."""
+        try:
+            text = (self.root / name).read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
 
     def wait_for(self, predicate, what: str, timeout: float = 20):
         deadline = time.monotonic() + timeout

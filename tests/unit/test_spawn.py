@@ -1,0 +1,235 @@
+"""master/spawn.py: status records, availability, throttling, reaping, with real processes.
+
+The Spawner runs inside the test process here (a real EventLoop, real
+socketpairs, real children from small scripts); the test process does not
+reserve fds 3-6 as the master does, which also exercises the DUP2 sanity
+check that moves low source descriptors out of the way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+import pytest
+
+from master import proto
+from master.config import Config
+from master.events import EventLoop
+from master.mastercf import parse_master_cf
+from master.spawn import Child, Service, Spawner, describe_status
+
+REPORT = """#!{python} -S
+import json, os, sys
+fds = {{}}
+for name in os.listdir("/proc/self/fd"):
+    try:
+        fds[name] = os.readlink("/proc/self/fd/" + name)
+    except OSError:
+        pass
+with open({out!r}, "w") as fp:
+    json.dump(dict(argv=sys.argv, gen=os.environ.get("GENERATION"), fds=fds), fp)
+sys.stderr.write("line one\\nlast words\\n")
+sys.exit(int(sys.argv[-1]))
+"""
+
+
+@pytest.fixture
+def loop():
+    ev = EventLoop()
+    yield ev
+    ev.close()
+
+
+def make_service(loop: EventLoop, line: str, path: str = "/bin/true", **kw) -> Service:
+    entry = parse_master_cf(line + "\n", Config({"compatibility_level": "3.6"}))[0]
+    a, b = socket.socketpair()
+    service = Service(entry, path, [entry.command], [a.detach()], loop, kw.get("throttle", 60))
+    service._peer = b  # the test's end of the listener pair, closed by the fixture owner
+    service.open_status_channel()
+    return service
+
+
+def close_service(service: Service) -> None:
+    service.close_status_channel()
+    for fd in service.listen_fds:
+        os.close(fd)
+    service._peer.close()
+
+
+def fake_child(service: Service, pid: int, gen: int) -> Child:
+    """A table entry as spawn() makes one (a new child counts as available)."""
+    child = Child(pid, gen, service, avail=-1)
+    service.children[pid] = child
+    service.avail_more(child)
+    return child
+
+
+def send(service: Service, loop: EventLoop, *records: tuple[int, int, int]) -> None:
+    data = b"".join(proto.encode_status(*r) for r in records)
+    os.write(service.child_status_fd, data)
+    loop.run_once(1)
+
+
+def _inheritable(fd: int) -> bool:
+    try:
+        return fd > 6 and os.get_inheritable(fd)
+    except OSError:
+        return False
+
+
+def test_describe_status():
+    assert describe_status(0) == "exit status 0"
+    assert describe_status(3 << 8) == "exit status 3"
+    assert describe_status(signal.SIGKILL) == "killed by signal 9 (SIGKILL)"
+
+
+def test_status_records_drive_availability_and_listening(loop):
+    service = make_service(loop, "echo unix - n n - 2 testd")
+    try:
+        service.update_listen()
+        assert service.listening  # nobody available, room for a child
+        child = fake_child(service, 4242, 7)
+        assert service.avail_proc == 1 and not service.listening
+        send(service, loop, (4242, 7, proto.STATUS_TAKEN))
+        assert child.avail == proto.STATUS_TAKEN and service.listening
+        send(service, loop, (4242, 7, proto.STATUS_AVAIL))
+        assert child.use_count == 1 and not service.listening
+        # A repeated state, a stale generation and an unknown pid change nothing.
+        send(service, loop, (4242, 7, proto.STATUS_AVAIL), (4242, 6, proto.STATUS_TAKEN))
+        send(service, loop, (999999, 7, proto.STATUS_TAKEN))
+        assert child.use_count == 1 and child.avail == proto.STATUS_AVAIL
+        # Records split across reads are put back together.
+        record = proto.encode_status(4242, 7, proto.STATUS_TAKEN)
+        os.write(service.child_status_fd, record[:5])
+        loop.run_once(1)
+        assert child.avail == proto.STATUS_AVAIL
+        os.write(service.child_status_fd, record[5:])
+        loop.run_once(1)
+        assert child.avail == proto.STATUS_TAKEN
+    finally:
+        close_service(service)
+
+
+def test_process_limit_stops_listening(loop):
+    service = make_service(loop, "echo unix - n n - 2 testd")
+    try:
+        fake_child(service, 1001, 1)
+        send(service, loop, (1001, 1, proto.STATUS_TAKEN))
+        assert service.listening
+        fake_child(service, 1002, 2)
+        send(service, loop, (1002, 2, proto.STATUS_TAKEN))
+        assert not service.limit_ok() and not service.listening and not service.can_spawn()
+    finally:
+        close_service(service)
+
+
+def test_reload_swaps_the_status_channel(loop):
+    service = make_service(loop, "echo unix - n n - 0 testd")
+    try:
+        old_child_end = os.dup(service.child_status_fd)
+        service.open_status_channel()
+        # The old children's fd 5 now reads EOF: the master's end is gone.
+        assert os.read(old_child_end, 1) == b""
+        os.close(old_child_end)
+    finally:
+        close_service(service)
+
+
+def test_spawn_places_fds_and_bad_startup_throttles(loop, tmp_path):
+    out = tmp_path / "report.json"
+    script = tmp_path / "report"
+    script.write_text(REPORT.format(python=sys.executable, out=str(out)))
+    script.chmod(0o755)
+    spawner = Spawner(loop, {"MAIL_CONFIG": str(tmp_path)})
+    service = make_service(loop, "rep unix - n n - 1 report", str(script), throttle=3600)
+    service.argv = ["report", "-l", "-t", "unix", "1"]
+    inherited = {n for n in os.listdir("/proc/self/fd") if _inheritable(int(n))}
+    try:
+        child = spawner.spawn(service)
+        assert child is not None and child.generation == 1 and service.avail_proc == 1
+        _, status = os.waitpid(child.pid, 0)  # reap it ourselves, then let the table catch up
+        spawner._child_died(spawner.children.pop(child.pid), status)
+        report = json.loads(out.read_text())
+        assert report["gen"] == "1"
+        assert report["argv"][1:] == ["-l", "-t", "unix", "1"]
+        fds = report["fds"]
+        # Nothing of ours leaks beyond fd 6; only what this test process itself
+        # inherited without close-on-exec (the master closes those at start).
+        assert set(fds) - {"0", "1", "2", "3", "4", "5", "6"} <= inherited
+        assert fds["0"] == "/dev/null" and fds["2"].startswith("pipe:")
+        assert fds["5"].startswith("socket:") and fds["6"].startswith("socket:")
+        # exit 1 before any TAKEN -> AVAIL cycle: throttled, with the reason.
+        assert service.throttled and not service.listening
+        assert "exit status 1 before its first request" in service.throttle_reason
+        assert 'last stderr line: "last words"' in service.throttle_reason
+        assert spawner.spawn(service) is None  # no forks while throttled
+        service.unthrottle()
+        assert service.listening
+    finally:
+        close_service(service)
+        spawner.close()
+
+
+def test_exit_zero_is_not_throttled_and_reap_collects(loop, tmp_path):
+    out = tmp_path / "report.json"
+    script = tmp_path / "report"
+    script.write_text(REPORT.format(python=sys.executable, out=str(out)))
+    script.chmod(0o755)
+    spawner = Spawner(loop, {})
+    service = make_service(loop, "rep unix - n n - 1 report", str(script))
+    service.argv = ["report", "0"]
+    try:
+        child = spawner.spawn(service)
+        deadline = time.monotonic() + 20
+        while spawner.children and time.monotonic() < deadline:
+            loop.run_once(0.05)
+            spawner.reap()
+        assert child.pid not in spawner.children and not service.children
+        assert not service.throttled and service.avail_proc == 0
+        assert service.last_exit == f"pid {child.pid} exit status 0"
+    finally:
+        close_service(service)
+        spawner.close()
+
+
+def test_exec_failure_throttles_with_reason(loop, tmp_path):
+    spawner = Spawner(loop, {})
+    service = make_service(loop, "nope unix - n n - 1 nope", str(tmp_path / "nope"))
+    try:
+        assert spawner.spawn(service) is None
+        assert service.throttled
+        reason = f"cannot execute {tmp_path}/nope: No such file or directory"
+        assert service.throttle_reason == reason
+        assert spawner.generation == 1 and not spawner.children
+    finally:
+        close_service(service)
+        spawner.close()
+
+
+def test_signal_service_and_wait_all(loop, tmp_path):
+    script = tmp_path / "sleeper"
+    script.write_text(f"#!{sys.executable} -S\nimport time\ntime.sleep(60)\n")
+    script.chmod(0o755)
+    spawner = Spawner(loop, {})
+    service = make_service(loop, "sl unix - n n - 0 sleeper", str(script))
+    try:
+        first = spawner.spawn(service)
+        send(service, loop, (first.pid, first.generation, proto.STATUS_TAKEN))
+        second = spawner.spawn(service)
+        assert len(spawner.children) == 2
+        spawner.stopping = True
+        spawner.signal_service(service, signal.SIGTERM)
+        spawner.wait_all(20)
+        assert not spawner.children and {first.pid, second.pid}.isdisjoint(service.children)
+        assert not service.throttled  # deaths by our own TERM while stopping
+    finally:
+        for pid in list(spawner.children):
+            os.kill(pid, signal.SIGKILL)
+        spawner.wait_all(20)
+        close_service(service)
+        spawner.close()
