@@ -183,6 +183,7 @@ class ServerContext:
                     self.pre_exit(self)
                 except Exception as exc:
                     _log_exception(exc)
+                    status = 1
         raise SystemExit(status)
 
     def master_gone(self, *_args: Any) -> NoReturn:

@@ -25,7 +25,8 @@ DESCRIPTION
     mail_owner can search it): etc/main.cf, queue/ (with private/),
     data/, libexec/ (daemon_directory) and the maillog file.
 
-    install_daemon() writes an executable script into daemon_directory
+    install_daemon() (or write_daemon_script(path, kind) for any folder)
+    writes an executable script into daemon_directory
     whose #! line is this Python, and which runs daemon_main() below: an
     echo service on the multi_server or single_server skeleton, with test
     parameters (echo_*) and hooks that leave traces in echo_trace_file.
@@ -70,7 +71,22 @@ ECHO_PARAMS = (
     Param("echo_trace_file", "", doc="File (opened before the jail) for hook traces."),
     Param("echo_persistent", "no", "bool", doc="post_init sets max_idle and max_use to 0."),
     Param("echo_loop_work", "0", "int", 0, doc="Loop turns the loop hook asks for at once."),
+    Param("echo_pre_exit_crash", "no", "bool", doc="pre_exit raises an exception."),
 )
+
+
+def write_daemon_script(path: str, kind: str = "multi", **options: Any) -> str:
+    """An executable echo daemon at `path` (kind "multi" or "single"); returns path."""
+    with open(path, "w") as fp:
+        fp.write(
+            f"#!{sys.executable}\n"
+            "import sys\n"
+            f"sys.path.insert(0, {HERE!r})\n"
+            "import harness\n"
+            f"harness.daemon_main({kind!r}, **{options!r})\n"
+        )
+    os.chmod(path, 0o755)
+    return path
 
 
 class Instance:
@@ -109,17 +125,7 @@ class Instance:
 
     def install_daemon(self, name: str = "echo", kind: str = "multi", **options: Any) -> str:
         """Write $daemon_directory/name running daemon_main(kind, **options)."""
-        path = os.path.join(self.daemon_dir, name)
-        with open(path, "w") as fp:
-            fp.write(
-                f"#!{sys.executable}\n"
-                "import sys\n"
-                f"sys.path.insert(0, {HERE!r})\n"
-                "import harness\n"
-                f"harness.daemon_main({kind!r}, **{options!r})\n"
-            )
-        os.chmod(path, 0o755)
-        return path
+        return write_daemon_script(os.path.join(self.daemon_dir, name), kind, **options)
 
     def log_text(self) -> str:
         with open(self.maillog, errors="replace") as fp:
@@ -470,6 +476,8 @@ def daemon_main(kind: str, solitary: bool = False) -> None:
 
     def pre_exit(ctx: Any) -> None:
         _trace(state, "pre_exit")
+        if ctx.config.get_bool("echo_pre_exit_crash"):
+            raise RuntimeError("pre_exit crash requested")
 
     def loop(ctx: Any) -> float | None:
         if state["loop_work"] > 0:

@@ -160,6 +160,17 @@ def test_unexpected_exception_is_logged_with_traceback_exit_1(lab):
     assert "pre_exit" not in " ".join(inst.trace_lines())
 
 
+def test_exception_in_pre_exit_exits_1(lab):
+    inst, fm = _echo(lab, main_cf={"echo_pre_exit_crash": "yes"})
+    child = fm.spawn()
+    _greeted(fm)
+    fm.close_status()
+    assert child.wait() == 1
+    assert "error: unexpected exception: RuntimeError: pre_exit crash requested" in (
+        inst.log_text()
+    )
+
+
 def test_watchdog_kills_a_stuck_request(lab):
     inst, fm = _echo(lab, main_cf={"daemon_timeout": "1s"})
     child = fm.spawn()
