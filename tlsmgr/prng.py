@@ -50,8 +50,8 @@ DESCRIPTION
     REFILL_SIZE - 32 output bytes or after an immediate mix.
 
     Fork safety.  A pool remembers its pid.  In a forked child (found by
-    an os.register_at_fork() hook, and again by a pid check on every draw
-    and reseed) the pool erases the keystream it inherited and folds in 32
+    an os.register_at_fork() hook, and again by a pid check on every draw,
+    mix and reseed) the pool erases the keystream it inherited and folds in 32
     fresh bytes from os.urandom() together with the new pid and the time,
     before it serves anything: parent and child never return the same
     bytes.
@@ -77,7 +77,7 @@ SECURITY
     useful: the pool object itself (key, buffer, pending hash of inputs)
     never contains anything from which earlier output can be computed,
     and the exchange file, which is written from draw(), never does either.
-    The pending hash holds the inputs mixed since the last draw (time of
+    The pending hash holds the inputs mixed since the last fold (time of
     day, session data); it is not secret key material.
 
 DIAGNOSTICS
