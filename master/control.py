@@ -532,8 +532,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    log_init(NAME, stderr=True, tool=True)
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command != "master":  # the master opens its own log after the detach
+        log_init(NAME, stderr=True, tool=True)
     command = COMMANDS.get(args.command)
     if command is None:
         print(

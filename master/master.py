@@ -96,6 +96,7 @@ DATA_LOCK = "master.lock"
 STOP_WAIT = 5.0
 KILL_WAIT = 5.0
 PUBLISH_INTERVAL = 1.0
+WATCHDOG_TIME = 1000  # Postfix's MASTER_WATCHDOG_TIME: one loop turn may not last longer
 ALREADY_RUNNING = "the minipostfix mail system is already running"
 RESTART_ONLY = ("config_directory", "queue_directory", "inet_protocols")
 
@@ -271,6 +272,7 @@ class Master:
         except OSError as err:
             self.fatal(f"{err.filename or 'startup'}: {err.strerror}")
         self.loop = EventLoop()
+        self.loop.set_watchdog(WATCHDOG_TIME)
         self.spawner = Spawner(self.loop, dict(os.environ), foreground=self.foreground)
         try:
             for entry in entries:
@@ -577,9 +579,12 @@ def reserve_fds(keep: int | None) -> int | None:
 
 def run(config_dir: str, *, foreground: bool = False, ready_fd: int | None = None) -> int:
     """The resident master; returns the exit status (see the module docstring)."""
+    # Sanity check: logging must hold no descriptor while reserve_fds() closes
+    # everything (a syslog or maillog fd closed under it could be reused by a
+    # listener); until main.cf is read, log to stderr only (/dev/null detached).
+    log_init("master", maillog_file="/dev/stderr")
     ready_fd = reserve_fds(ready_fd)
     os.umask(0o077)
-    log_init("master", stderr=True if foreground else False)
     master = Master(config_dir, foreground, ready_fd)
     try:
         master.start()

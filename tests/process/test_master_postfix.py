@@ -1,0 +1,84 @@
+"""Debian's real tlsmgr and postlogd run under our master (decisions.md 25).
+
+daemon_directory is a temporary folder with symlinks to
+/usr/lib/postfix/sbin/{tlsmgr,postlogd}; postlogd is the unix-dgram service
+`postlog` that the real daemons send their log lines to when maillog_file is
+set, with maillog_file_prefixes covering the test's log file.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+from test_master_helpers import Instance
+
+pytestmark = [pytest.mark.postfix, pytest.mark.root]
+SBIN = "/usr/lib/postfix/sbin"
+
+MASTER_CF = (
+    "tlsmgr unix - - n 1000? 1 tlsmgr\n"
+    "postlog unix-dgram n - n - 1 postlogd\n"
+)  # fmt: skip
+
+
+def parse_attrs(buf: bytes) -> dict[bytes, bytes] | None:
+    """Postfix's "0" format, name\\0value\\0 pairs ended by an empty name; None if partial."""
+    fields = buf.split(b"\0")
+    attrs = {}
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == b"":
+            return attrs
+        if i + 2 >= len(fields):
+            break
+        attrs[fields[i]] = fields[i + 1]
+    return None
+
+
+def read_attrs(sock) -> dict[bytes, bytes]:
+    buf = b""
+    while (attrs := parse_attrs(buf)) is None:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise AssertionError(f"EOF inside an attribute list: {buf!r}")
+        buf += chunk
+    return attrs
+
+
+@pytest.fixture
+def inst():
+    with Instance(
+        master_cf=MASTER_CF,
+        main_cf={"maillog_file_prefixes": "/tmp", "tls_random_source": "dev:/dev/urandom"},
+    ) as instance:
+        for name in ("tlsmgr", "postlogd"):
+            os.symlink(os.path.join(SBIN, name), instance.bin / name)
+        yield instance
+
+
+def test_real_tlsmgr_answers_a_seed_request_under_our_master(inst):
+    inst.cli("start").check()
+    with inst.connect("private/tlsmgr") as sock:
+        greeting = read_attrs(sock)
+        assert greeting == {b"protocol": b"tlsmgr_protocol"}
+        sock.sendall(b"request\0seed\0size\x0032\0\0")
+        reply = read_attrs(sock)
+        assert reply[b"status"] == b"0"
+        assert len(base64.b64decode(reply[b"seed"])) == 32
+        # A request the real tlsmgr warns about: its log line travels through
+        # our unix-dgram listener to the real postlogd, into maillog_file.
+        sock.sendall(b"request\0policy\0cache_type\0bogus\0\0")
+        assert read_attrs(sock)[b"status"] == b"4294967294"
+    inst.wait_log(r'postfix/tlsmgr\[\d+\]: warning: bogus cache type "bogus" in "policy" request')
+    # The real tlsmgr ran with Postfix's argv and wrote its exchange file as mail_owner.
+    tlsmgr = [p for p in inst.children() if open(f"/proc/{p}/comm").read().strip() == "tlsmgr"]
+    assert len(tlsmgr) == 1
+    argv = open(f"/proc/{tlsmgr[0]}/cmdline").read().split("\0")[:-1]
+    assert argv == ["tlsmgr", "-l", "-t", "unix", "-u"]
+    assert (inst.data / "prng_exch").exists()
+    status = inst.cli("status", "-v").check()
+    assert "service tlsmgr (unix private/tlsmgr)" in status.stdout
+    inst.cli("stop").check()
+    assert inst.processes() == []
+    assert "bad command startup" not in inst.log()
