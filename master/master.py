@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import grp
 import json
 import os
@@ -98,9 +99,11 @@ KILL_WAIT = 5.0
 PUBLISH_INTERVAL = 1.0
 WATCHDOG_TIME = 1000  # Postfix's MASTER_WATCHDOG_TIME: one loop turn may not last longer
 ALREADY_RUNNING = "the minipostfix mail system is already running"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 RESTART_ONLY = ("config_directory", "queue_directory", "inet_protocols")
 
 
+@functools.cache
 def version() -> str:
     from importlib import metadata
 
@@ -179,7 +182,7 @@ def make_directories(specs: list[DirSpec]) -> None:
     root = os.geteuid() == 0
     for spec in specs:
         try:
-            os.makedirs(os.path.dirname(spec.path) or "/", 0o755, exist_ok=True)
+            _make_parents(os.path.dirname(spec.path))
             created = False
             try:
                 os.mkdir(spec.path, spec.mode & 0o777)
@@ -195,6 +198,16 @@ def make_directories(specs: list[DirSpec]) -> None:
                 os.chmod(spec.path, spec.mode)
         except OSError as err:
             raise ConfigError(f"directory {spec.path}: {err.strerror}") from None
+
+
+def _make_parents(path: str) -> None:
+    """mkdir -p with mode 0755 despite umask 077: children must traverse them."""
+    if not path or os.path.isdir(path):
+        return
+    _make_parents(os.path.dirname(path))
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path)
+        os.chmod(path, 0o755)
 
 
 def lock_pid_file(path: str) -> int:
@@ -279,9 +292,8 @@ class Master:
                 self.start_service(entry)
         except OSError as err:
             self.fatal(f"service startup: {err.strerror}")
-        for signum in (signal.SIGHUP, signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGHUP, signal.SIGCHLD, *STOP_SIGNALS):
             self.loop.on_signal(signum, self.record_signal)
-        self.loop.on_signal(signal.SIGQUIT, self.record_signal)
         self.loop.ignore_signal(signal.SIGPIPE)
         msg_info(f"daemon started -- version {version()}, configuration {config.config_dir}")
         self.tell_ready(b"\0")
@@ -347,7 +359,10 @@ class Master:
         return path, argv, stress
 
     def _loopback_only(self, entry: ServiceEntry) -> bool:
-        addrs = [a for (_f, a), _opt in listen.inet_addresses(entry, self.config)]
+        try:
+            addrs = [a for (_f, a), _opt in listen.inet_addresses(entry, self.config)]
+        except OSError:
+            return False  # unresolvable now; open_listeners() reports it
         return all(a[0].startswith("127.") or a[0] == "::1" for a in addrs)
 
     def configure(self, service: Service, entry: ServiceEntry) -> None:

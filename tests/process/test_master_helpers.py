@@ -86,14 +86,18 @@ def status(avail):
     try:
         os.write(5, struct.pack("=iIi", PID, GEN, avail))
     except OSError:
-        sys.exit(0)
+        pass  # the master went away or reloaded: fd 5 reads EOF, handled there
 
 
 def master_gone():
+    # Readable fd 5 means the master went away or reloaded: EOF, or a reset
+    # when it closed its end with our last status records still unread.
     try:
         return os.read(5, 1) == b""
     except BlockingIOError:
         return False
+    except ConnectionResetError:
+        return True
 
 
 def serve_echo(idle):
