@@ -129,7 +129,7 @@ def read_reply(stream: tlsutil.LineStream, peer: str) -> Reply:
         try:
             raw = stream.readline()
         except tlsutil.StreamError as err:
-            raise SmtpError(f"{err} with {peer}") from None
+            raise SmtpError(f"{err} while reading from {peer}") from None
         text = raw.decode("utf-8", "replace")
         if len(text) < 3 or not text[:3].isdigit() or text[3:4] not in ("", " ", "-"):
             raise SmtpError(f"malformed reply from {peer}: {text[:80]!r}")

@@ -283,6 +283,8 @@ class LineStream:
             raise StreamError(f"TLS read error: {ssl_reason(err)}") from None
         except SSL.Error as err:
             raise StreamError(f"TLS read error: {ssl_reason(err)}") from None
+        except (BlockingIOError, TimeoutError):
+            raise StreamError("timeout") from None
         except OSError as err:
             raise StreamError(f"read error: {_os_reason(err)}") from None
 
