@@ -130,32 +130,31 @@ def test_stats_lines():
         ("prng.draws", "5"),
     ]
     assert probe._stats_lines(items) == [
-        "tlsmgr: uptime 3723s (01:02:03)",
-        "tlsmgr: requests served 5 (seed 2, lookup 3, malformed 0)",
-        "tlsmgr: smtpd cache: entries 1, hits 0 (timeout 3600s)",
-        "tlsmgr: smtp cache: entries 1, hits 1, misses 1, evictions 0 (timeout 3600s)",
-        "tlsmgr: lmtp cache: disabled",
-        "tlsmgr: prng: draws 5",
+        "uptime 1h02m",
+        "requests served 5 (seed 2, lookup 3, malformed 0)",
+        "smtpd cache: entries 1, hits 0 (timeout 3600s)",
+        "smtp cache: entries 1, hits 1, misses 1, evictions 0 (timeout 3600s)",
+        "lmtp cache: disabled",
+        "prng: draws 5",
     ]
-    assert probe._stats_lines([("uptime", "90061")]) == ["tlsmgr: uptime 90061s (1d 01:01:01)"]
-    assert probe._stats_lines([]) == ["tlsmgr: stats reply carried no figures"]
+    durations = {"59": "59s", "187": "3m07s", "18120": "5h02m", "183600": "2d03h", "x": "x"}
+    for secs, shown in durations.items():
+        assert probe._stats_lines([("uptime", secs)]) == [f"uptime {shown}"]
+    assert probe._stats_lines([]) == ["the stats reply carried no figures"]
 
 
 def test_status_lines_never_raise(tmp_path):
     [line] = probe.status_lines(str(tmp_path / "nowhere"))
     assert line.startswith(
-        f"tlsmgr: cannot read the configuration: open {tmp_path}/nowhere/main.cf: "
-        "No such file or directory"
+        f"cannot read the configuration: open {tmp_path}/nowhere/main.cf: No such file or directory"
     )
     conf, queue = _instance(tmp_path)
-    assert probe.status_lines(str(conf)) == [
-        f"tlsmgr: not reachable: no socket {queue}/private/tlsmgr"
-    ]
+    assert probe.status_lines(str(conf)) == [f"not reachable: no socket {queue}/private/tlsmgr"]
     (queue / "private").mkdir(parents=True)
     with socket.socket(socket.AF_UNIX) as dead:
         dead.bind(str(queue / "private" / "tlsmgr"))  # bound, not listening
         [line] = probe.status_lines(str(conf))
-    assert line.startswith(f"tlsmgr: not reachable at {queue}/private/tlsmgr: FAIL: problem")
+    assert line.startswith(f"not reachable at {queue}/private/tlsmgr: FAIL: problem")
     assert "Connection refused" in line
 
 

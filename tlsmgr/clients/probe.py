@@ -34,10 +34,11 @@ DESCRIPTION
     cachable and timeout, the stats reply's NAME = VALUE pairs.
 
     status_lines() is what `minipostfix status -v` prints for tlsmgr
-    (the `minipostfix.status` entry point, decisions 24): uptime,
-    requests served, and per cache its entries, hits, misses, evictions,
-    from a `stats` request.  It never raises: an unreachable tlsmgr or
-    an unreadable main.cf is one line saying so.
+    (the `minipostfix.status` entry point, decisions 24; the master puts
+    `tlsmgr: ` before each line): uptime, requests served, and per cache
+    its entries, hits, misses, evictions, expired, from a `stats`
+    request.  It never raises: an unreachable tlsmgr or an unreadable
+    main.cf is one line saying so.
 
 DIAGNOSTICS
     Exit status 0 for OK, 1 for ERR, 2 for FAIL, 3 when tlsmgr cannot be
@@ -169,13 +170,13 @@ def status_lines(config_dir: str) -> list[str]:
     try:
         path = tlsmgr_socket(config_dir)
     except ProbeError as err:
-        return [f"tlsmgr: cannot read the configuration: {err}"]
+        return [f"cannot read the configuration: {err}"]
     if not os.path.exists(path):
-        return [f"tlsmgr: not reachable: no socket {path}"]
+        return [f"not reachable: no socket {path}"]
     with TlsmgrClient(path, attempts=1, timeout=10.0) as client:
         result = client.stats()
     if not result.ok:
-        return [f"tlsmgr: not reachable at {path}: {describe(result)}"]
+        return [f"not reachable at {path}: {describe(result)}"]
     return _stats_lines(result.items)
 
 
@@ -191,34 +192,39 @@ def _stats_lines(items: Iterable[tuple[str, str]]) -> list[str]:
     lines = []
     uptime = top.pop("uptime", None)
     if uptime is not None:
-        lines.append(f"tlsmgr: uptime {_duration(uptime)}")
+        lines.append(f"uptime {_duration(uptime)}")
     requests = groups.pop("requests", [])
     if requests:
         total = sum(int(v) for _, v in requests if v.isdigit())
         shown = ", ".join(f"{k} {v}" for k, v in requests)
-        lines.append(f"tlsmgr: requests served {total} ({shown})")
+        lines.append(f"requests served {total} ({shown})")
     for group, pairs in groups.items():
         fields = dict(pairs)
         if fields.get("enabled") == "0":
-            lines.append(f"tlsmgr: {group} cache: disabled")
+            lines.append(f"{group} cache: disabled")
             continue
         label = f"{group} cache" if "enabled" in fields else group
         fields.pop("enabled", None)
         timeout = fields.pop("timeout", None)
         shown = ", ".join(f"{k} {v}" for k, v in fields.items())
         suffix = f" (timeout {timeout}s)" if timeout is not None else ""
-        lines.append(f"tlsmgr: {label}: {shown}{suffix}")
-    lines += [f"tlsmgr: {name} {value}" for name, value in top.items()]
-    return lines or ["tlsmgr: stats reply carried no figures"]
+        lines.append(f"{label}: {shown}{suffix}")
+    lines += [f"{name} {value}" for name, value in top.items()]
+    return lines or ["the stats reply carried no figures"]
 
 
 def _duration(text: str) -> str:
+    """Seconds as the master's status shows ages: 42s, 3m07s, 5h02m, 2d03h."""
     if not text.isdigit():
         return text
     secs = int(text)
-    days, rest = divmod(secs, 86400)
-    clock = time.strftime("%H:%M:%S", time.gmtime(rest))
-    return f"{secs}s ({days}d {clock})" if days else f"{secs}s ({clock})"
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m{secs % 60:02d}s"
+    if secs < 86400:
+        return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
+    return f"{secs // 86400}d{secs % 86400 // 3600:02d}h"
 
 
 # The command.
