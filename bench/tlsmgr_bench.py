@@ -38,7 +38,7 @@ DESCRIPTION
               minimum): --scan-entries victims are stored at start; the scan that runs at
               tlsmgr start + 240 s finds them expired and deletes them. Lookups (8 connections,
               on --ids fresh entries) run from 2 s before that moment for --scan-window seconds,
-              reported overall and per 250 ms slice. tlsmgr's CPU use in the idle second after
+              reported overall and per 250 ms slice. tlsmgr's CPU use in the 2 idle seconds after
               the window says whether the scan was still running. Takes about 4.5 min per
               instance.
 
@@ -71,6 +71,7 @@ SEE ALSO
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import grp
 import json
@@ -528,23 +529,25 @@ class Loader:
         return self.run(inst, "populate", 8, ids=ids, first=first)
 
 
-def run_matrix(inst: Instance, loader: Loader, args: argparse.Namespace) -> dict:
-    """Populate --ids entries, then every workload at every connection count."""
-    out: dict = {"populate": loader.populate(inst, args.ids)}
+def run_matrix(insts: dict[str, Instance], loader: Loader, args: argparse.Namespace) -> dict:
+    """Every workload at every connection count, on each instance in turn (interleaved, so
+    that a change in background load touches all instances alike)."""
+    results: dict = {label: {} for label in insts}
     for workload in args.workloads:
         for conns in args.conns:
             key = f"{workload}/{conns}"
-            try:
-                out[key] = loader.run(inst, workload, conns)
-                r = out[key]
-                log(
-                    f"{inst.label:5} {key:9} {r['rps']:>10,.0f} req/s  "
-                    f"p50 {r['latency_us']['p50']:>7.1f} us  p99 {r['latency_us']['p99']:>7.1f} us"
-                )
-            except RunError as e:
-                log(f"error: {e}")
-                out[key] = {"error": str(e)}
-    return out
+            for label, inst in insts.items():
+                try:
+                    r = results[label][key] = loader.run(inst, workload, conns)
+                    lat = r["latency_us"]
+                    log(
+                        f"{label:5} {key:9} {r['rps']:>10,.0f} req/s  "
+                        f"p50 {lat['p50']:>7.1f} us  p99 {lat['p99']:>7.1f} us"
+                    )
+                except RunError as e:
+                    log(f"error: {e}")
+                    results[label][key] = {"error": str(e)}
+    return results
 
 
 def run_scale(inst: Instance, loader: Loader, args: argparse.Namespace) -> dict:
@@ -564,7 +567,7 @@ def run_scale(inst: Instance, loader: Loader, args: argparse.Namespace) -> dict:
     return out
 
 
-def idle_cpu(pid: int, seconds: float = 1.0) -> float:
+def idle_cpu(pid: int, seconds: float = 2.0) -> float:
     a = proc_cpu(pid) or 0.0
     time.sleep(seconds)
     return round(100 * ((proc_cpu(pid) or 0.0) - a) / seconds, 1)
@@ -700,6 +703,8 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
         f"{args.duration:g} s per run after {args.warmup:g} s warm-up; closed loop; "
         f"{args.ids:,} cached ids; {args.session_size}-byte sessions; {args.db_type}"
     )
+    if max(m["loadavg_start"][0], m["loadavg_end"][0]) > 0.5:
+        print("note: other work was running (load average > 0.5); figures are noisy")
     for label in labels:
         print(f"  {label:5} {report['instances'][label]}")
     for label, why in report["skipped"].items():
@@ -839,23 +844,26 @@ def main(argv: list[str] | None = None) -> int:
     loader = Loader(binaries["loadgen"], args)
     report: dict = {
         "machine": machine_info(),
-        "settings": vars(args) | {"build_dir": None},
+        "settings": vars(args),
         "instances": {},
         "skipped": {},
+        "populate": {},
         "results": {},
     }
-    for label in args.instances:
-        try:
-            with make_instance(label, binaries, args) as inst:
+    with contextlib.ExitStack() as stack:
+        insts: dict[str, Instance] = {}
+        for label in args.instances:
+            try:
+                inst = stack.enter_context(make_instance(label, binaries, args))
                 log(f"{label}: {inst.description}")
-                report["instances"][label] = inst.description
-                report["results"][label] = run_matrix(inst, loader, args)
-        except Skip as e:
-            log(f"{label}: skipped: {e}")
-            report["skipped"][label] = str(e)
-        except RunError as e:
-            log(f"{label}: {e}")
-            report["skipped"][label] = str(e)
+                report["populate"][label] = loader.populate(inst, args.ids)
+            except (Skip, RunError) as e:
+                log(f"{label}: skipped: {e}")
+                report["skipped"][label] = str(e)
+                continue
+            insts[label] = inst
+            report["instances"][label] = inst.description
+        report["results"] = run_matrix(insts, loader, args)
     labels = [label for label in args.instances if label != "null"]
     if args.scale:
         scenario(report, "scale", labels, {}, run_scale, binaries, loader, args)
