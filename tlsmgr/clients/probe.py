@@ -175,8 +175,10 @@ def status_lines(config_dir: str) -> list[str]:
         return [f"not reachable: no socket {path}"]
     with TlsmgrClient(path, attempts=1, timeout=10.0) as client:
         result = client.stats()
+    if unreachable(result):
+        return [f"not reachable: {result.reason}"]
     if not result.ok:
-        return [f"not reachable at {path}: {describe(result)}"]
+        return [f"stats request failed: {describe(result)}"]
     return _stats_lines(result.items)
 
 
@@ -302,17 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     except ProbeError as err:
         print(f"probe: fatal: {err}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    hint = f"is the instance running? (minipostfix -c {args.config_dir or 'DIR'} start)"
     if not os.path.exists(path):
-        print(
-            f"probe: fatal: no tlsmgr socket {path}: is the instance running? "
-            f"(minipostfix -c {args.config_dir or 'DIR'} start)",
-            file=sys.stderr,
-        )
+        print(f"probe: fatal: no tlsmgr socket {path}: {hint}", file=sys.stderr)
         return EXIT_UNREACHABLE
     with TlsmgrClient(path) as client:
         result = client.raw(args.request, _attributes(args))
     if unreachable(result):
-        print(f"probe: fatal: {result.reason}", file=sys.stderr)
+        print(f"probe: fatal: {result.reason}: {hint}", file=sys.stderr)
         return EXIT_UNREACHABLE
     for line in format_result(args.request, result):
         print(line)
