@@ -77,6 +77,7 @@ import stat
 import subprocess
 import sys
 import time
+from typing import NoReturn
 
 from master import embedded
 from master import master as resident
@@ -514,13 +515,23 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as postfix(1) reports them: one fatal line, exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        if "arguments are required" in message:
+            message = "missing command"
+        print(f"{NAME}: fatal: {message}. Usage: {NAME} [-c DIR] {USAGE}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=NAME, description="Control the minipostfix mail system.")
+    parser = _Parser(prog=NAME, description="Control the minipostfix mail system.")
     parser.add_argument("-c", dest="config_dir", metavar="DIR", help="configuration directory")
     parser.add_argument("command", metavar="command", help=USAGE)
     parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sub = argparse.ArgumentParser(prog=f"{NAME} {args.command}")
+    sub = _Parser(prog=f"{NAME} {args.command}")
     if args.command == "status":
         sub.add_argument("-v", dest="verbose", action="store_true")
     elif args.command == "create-instance":
