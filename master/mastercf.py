@@ -3,47 +3,73 @@
 SYNOPSIS
     from master.mastercf import ServiceEntry, parse_master_cf, read_master_cf
 
-    entries = read_master_cf(path, config)     # list[ServiceEntry], file order
+    entries = read_master_cf(path, config, port_lookup, warn=log.msg_warn)
     entry.identity          # (internal name, type): what reload compares
+    entry.internal_name     # "private/tlsmgr", "[127.0.0.1]:25", "25"
     entry.socket_path       # "private/tlsmgr" (unix, fifo, pass, unix-dgram)
     entry.inet_address      # (host or "", port) for inet
-    entry.overrides         # [(name, value), ...] from -o in the arguments
+    entry.overrides         # [(name, value), ...] from -o among the daemon options
     entry.params(config)    # Config with this service's -o overrides applied
+    entry.fields            # the eight fields as written
+    entry.raw_args          # the arguments as written, braces kept
+    master_lines(text, filename, warn) -> [MasterLine]   # syntax layer only
+    split_args(text, where) # blanks separate, "{ ... }" groups (braces removed)
+    daemon_overrides(args)  # the -o name=value pairs before the first non-option
 
 DESCRIPTION
-    Eight fields: service type private unpriv chroot wakeup maxproc
-    command [args...].  "-" selects the default: private y, unpriv y,
-    chroot n when compatibility_level >= 1 (y below it), wakeup 0,
-    maxproc $default_process_limit.  wakeup "N?" is conditional.
-    maxproc 0 means no limit.  An inet service must say n in the private
-    field.  Logical lines, comments and continuations follow main.cf's
-    rules.  In the arguments, "{ text }" is one argument with the braces
-    and the blanks inside them removed; "-o name=value" and
-    "-o { name = value }" override main.cf for this service.  A later
-    entry with the same identity replaces an earlier one, with a warning.
+    One logical line per service, with main.cf's rules for comments and
+    continuation lines; eight fields: service type private unpriv chroot
+    wakeup maxproc command, then the command's arguments.
 
-    No sockets, no clock, no third-party imports (inet port names are
-    resolved by the caller through `port_lookup`).
+    "-" selects the default: private y, unpriv y, chroot n when
+    compatibility_level >= 1 (y below it, with a warning), wakeup 0,
+    maxproc $default_process_limit.  Booleans are y or n.  wakeup is a
+    number of seconds, "N?" meaning "only after the service was used";
+    maxproc 0 means no limit.  Types: inet, unix, unix-dgram, fifo, pass.
+
+    An inet service is named [host:]port; the host may be in brackets and
+    must be for an IPv6 address written with its port; a port name goes
+    through port_lookup (e.g. socket.getservbyname).  The internal name is
+    "[host]:port" or "port" with a numeric port.  An inet service must say
+    n in the private field.  Other types live in private/NAME or
+    public/NAME below queue_directory.
+
+    In the arguments, "{ text }" is one argument, braces and the blanks
+    next to them removed.  Among the daemon options (up to the first
+    argument that does not start with "-", or "--"), "-o name=value",
+    "-oname=value" and "-o { name = value }" override main.cf for this
+    service.  A later entry with the same identity replaces the earlier
+    one, with a warning.
+
+    No sockets, no clock, no third-party imports (port names are resolved
+    by the caller through `port_lookup`).
 
 DIAGNOSTICS
-    ConfigError `master.cf:LINE: field "NAME": bad value: "VALUE"` or
-    `master.cf:LINE: missing "NAME" field`.
+    ConfigError naming the line and the field at fault, e.g.
+        master.cf:12: field "maxproc": bad value: "x" (expected a number or -)
+        master.cf:12: missing "command" field
+    Warnings (duplicate entries, backwards-compatible chroot) go to `warn`.
+
+BUGS
+    The master takes "10x" in a number field as 10 (atoi); this parser,
+    like postconf, rejects it.
 
 SEE ALSO
-    master(5), src/master/master_ent.c (Postfix)
+    master(5), src/master/master_ent.c, src/postconf/postconf_master.c (Postfix)
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from master.config import Config, ConfigError, logical_lines
-from master.proto import TRANSPORTS, split_nameval
+from master.config import Config, ConfigError, Warn, compat_level, logical_lines, split_nameval
+from master.proto import TRANSPORTS
 
 FIELDS = ("service", "type", "private", "unpriv", "chroot", "wakeup", "maxproc", "command")
+ARGUMENTS = "arguments"
+_BLANKS = " \t\r\n"
 
 
 @dataclass
@@ -65,6 +91,7 @@ class ServiceEntry:
     fields: tuple[str, ...] = ()  # the eight fields as written, for minipostconf -M
     inet_host: str = ""
     inet_port: str = ""
+    raw_args: tuple[str, ...] = ()  # the arguments as written, braces kept
 
     @property
     def internal_name(self) -> str:
@@ -87,50 +114,68 @@ class ServiceEntry:
 
     @property
     def overrides(self) -> list[tuple[str, str]]:
-        out = []
-        args = self.args
-        for i, arg in enumerate(args):
-            if arg == "-o" and i + 1 < len(args):
-                try:
-                    out.append(split_nameval(args[i + 1]))
-                except ValueError:
-                    pass
-            elif arg.startswith("-o") and len(arg) > 2:
-                try:
-                    out.append(split_nameval(arg[2:]))
-                except ValueError:
-                    pass
-        return out
+        return [pair for pair, _ in daemon_overrides(self.args) if isinstance(pair, tuple)]
 
     def params(self, config: Config) -> Config:
         """A view of config with this service's -o overrides applied."""
-        return Config(config.main, tuple(config.params.values()), self.overrides, config.config_dir)
+        return config.with_overrides(self.overrides, origin=f"{self.filename}:{self.lineno}")
+
+
+def _tokens(text: str) -> list[str]:
+    """mystrtokq(): blank-separated tokens; blanks inside {} do not separate."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in _BLANKS:
+            i += 1
+        if i == n:
+            break
+        start, level = i, 0
+        while i < n and (level > 0 or text[i] not in _BLANKS):
+            if text[i] == "{":
+                level += 1
+            elif text[i] == "}" and level > 0:
+                level -= 1
+            i += 1
+        out.append(text[start:i])
+    return out
+
+
+def _unbrace(token: str, where: str) -> str:
+    """extpar(..., EXTPAR_FLAG_STRIP): "{ text }" -> "text"; ConfigError if unbalanced."""
+    level = 0
+    for j, ch in enumerate(token):
+        level += {"{": 1, "}": -1}.get(ch, 0)
+        if level == 0:
+            if j != len(token) - 1:
+                raise ConfigError(
+                    f'{where}: field "{ARGUMENTS}": syntax error after "}}" in "{token}"'
+                )
+            return token[1:-1].strip(_BLANKS)
+    raise ConfigError(f'{where}: field "{ARGUMENTS}": missing "}}" in "{token}"')
 
 
 def split_args(text: str, where: str) -> list[str]:
     """Split on blanks; "{ ... }" groups one argument (braces and edge blanks removed)."""
-    out: list[str] = []
+    return [_unbrace(t, where) if t.startswith("{") else t for t in _tokens(text)]
+
+
+def daemon_overrides(args: list[str]) -> list[tuple[tuple[str, str] | str, str]]:
+    """The -o values among the daemon options: ((name, value) or error text, as written)."""
+    out: list[tuple[tuple[str, str] | str, str]] = []
     i = 0
-    while i < len(text):
-        if text[i].isspace():
-            i += 1
-            continue
-        if text[i] == "{":
-            level, j = 0, i
-            while j < len(text):
-                level += {"{": 1, "}": -1}.get(text[j], 0)
-                if level == 0:
-                    break
-                j += 1
-            if level:
-                raise ConfigError(f"{where}: missing '}}' in \"{text[i:]}\"")
-            out.append(text[i + 1 : j].strip())
-            i = j + 1
-            continue
-        m = re.compile(r"\S+").match(text, i)
-        assert m is not None
-        out.append(m.group(0))
-        i = m.end()
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-") or arg in ("-", "--"):
+            break
+        where = arg.find("o", 1)
+        if where > 0:
+            value = arg[where + 1 :]
+            if not value and i + 1 < len(args):
+                i += 1
+                value = args[i]
+            out.append((split_nameval(value) if value else "missing name=value after -o", value))
+        i += 1
     return out
 
 
@@ -139,83 +184,178 @@ def _bool(value: str, default: bool, fname: str, where: str) -> bool:
         return default
     if value in ("y", "n"):
         return value == "y"
-    raise ConfigError(f'{where}: field "{fname}": bad value: "{value}"')
+    raise ConfigError(f'{where}: field "{fname}": bad value: "{value}" (expected y, n or -)')
 
 
 def _number(value: str, default: int, fname: str, where: str) -> tuple[int, bool]:
     if value == "-":
         return default, False
-    m = re.fullmatch(r"(\d+)(\??)", value)
-    if not m or (m.group(2) and fname != "wakeup"):
-        raise ConfigError(f'{where}: field "{fname}": bad value: "{value}"')
-    return int(m.group(1)), bool(m.group(2))
+    digits = value[:-1] if fname == "wakeup" and value.endswith("?") else value
+    if not digits.isdigit() or not digits.isascii():
+        expected = "seconds, N? or -" if fname == "wakeup" else "a number or -"
+        raise ConfigError(f'{where}: field "{fname}": bad value: "{value}" (expected {expected})')
+    return int(digits), digits != value
 
 
-def _inet_name(name: str, where: str, port_lookup: Callable[[str], str] | None) -> tuple[str, str]:
-    m = re.fullmatch(r"(?:\[([^\]]*)\]|([^:\[\]]*)):(.+)", name)
-    host, port = ((m.group(1) or m.group(2) or ""), m.group(3)) if m else ("", name)
+def _inet_name(
+    name: str, where: str, port_lookup: Callable[[str], str | None] | None
+) -> tuple[str, str]:
+    """host_port(): "[host]:port", "host:port" or "port" -> (host, numeric port)."""
+    bad = f'{where}: field "service": bad value: "{name}"'
+    if name.startswith("["):
+        host, sep, rest = name[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"{bad} (expected [host]:port)")
+        port = rest[1:]
+    elif ":" in name:
+        host, _, port = name.rpartition(":")
+    else:
+        host, port = "", name
     if not port:
-        raise ConfigError(f'{where}: field "service": bad value: "{name}"')
-    if not port.isdigit():
-        resolved = port_lookup(port) if port_lookup else ""
-        if not resolved:
-            raise ConfigError(f'{where}: field "service": unknown port "{port}" in "{name}"')
-        port = resolved
-    return host, port
+        raise ConfigError(f"{bad} (missing port)")
+    if port.isdigit() and port.isascii():
+        if int(port) > 65535:
+            raise ConfigError(f"{bad} (port number must be less than 65536)")
+        return host, str(int(port))
+    resolved = port_lookup(port) if port_lookup else None
+    if not resolved:
+        raise ConfigError(
+            f'{bad} (unknown port name "{port}": use a number or a name in /etc/services)'
+        )
+    return host, resolved
+
+
+def _chroot_default(config: Config, where: str) -> bool:
+    level = config.get("compatibility_level") or "0"
+    try:
+        return compat_level(level) < compat_level("1")
+    except ValueError as err:
+        raise ConfigError(f"{where}: parameter compatibility_level: {err}") from None
+
+
+@dataclass(frozen=True)
+class MasterLine:
+    """One master.cf entry after the syntax checks: eight fields and raw arguments."""
+
+    lineno: int
+    fields: tuple[str, ...]  # service type private unpriv chroot wakeup maxproc command
+    raw_args: tuple[str, ...]  # as written, braces kept
+    args: tuple[str, ...]  # braces removed: what the command receives
+
+
+def master_lines(
+    text: str, filename: str = "master.cf", warn: Warn | None = None
+) -> list[MasterLine]:
+    """Split master.cf text into entries and check each field's syntax (postconf's checks).
+
+    ConfigError names the line and the field at fault; nothing here
+    depends on main.cf.
+    """
+    out = []
+    for lineno, line in logical_lines(text, filename, warn):
+        where = f"{filename}:{lineno}"
+        words = line.split(None, len(FIELDS) - 1)
+        if len(words) < len(FIELDS):
+            raise ConfigError(f'{where}: missing "{FIELDS[len(words)]}" field')
+        command, *more = words[7].split(None, 1)
+        rest = more[0] if more else ""
+        if words[1] not in TRANSPORTS:
+            raise ConfigError(
+                f'{where}: field "type": bad value: "{words[1]}" (expected {", ".join(TRANSPORTS)})'
+            )
+        for index in (2, 3, 4):
+            _bool(words[index], True, FIELDS[index], where)
+        _number(words[5], 0, "wakeup", where)
+        _number(words[6], 0, "maxproc", where)
+        args = split_args(rest, where)
+        for pair, value in daemon_overrides(args):
+            if isinstance(pair, str):
+                raise ConfigError(
+                    f'{where}: field "{ARGUMENTS}": -o "{value}": {pair} (write -o name=value)'
+                )
+        out.append(MasterLine(lineno, (*words[:7], command), tuple(_tokens(rest)), tuple(args)))
+    return out
+
+
+def _entry(
+    line: MasterLine,
+    config: Config,
+    filename: str,
+    port_lookup: Callable[[str], str | None] | None,
+    warn: Warn | None,
+) -> ServiceEntry:
+    where = f"{filename}:{line.lineno}"
+    name, stype, private_f, unpriv_f, chroot_f, wakeup_f, maxproc_f, command = line.fields
+    private = _bool(private_f, True, "private", where)
+    if stype == "inet" and private:
+        raise ConfigError(f'{where}: field "private": inet service cannot be private (write n)')
+    chroot_default = _chroot_default(config, where) if chroot_f == "-" else False
+    if chroot_default and warn:
+        warn(
+            f"{where}: service {name}/{stype}: using backwards-compatible default setting "
+            "chroot=y (set compatibility_level in main.cf, or write y or n)"
+        )
+    wakeup, conditional = _number(wakeup_f, 0, "wakeup", where)
+    maxproc_default = 0
+    if maxproc_f == "-":
+        try:
+            maxproc_default = config.get_int("default_process_limit")
+        except ConfigError as err:
+            raise ConfigError(f'{where}: field "maxproc": {err}') from None
+    maxproc, _ = _number(maxproc_f, maxproc_default, "maxproc", where)
+    entry = ServiceEntry(
+        name=name,
+        type=stype,
+        private=private,
+        unpriv=_bool(unpriv_f, True, "unpriv", where),
+        chroot=_bool(chroot_f, chroot_default, "chroot", where),
+        wakeup=wakeup,
+        wakeup_conditional=conditional and wakeup > 0,
+        maxproc=maxproc,
+        command=command,
+        args=list(line.args),
+        lineno=line.lineno,
+        filename=filename,
+        fields=line.fields,
+        raw_args=line.raw_args,
+    )
+    if stype == "inet":
+        entry.inet_host, entry.inet_port = _inet_name(name, where, port_lookup)
+    return entry
 
 
 def parse_master_cf(
     text: str,
     config: Config,
     filename: str = "master.cf",
-    port_lookup: Callable[[str], str] | None = None,
+    port_lookup: Callable[[str], str | None] | None = None,
+    warn: Warn | None = None,
 ) -> list[ServiceEntry]:
     """Parse master.cf text; ConfigError names the line and the field at fault."""
-    compat = config.get("compatibility_level") or "0"
-    chroot_default = compat.split(".")[0].isdigit() and int(compat.split(".")[0]) < 1
-    maxproc_default = config.get_int("default_process_limit")
     entries: dict[tuple[str, str], ServiceEntry] = {}
-    for lineno, line in logical_lines(text, filename):
-        where = f"{filename}:{lineno}"
-        words = split_args(line, where)
-        if len(words) < len(FIELDS):
-            raise ConfigError(f'{where}: missing "{FIELDS[len(words)]}" field')
-        name, stype = words[0], words[1]
-        if stype not in TRANSPORTS:
-            raise ConfigError(f'{where}: field "type": bad value: "{stype}"')
-        private = _bool(words[2], True, "private", where)
-        if stype == "inet" and private:
-            raise ConfigError(f'{where}: field "private": inet service cannot be private')
-        wakeup, conditional = _number(words[5], 0, "wakeup", where)
-        maxproc, _ = _number(words[6], maxproc_default, "maxproc", where)
-        entry = ServiceEntry(
-            name=name,
-            type=stype,
-            private=private,
-            unpriv=_bool(words[3], True, "unpriv", where),
-            chroot=_bool(words[4], chroot_default, "chroot", where),
-            wakeup=wakeup,
-            wakeup_conditional=conditional,
-            maxproc=maxproc,
-            command=words[7],
-            args=words[8:],
-            lineno=lineno,
-            filename=filename,
-            fields=tuple(words[:8]),
-        )
-        if stype == "inet":
-            entry.inet_host, entry.inet_port = _inet_name(name, where, port_lookup)
-        entries.pop(entry.identity, None)
+    for line in master_lines(text, filename, warn):
+        entry = _entry(line, config, filename, port_lookup, warn)
+        old = entries.pop(entry.identity, None)
+        if old is not None and warn:
+            warn(
+                f'{filename}:{line.lineno}: duplicate master.cf entry for service "{entry.name}/'
+                f'{entry.type}" ({entry.internal_name}) -- using the last entry (the first '
+                f"is at line {old.lineno})"
+            )
         entries[entry.identity] = entry
     return list(entries.values())
 
 
 def read_master_cf(
-    path: str, config: Config, port_lookup: Callable[[str], str] | None = None
+    path: str,
+    config: Config,
+    port_lookup: Callable[[str], str | None] | None = None,
+    warn: Warn | None = None,
 ) -> list[ServiceEntry]:
+    """Read and parse a master.cf file; ConfigError if missing or malformed."""
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as fp:
             text = fp.read()
     except OSError as err:
         raise ConfigError(f"open {path}: {err.strerror}") from None
-    return parse_master_cf(text, config, os.path.basename(path), port_lookup)
+    return parse_master_cf(text, config, os.path.basename(path), port_lookup, warn)
