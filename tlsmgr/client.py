@@ -285,12 +285,18 @@ def _cache_id(cache_id: str | bytes) -> str:
 
 def _readable(sock: socket.socket) -> bool:
     """True when the server sent something unasked, or closed its side."""
+    # Workaround: with a timeout set, Python polls before recv() and would
+    # wait for data despite MSG_DONTWAIT; check in non-blocking mode.
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
     try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        sock.recv(1, socket.MSG_PEEK)
     except BlockingIOError:
         return False
     except OSError:
         return True
+    finally:
+        sock.settimeout(timeout)
     return True
 
 

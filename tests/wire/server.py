@@ -2,7 +2,7 @@
 
 SYNOPSIS
     python tests/wire/server.py SOCKET DATA_DIR [--max-entries N] [--timeout T]
-        [--lmtp-db] [--smtpd-db] [--log FILE]
+        [--lmtp-db] [--smtpd-db] [--log FILE] [--fd N]
 
 DESCRIPTION
     Stands in for tlsmgr/daemon.py (not written yet) in the client and
@@ -12,6 +12,9 @@ DESCRIPTION
     conn.close_after_write()).  The smtp cache is enabled (hash file in
     DATA_DIR); lmtp and smtpd are disabled unless asked for; the smtpd
     timeout is T (tickets on).  Prints "READY" on stdout once listening.
+    With --fd N it serves the inherited listening socket N instead of
+    binding SOCKET, as a daemon started by the master does (the listener
+    outlives the server: kill -9 and restart tests).
     TERM closes the caches and exits 0.
 
     Test code only: it uses selectors and signal directly, which the
@@ -76,6 +79,7 @@ def main() -> None:
     ap.add_argument("--lmtp-db", action="store_true")
     ap.add_argument("--smtpd-db", action="store_true")
     ap.add_argument("--log")
+    ap.add_argument("--fd", type=int)
     args = ap.parse_args()
 
     log = FileLog(args.log)
@@ -102,9 +106,12 @@ def main() -> None:
     svc = service.Service(slots, rand=Rand(), log=log, started=time.time())
     factory = svc.handler_factory(time.time)
 
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(args.socket)
-    listener.listen(128)
+    if args.fd is not None:
+        listener = socket.socket(fileno=args.fd)
+    else:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(args.socket)
+        listener.listen(128)
     listener.setblocking(False)
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ, None)

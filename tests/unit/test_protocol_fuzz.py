@@ -1,0 +1,133 @@
+"""Property tests: whatever bytes arrive, in whatever split, the parser only
+returns requests, a trigger or NEED_DATA, or raises RemoteProtocolError."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tlsmgr import attr, protocol
+from tlsmgr.protocol import NEED_DATA, RemoteProtocolError, Request, ServerConnection, Trigger
+
+NAMES = [
+    b"request",
+    b"seed",
+    b"size",
+    b"cache_type",
+    b"cache_id",
+    b"session",
+    b"keyname",
+    b"lookup",
+    b"update",
+    b"delete",
+    b"tktkey",
+    b"policy",
+    b"stats",
+    b"smtp",
+    b"W",
+    b"",
+]
+
+# Streams made of protocol-like tokens find the interesting paths faster than
+# uniform bytes; both are used.
+token = st.one_of(
+    st.sampled_from(NAMES),
+    st.binary(max_size=12),
+    st.sampled_from(
+        [b"32", b"-1", b" 7", b"QQ==", b"QQ==QUJD", b"!!", b"AAAAAAAAAAAAAAAAAAAAAA=="]
+    ),
+)
+tokenised = st.lists(token, max_size=30).map(lambda parts: b"\0".join(parts) + b"\0\0")
+stream = st.one_of(st.binary(max_size=400), tokenised)
+
+
+@st.composite
+def splits(draw, data_strategy=stream):
+    data = draw(data_strategy)
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    chunks, start = [], 0
+    for cut in cuts:
+        chunks.append(data[start:cut])
+        start = cut
+    chunks.append(data[start:])
+    return data, [c for c in chunks if c], draw(st.booleans())
+
+
+def run(chunks: list[bytes], eof: bool) -> tuple[list, RemoteProtocolError | None]:
+    conn = ServerConnection(max_list=200, max_value=100)
+    got: list = []
+    try:
+        for chunk in chunks:
+            conn.receive_data(chunk)
+            while (event := conn.next_event()) is not NEED_DATA:
+                assert isinstance(event, (Request, Trigger))
+                got.append(event)
+        if eof:
+            conn.receive_data(b"")
+            while (event := conn.next_event()) is not NEED_DATA:
+                assert isinstance(event, (Request, Trigger))
+                got.append(event)
+    except RemoteProtocolError as err:
+        return got, err
+    return got, None
+
+
+@settings(max_examples=400, deadline=None)
+@given(splits())
+def test_parser_never_crashes_and_ignores_splits(case):
+    data, chunks, eof = case
+    got, err = run(chunks, eof)
+    whole, whole_err = run([data] if data else [], eof)
+    # The split never changes what comes out.
+    assert got == whole
+    assert (err is None) == (whole_err is None)
+    for event in got:
+        if isinstance(event, Request) and event.error is None:
+            assert event.name in protocol.REQUESTS
+
+
+requests = st.one_of(
+    st.builds(lambda n: Request("seed", size=n), st.integers(-(2**31), 2**31 - 1)),
+    st.builds(
+        lambda t, i: Request("lookup", cache_type=t, cache_id=i),
+        st.sampled_from(protocol.CACHE_TYPES),
+        st.text(
+            alphabet=st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]),
+            max_size=20,
+        ),
+    ),
+    st.builds(
+        lambda i, s: Request("update", cache_type="smtp", cache_id=i, session=s),
+        st.text(
+            alphabet=st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]),
+            max_size=20,
+        ),
+        st.binary(max_size=60),
+    ),
+    st.builds(lambda k: Request("tktkey", keyname=k), st.binary(max_size=20)),
+    st.just(Request("stats")),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(requests, min_size=1, max_size=5), st.data())
+def test_valid_requests_round_trip_in_any_split(reqs, data):
+    stream = b"".join(protocol.encode_request(r) for r in reqs)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    conn = ServerConnection()
+    got, start = [], 0
+    for cut in [*cuts, len(stream)]:
+        conn.receive_data(stream[start:cut])
+        start = cut
+        while (event := conn.next_event()) is not NEED_DATA:
+            got.append(event)
+    assert got == reqs
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_value_parsers_never_raise(blob):
+    number = attr.parse_uint(blob)
+    assert number is None or 0 <= number < 2**32
+    decoded = attr.parse_data(blob)
+    assert decoded is None or len(decoded) <= len(blob)

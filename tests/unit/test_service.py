@@ -1,0 +1,316 @@
+"""tlsmgr.service: every request of the table over real cache files, and the handler."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+
+import pytest
+
+from tlsmgr import protocol, scache, service
+from tlsmgr.protocol import Reply, Request, Status
+
+T0 = 1_700_000_000
+
+
+class Rand:
+    def __init__(self) -> None:
+        self.mixed: list[bytes] = []
+        self.drawn = 0
+
+    def draw(self, n: int) -> bytes:
+        self.drawn += n
+        return bytes([0xA5]) * n
+
+    def mix(self, data: bytes) -> None:
+        self.mixed.append(bytes(data))
+
+    def stats(self) -> dict[str, int]:
+        return {"draws": 1}
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def msg_info(self, text: str) -> None:
+        self.lines.append(text)
+
+    def msg_warn(self, text: str) -> None:
+        self.lines.append("warning: " + text)
+
+
+class Conn:
+    peer = "private/tlsmgr(pid 7)"
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close_after_write(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture
+def env():
+    folder = tempfile.mkdtemp(dir="/tmp")
+    log, rand = Log(), Rand()
+    stores = {
+        name: scache.SessionCache.open(
+            name,
+            f"btree:{folder}/{name}_scache",
+            timeout=3600,
+            max_entries=100,
+            data_directory=folder,
+            mail_owner_uid=os.geteuid(),
+            log=log,
+        )
+        for name in ("smtpd", "smtp")
+    }
+    slots = [
+        service.CacheSlot("smtpd", 3600, stores["smtpd"]),
+        service.CacheSlot("smtp", 3600, stores["smtp"]),
+        service.CacheSlot("lmtp", 120, None),
+    ]
+    svc = service.Service(slots, rand=rand, log=log, started=T0 - 10)
+    yield svc, log, rand
+    for store in stores.values():
+        store.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# The request table (reference 1.4) ------------------------------------------
+
+
+def test_seed(env):
+    svc, log, rand = env
+    assert svc.handle(Request("seed", size=1), T0) == Reply("seed", Status.OK, b"\xa5")
+    assert svc.handle(Request("seed", size=255), T0).data == b"\xa5" * 255
+    for size in (0, -1, 256, 2**31 - 1):
+        assert svc.handle(Request("seed", size=size), T0) == Reply("seed", Status.FAIL)
+    assert 'warning: bogus seed length "0" in "seed" request' in log.lines
+    assert 'warning: bogus seed length "-1" in "seed" request' in log.lines
+    assert rand.drawn == 256
+
+
+def test_lookup_update_delete(env):
+    svc, log, rand = env
+    lookup = Request("lookup", cache_type="smtp", cache_id="id")
+    assert svc.handle(lookup, T0) == Reply("lookup", Status.ERR)
+    update = Request("update", cache_type="smtp", cache_id="id", session=b"sess")
+    assert svc.handle(update, T0) == Reply("update", Status.OK)
+    assert rand.mixed == [b"sess"]  # session data goes into the pool
+    assert svc.handle(lookup, T0 + 1) == Reply("lookup", Status.OK, b"sess")
+    # The same id in another cache is another entry.
+    assert svc.handle(Request("lookup", cache_type="smtpd", cache_id="id"), T0).status == Status.ERR
+    delete = Request("delete", cache_type="smtp", cache_id="id")
+    assert svc.handle(delete, T0) == Reply("delete", Status.OK)
+    assert svc.handle(delete, T0) == Reply("delete", Status.ERR)
+    assert svc.handle(lookup, T0) == Reply("lookup", Status.ERR)
+    svc.handle(update, T0)
+    assert svc.handle(lookup, T0 + 3601) == Reply("lookup", Status.ERR)  # expired
+
+
+@pytest.mark.parametrize("name", ["lookup", "update", "delete"])
+def test_disabled_and_unknown_caches_fail(env, name):
+    svc, log, _ = env
+    disabled = Request(name, cache_type="lmtp", cache_id="x", session=b"s")
+    assert svc.handle(disabled, T0) == Reply(name, Status.FAIL)
+    assert log.lines == []  # no warning for a disabled cache
+    bogus = Request(name, cache_type="bogus", cache_id="x", session=b"s")
+    assert svc.handle(bogus, T0) == Reply(name, Status.FAIL)
+    assert log.lines == [f'warning: bogus cache type "bogus" in "{name}" request']
+
+
+def test_policy(env):
+    svc, log, _ = env
+    assert svc.handle(Request("policy", cache_type="smtp"), T0) == Reply(
+        "policy", Status.OK, cachable=1, timeout=3600
+    )
+    assert svc.handle(Request("policy", cache_type="lmtp"), T0) == Reply(
+        "policy", Status.OK, cachable=0, timeout=120
+    )
+    assert svc.handle(Request("policy", cache_type="bogus"), T0) == Reply("policy", Status.FAIL)
+    assert log.lines == ['warning: bogus cache type "bogus" in "policy" request']
+
+
+def test_tktkey(env):
+    svc, log, _ = env
+    current = svc.handle(Request("tktkey"), T0)
+    assert current.status == Status.OK and len(current.data) == 88
+    assert struct.unpack("<q", current.data[80:])[0] == T0 + 1799
+    assert svc.handle(Request("tktkey"), T0 + 5) == current
+    named = svc.handle(Request("tktkey", keyname=current.data[:16]), T0 + 5)
+    assert named == current
+    unknown = svc.handle(Request("tktkey", keyname=b"\x01" * 16), T0)
+    assert unknown == Reply("tktkey", Status.ERR, b"\x01" * 16)  # Postfix's echo
+    late = svc.handle(Request("tktkey", keyname=current.data[:16]), T0 + 1799 + 1800)
+    assert late == Reply("tktkey", Status.ERR, current.data[:16])
+    for bad in (b"abc", b"\x00" * 17):
+        assert svc.handle(Request("tktkey", keyname=bad), T0) == Reply("tktkey", Status.FAIL)
+    assert log.lines == [
+        "warning: invalid session ticket key name length: 3",
+        "warning: invalid session ticket key name length: 17",
+    ]
+
+
+def test_tktkey_disabled_by_smtpd_timeout():
+    slots = [service.CacheSlot("smtpd", 0), service.CacheSlot("smtp", 3600)]
+    svc = service.Service(slots, rand=Rand())
+    assert svc.handle(Request("tktkey"), T0) == Reply("tktkey", Status.ERR)
+    name = b"\x02" * 16
+    assert svc.handle(Request("tktkey", keyname=name), T0) == Reply("tktkey", Status.ERR)
+
+
+def test_malformed_request_gets_fail_of_its_shape(env):
+    svc, _, _ = env
+    bad = Request("lookup", error="missing attribute cache_id")
+    assert (
+        protocol.encode_reply(svc.handle(bad, T0)) == b"status\x004294967294\x00session\x00\x00\x00"
+    )
+    unknown = Request("frobnicate", error="unknown request")
+    assert protocol.encode_reply(svc.handle(unknown, T0)) == b"status\x004294967294\x00\x00"
+
+
+def test_stats(env):
+    svc, _, _ = env
+    svc.handle(Request("update", cache_type="smtp", cache_id="a", session=b"s"), T0)
+    svc.handle(Request("lookup", cache_type="smtp", cache_id="a"), T0)
+    svc.handle(Request("lookup", cache_type="smtp", cache_id="b"), T0)
+    svc.handle(Request("lookup", error="x"), T0)
+    reply = svc.handle(Request("stats"), T0 + 5)
+    items = dict(reply.items)
+    assert reply.status == Status.OK
+    assert items["uptime"] == "15"
+    assert (items["requests.lookup"], items["requests.update"], items["requests.malformed"]) == (
+        "2",
+        "1",
+        "1",
+    )
+    assert (items["smtp.entries"], items["smtp.hits"], items["smtp.misses"]) == ("1", "1", "1")
+    assert (items["lmtp.enabled"], items["lmtp.timeout"]) == ("0", "120")
+    assert "lmtp.entries" not in items
+    assert items["prng.draws"] == "1"
+    wire = protocol.encode_reply(reply)
+    assert wire.startswith(b"status\x000\x00uptime\x0015\x00requests.seed\x000\x00")
+
+
+# Configuration helpers ----------------------------------------------------------
+
+
+def test_sanitise_timeout():
+    assert [service.sanitise_timeout(t) for t in (-5, 0, 1, 119, 120, 3600)] == [
+        0,
+        0,
+        120,
+        120,
+        120,
+        3600,
+    ]
+
+
+@pytest.mark.parametrize(
+    "level, on",
+    [
+        ("0", False),
+        ("1", False),
+        ("2", True),
+        ("4", True),
+        ("cache", True),
+        ("1, cache", True),
+        ("", False),
+    ],
+)
+def test_cache_logging(level, on):
+    assert service.cache_logging(level) is on
+
+
+def test_plan_caches():
+    specs = service.plan_caches(
+        [
+            ("smtpd", "", 3600, "0"),
+            ("smtp", "btree:/x/smtp_scache", 60, "2"),
+            ("lmtp", "btree:/x/lmtp_scache", 0, "0"),
+        ]
+    )
+    assert [(s.cache_type, s.timeout, s.enabled, s.verbose) for s in specs] == [
+        ("smtpd", 3600, False, False),
+        ("smtp", 120, True, True),
+        ("lmtp", 0, False, False),
+    ]
+    with pytest.raises(
+        ValueError, match=r"invalid smtp_tls_session_cache_timeout: 8640001 \(max 8640000\)"
+    ):
+        service.plan_caches([("smtp", "", 8640001, "0")])
+    with pytest.raises(
+        ValueError, match="do not use the same TLS cache file hash:/a for smtpd and smtp"
+    ):
+        service.plan_caches([("smtpd", "hash:/a", 10, ""), ("smtp", "hash:/a", 10, "")])
+    # A disabled cache may share the name (Postfix checks enabled ones only).
+    service.plan_caches([("smtpd", "hash:/a", 10, ""), ("smtp", "hash:/a", 0, "")])
+
+
+# The per-connection handler ---------------------------------------------------------
+
+
+def test_handler_answers_pipelined_requests_in_order(env):
+    svc, _, _ = env
+    conn = Conn()
+    handler = svc.handler_factory(lambda: T0)(conn)
+    assert handler.connection_made() == protocol.GREETING
+    stream = (
+        b"request\0update\0cache_type\0smtp\0cache_id\0i\0session\0QQ==\0\0"
+        b"request\0lookup\0cache_type\0smtp\0cache_id\0i\0\0"
+        b"request\0delete\0cache_type\0smtp\0cache_id\0i\0\0"
+    )
+    out = b"".join(handler.data_received(bytes([b])) for b in stream)
+    assert out == (b"status\x000\x00\x00status\x000\x00session\x00QQ==\x00\x00status\x000\x00\x00")
+    assert conn.closed == 0
+
+
+def test_handler_trigger_closes_without_reply(env):
+    svc, _, _ = env
+    conn = Conn()
+    handler = svc.handler_factory(lambda: T0)(conn)
+    assert handler.data_received(b"W") == b""
+    assert conn.closed == 0
+    assert handler.data_received(b"\0request\0stats\0\0") == b""
+    assert conn.closed == 1
+    assert handler.data_received(b"request\0stats\0\0") == b""  # nothing after close
+
+
+def test_handler_protocol_errors(env):
+    svc, log, _ = env
+    conn = Conn()
+    handler = svc.handler_factory(lambda: T0)(conn)
+    assert handler.data_received(b"WX") == b""
+    assert conn.closed == 1
+    assert log.lines[-1] == "warning: bad master trigger: WX... from private/tlsmgr(pid 7)"
+    conn = Conn()
+    handler = svc.handler_factory(lambda: T0)(conn)
+    out = handler.data_received(b"request\0stats\0\0" + b"n" * 65)
+    # The complete request is answered, then FAIL for the over-limit one.
+    assert out.startswith(b"status\x000\x00uptime\x00")
+    assert out.endswith(b"\x00\x00status\x004294967294\x00\x00")
+    assert out.count(b"status\x00") == 2
+    assert conn.closed == 1
+    assert log.lines[-1].startswith(
+        "warning: attribute name longer than 64 bytes from private/tlsmgr"
+    )
+
+
+def test_handler_logs_malformed_requests_with_the_peer(env):
+    svc, log, _ = env
+    handler = svc.handler_factory(lambda: T0)(Conn())
+    out = handler.data_received(b"request\0seed\0sizex\x0032\0\0")
+    assert out == b"status\x004294967294\x00seed\x00\x00\x00"
+    assert log.lines == [
+        'warning: malformed "seed" request from private/tlsmgr(pid 7):'
+        " unexpected attribute sizex (expecting: size)"
+    ]
+    out = handler.data_received(b"request\0policy\0cache_type\0smtp\0x\0y\0\0")
+    assert out == b"status\x000\x00cachable\x001\x00timeout\x003600\x00\x00"
+    assert log.lines[-1] == (
+        "warning: unexpected attribute x (expecting: (list terminator)) from private/tlsmgr(pid 7)"
+    )
