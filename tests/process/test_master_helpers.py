@@ -57,7 +57,7 @@ MINIPOSTFIX = str(VENV_BIN / "minipostfix")
 
 TESTD = r'''#!PYTHON -S
 """testd: a test service speaking the master's fd-5 contract directly."""
-import json, os, select, socket, struct, sys, time
+import json, os, select, signal, socket, struct, sys, time
 
 WITH_ARG = ("-n", "-t", "-o", "-s", "-i", "-m")
 
@@ -74,6 +74,8 @@ def parse(argv):
     return opts, argv[i:]
 
 
+# Like the project's skeleton: INT (a terminal's Ctrl-C) is handled as TERM.
+signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
 OPTS, ARGS = parse(sys.argv[1:])
 MODE = ARGS[0] if ARGS else "echo"
 PID = os.getpid()

@@ -184,18 +184,21 @@ def test_connections_never_refused_during_reload(inst):
 
 
 def test_start_fg_stops_cleanly_on_ctrl_c(inst):
+    # A session of its own stands for the terminal: Ctrl-C signals the whole
+    # foreground process group, the master and its children alike.
     proc = subprocess.Popen(
         [MINIPOSTFIX, "-c", str(inst.etc), "start-fg"],
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
+        start_new_session=True,
     )
     try:
         inst.wait_log("daemon started")
-        assert os.getpgid(proc.pid) == os.getpgid(0)  # the caller's process group
+        assert inst.master_pid() == proc.pid  # no detach: the master is this process
         child = int(ask(inst)[0])
-        assert child in inst.processes()
-        os.kill(proc.pid, signal.SIGINT)  # what the terminal's Ctrl-C sends
+        assert os.getpgid(child) == os.getpgid(proc.pid) == proc.pid  # one process group
+        os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
@@ -206,6 +209,7 @@ def test_start_fg_stops_cleanly_on_ctrl_c(inst):
     assert "daemon started" in stderr  # log lines beside maillog_file
     assert "terminating on signal 2" in stderr
     inst.wait_for(lambda: not inst.processes(), "children to exit")
+    assert "exit status" not in inst.log() and "killed by" not in inst.log()
 
 
 def test_bad_master_cf_is_fatal_and_starts_nothing(inst):
