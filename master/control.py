@@ -25,10 +25,12 @@ DESCRIPTION
     start runs `check` first, then starts the master as a subprocess
     (`python -m master.control -c DIR master --ready-fd N`) which detaches
     through python-daemon's DaemonContext (detach_process=True,
-    signal_map={}, umask 077, pidfile=None, files_preserve=[the readiness
-    pipe]) before it opens anything else: config files, logs, locks,
-    listeners and the event loop are all made after the detach, so
-    nothing else needs preserving.  The master writes one NUL byte on the
+    signal_map={}, umask 077, pidfile=None, prevent_core=False so that
+    children keep the core limit as under Postfix, files_preserve=[the
+    readiness pipe]) before it opens anything else: config files, logs,
+    locks, listeners and the event loop are all made after the detach, so
+    nothing else needs preserving (python-notes: "open them after open(),
+    or list them"), and the pid in the lock files is the daemon's own.  The master writes one NUL byte on the
     pipe once it listens, or the text of its fatal error.  start exits 0
     on the byte; 1 on an error, on EOF or after 100 s, saying why.
 
