@@ -88,7 +88,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tlsmgr import attr
+import tlsmgr.attr as attr
 from tlsmgr.attr import NEED_DATA, Pairs, RemoteProtocolError
 
 __all__ = [

@@ -81,7 +81,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tlsmgr import protocol
+import tlsmgr.protocol as protocol
 from tlsmgr.protocol import (
     GREETING,
     NEED_DATA,
