@@ -30,9 +30,10 @@ DESCRIPTION
     readiness pipe]) before it opens anything else: config files, logs,
     locks, listeners and the event loop are all made after the detach, so
     nothing else needs preserving (python-notes: "open them after open(),
-    or list them"), and the pid in the lock files is the daemon's own.  The master writes one NUL byte on the
-    pipe once it listens, or the text of its fatal error.  start exits 0
-    on the byte; 1 on an error, on EOF or after 100 s, saying why.
+    or list them"), and the pid in the lock files is the daemon's own.
+    The master writes one NUL byte on the pipe once it listens, or the
+    text of its fatal error.  start exits 0 on the byte; 1 on an error,
+    on EOF or after 100 s, saying why.
 
     start-fg runs the master in this process: no DaemonContext, umask 077,
     log lines on stderr as well as in the mail log, and the caller's
