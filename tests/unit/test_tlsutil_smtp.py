@@ -8,6 +8,8 @@ tlsmgr in tests/process/test_clients.py).
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -217,3 +219,38 @@ def test_cache_ids():
     assert smtpd.smtpd_cache_id(sid, "10026") == (
         f"{sid.hex().upper()}&s=10026&l={tlsutil.openssl_version_num()}"
     )
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "tlsmgr.clients.smtp", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_goes_on_without_tlsmgr_when_its_socket_is_missing(server, tmp_path):
+    (tmp_path / "main.cf").write_text(f"queue_directory = {tmp_path}/queue\n")
+    res = _cli("-c", tmp_path, "--port", server.port)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == (
+        f"smtp: warning: no tlsmgr socket {tmp_path}/queue/private/tlsmgr: "
+        "going on without tlsmgr (no seed, no cache)\n"
+    )
+    assert "smtp: new session\n" in res.stdout and "stored" not in res.stdout
+
+
+def test_cli_no_cache_and_failures(server, tmp_path):
+    res = _cli("--no-cache", "--port", server.port)
+    assert (res.returncode, res.stderr) == (0, "")
+    assert res.stdout.endswith("smtp: new session\nsmtp: 221 2.0.0 Bye\n")
+    bad_config = _cli("-c", tmp_path / "nowhere", "--port", server.port)
+    assert bad_config.returncode == 1
+    assert bad_config.stderr.startswith(f"smtp: fatal: open {tmp_path}/nowhere/main.cf: ")
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    refused = _cli("--no-cache", "--port", port)
+    assert refused.returncode == 1
+    assert refused.stderr == f"smtp: fatal: connect to 127.0.0.1:{port}: Connection refused\n"

@@ -31,9 +31,10 @@ DESCRIPTION
 
     -c DIR (else $MAIL_CONFIG, else /etc/postfix) is the configuration
     directory whose main.cf locates tlsmgr's socket
-    ($queue_directory/private/$tlsmgr_service_name).  --no-cache talks
-    to no tlsmgr at all (no seed, no cache): plain STARTTLS against any
-    server, OpenSSL seeding itself.
+    ($queue_directory/private/$tlsmgr_service_name); when that socket
+    does not exist the client warns and goes on without tlsmgr.
+    --no-cache talks to no tlsmgr at all (no seed, no cache): plain
+    STARTTLS against any server, OpenSSL seeding itself.
 
     Works against any STARTTLS server: the smtpd test server, a real
     Postfix smtpd, or another MTA.
@@ -64,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -300,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     tlsmgr = None
     try:
         if not args.no_cache:
-            tlsmgr = probe.open_tlsmgr(args.config_dir)
+            tlsmgr = _open_tlsmgr(args.config_dir)
         smtp_session(
             args.host,
             args.port,
@@ -317,6 +319,15 @@ def main(argv: list[str] | None = None) -> int:
         if tlsmgr is not None:
             tlsmgr.close()
     return 0
+
+
+def _open_tlsmgr(config_dir: str | None) -> TlsmgrClient | None:
+    """The instance's tlsmgr; None (with a warning) when its socket does not exist."""
+    path = probe.tlsmgr_socket(config_dir)
+    if not os.path.exists(path):
+        _warn(f"no tlsmgr socket {path}: going on without tlsmgr (no seed, no cache)")
+        return None
+    return TlsmgrClient(path)
 
 
 def _say(text: str) -> None:
