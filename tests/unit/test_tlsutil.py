@@ -215,3 +215,18 @@ def test_write_to_closed_peer_is_a_stream_error():
         with pytest.raises(tlsutil.StreamError, match="write error"):
             for _ in range(100):
                 stream.write(b"x" * 65536)
+
+
+def test_ticket_key_callback_is_out_of_reach():
+    # docs/clients.md says the smtpd test server cannot use tlsmgr's ticket keys.
+    # If a later pyOpenSSL or cryptography exposes a way in, this fails: use it.
+    lib = Binding.lib
+    for name in (
+        "SSL_CTX_set_tlsext_ticket_key_evp_cb",
+        "SSL_CTX_set_tlsext_ticket_key_cb",
+        "SSL_CTX_ctrl",
+        "SSL_CTX_sess_set_new_cb",
+        "SSL_CTX_sess_set_get_cb",
+    ):
+        assert not hasattr(lib, name), f"{name} is now available"
+    assert not [m for m in dir(SSL.Context) if "ticket" in m.lower()]
