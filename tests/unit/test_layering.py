@@ -112,10 +112,6 @@ CLIENT_SIDE_EXTRA = {
         "finds tlsmgr's socket from main.cf ($queue_directory/private/$tlsmgr_service_name) "
         "with the sole main.cf parser",
     ),
-    "tlsmgr/clients/smtp.py": (
-        {"master.config"},
-        "finds tlsmgr's socket from main.cf with the sole main.cf parser",
-    ),
 }
 SMTPD_EXTRA_ALLOWED = {"master"}
 
