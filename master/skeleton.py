@@ -287,17 +287,9 @@ def _start(
     if bad_argv is not None:
         msg_fatal(f"{bad_argv}; this program is started by the master (see master.cf)")
     log.msg_verbose = opts.verbose + (1 if os.environ.get(proto.ENV_MAIL_VERBOSE) else 0)
-    if not (opts.debug or opts.stdin_client) and os.isatty(0):
-        msg_fatal("do not run this command by hand")
-    if not opts.stdin_client:
-        if not opts.transport:
-            msg_fatal("no transport type specified")
-        if opts.transport not in transports:
-            msg_fatal(f"unsupported transport type: {opts.transport}")
-    if solitary and not opts.alone:
-        msg_fatal(f"service {opts.service} requires a process limit of 1")
+    _check_invocation(opts, solitary, transports)
     try:
-        generation = int(proto.parse_generation(os.environ.get(proto.ENV_GENERATION) or "0"))
+        generation = proto.parse_generation(os.environ.get(proto.ENV_GENERATION) or "0")
     except ValueError:
         msg_fatal(f"bad generation: {os.environ.get(proto.ENV_GENERATION)}")
     values = _read_params(config, params)
@@ -328,6 +320,19 @@ def _start(
     except OSError as err:
         msg_fatal(f"chdir {ctx.queue_directory}: {err.strerror}")
     return ctx
+
+
+def _check_invocation(opts: proto.ChildOptions, solitary: bool, transports: Sequence[str]) -> None:
+    """Postfix's checks of how the program was started; each failure is fatal."""
+    if not (opts.debug or opts.stdin_client) and os.isatty(0):
+        msg_fatal("do not run this command by hand")
+    if not opts.stdin_client:
+        if not opts.transport:
+            msg_fatal("no transport type specified")
+        if opts.transport not in transports:
+            msg_fatal(f"unsupported transport type: {opts.transport}")
+    if solitary and not opts.alone:
+        msg_fatal(f"service {opts.service} requires a process limit of 1")
 
 
 def _load_config(opts: proto.ChildOptions, params: Sequence[Param]) -> Config:
