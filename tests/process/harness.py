@@ -7,8 +7,9 @@ SYNOPSIS
         inst = lab.instance(max_idle="100s")          # config, queue, data, daemon dirs
         inst.install_daemon("echo", kind="multi")     # $daemon_directory/echo
         fm = lab.master(inst, "echo", maxproc=1)      # listener, status pair, flow pipe
+        # or both at once: inst, fm = lab.echo("single", {"max_use": "2"}, transport="inet")
         child = fm.spawn()                            # posix_spawn, fds 3-6
-        sock = fm.connect()                           # greeting b"hello\\n"
+        sock = fm.greeted()                           # connected, greeting b"hello\\n" read
         fm.read_status()                              # StatusRecord(pid, gen, avail)
         child.wait()                                  # exit status, or -signal
     # every child is killed and reaped, every directory removed
@@ -315,6 +316,12 @@ class FakeMaster:
         sock.connect(self.addresses[n])
         return sock
 
+    def greeted(self, n: int = 0, greeting: bytes = b"hello\n") -> socket.socket:
+        """Connect to listener n and check the echo daemon's greeting."""
+        sock = self.connect(n)
+        assert recv_line(sock) == greeting
+        return sock
+
     def read_status(self, timeout: float = WAIT) -> proto.StatusRecord:
         """The next 12-byte record; fails after `timeout` without one."""
         data = b""
@@ -371,6 +378,14 @@ class Lab:
         fm = FakeMaster(inst, command, **options)
         self._masters.append(fm)
         return fm
+
+    def echo(
+        self, kind: str = "multi", main_cf: dict[str, str] | None = None, **options: Any
+    ) -> tuple[Instance, FakeMaster]:
+        """An instance with the echo daemon installed, and its fake master (not started)."""
+        inst = self.instance(**(main_cf or {}))
+        inst.install_daemon("echo", kind)
+        return inst, self.master(inst, "echo", **options)
 
     def close(self) -> None:
         for fm in self._masters:

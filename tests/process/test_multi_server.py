@@ -20,21 +20,13 @@ def lab():
 
 @pytest.fixture
 def echo(lab):
-    """A running multi_server echo child; returns (instance, fake master, child)."""
+    """Start a multi_server echo child; returns (instance, fake master, child)."""
 
     def start(main_cf=None, **master):
-        inst = lab.instance(**(main_cf or {}))
-        inst.install_daemon("echo", "multi")
-        fm = lab.master(inst, "echo", **master)
+        inst, fm = lab.echo("multi", main_cf, **master)
         return inst, fm, fm.spawn()
 
     return start
-
-
-def _greeted(fm, n=0):
-    sock = fm.connect(n)
-    assert harness.recv_line(sock) == b"hello\n"
-    return sock
 
 
 def _exchange(sock, line):
@@ -50,7 +42,7 @@ def _reset(sock):
 
 def test_greeting_and_echo_over_many_clients(echo):
     inst, fm, child = echo()
-    clients = [_greeted(fm) for _ in range(50)]
+    clients = [fm.greeted() for _ in range(50)]
     for n, sock in enumerate(clients):
         _exchange(sock, b"client %d" % n)
     for n, sock in reversed(list(enumerate(clients))):
@@ -61,14 +53,14 @@ def test_greeting_and_echo_over_many_clients(echo):
 
 def test_pipelined_lines_are_answered_in_order(echo):
     inst, fm, child = echo()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     sock.sendall(b"a\nb\nc\n")
     assert b"".join(harness.recv_line(sock) for _ in range(3)) == b"a\nb\nc\n"
 
 
 def test_a_request_split_into_single_bytes(echo):
     inst, fm, child = echo()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     for byte in b"bytewise\n":
         sock.send(bytes([byte]))
     assert harness.recv_line(sock) == b"bytewise\n"
@@ -100,9 +92,9 @@ def test_1000_concurrent_connections(echo):
 
 def test_half_written_request_does_not_delay_others(echo):
     inst, fm, child = echo()
-    slow = _greeted(fm)
+    slow = fm.greeted()
     slow.sendall(b"part")  # no newline: the request is incomplete
-    other = _greeted(fm)
+    other = fm.greeted()
     _exchange(other, b"served meanwhile")
     slow.sendall(b"ial\n")
     assert harness.recv_line(slow) == b"partial\n"
@@ -110,9 +102,9 @@ def test_half_written_request_does_not_delay_others(echo):
 
 def test_client_that_does_not_read_does_not_delay_others(echo):
     inst, fm, child = echo()
-    hog = _greeted(fm)
+    hog = fm.greeted()
     hog.sendall(b"big 20000000\n")  # far more than the socket buffers hold
-    other = _greeted(fm)
+    other = fm.greeted()
     _exchange(other, b"served meanwhile")
     data = b""
     while len(data) < 20000001:
@@ -126,11 +118,11 @@ def test_client_that_does_not_read_does_not_delay_others(echo):
 def test_disconnect_mid_reply(echo):
     inst, fm, child = echo()
     for close in (_reset, socket.socket.close):
-        sock = _greeted(fm)
+        sock = fm.greeted()
         sock.sendall(b"big 20000000\n")
         assert sock.recv(1000)
         close(sock)
-    other = _greeted(fm)
+    other = fm.greeted()
     _exchange(other, b"still fine")
     assert child.alive()
     assert "error" not in inst.log_text()
@@ -138,14 +130,14 @@ def test_disconnect_mid_reply(echo):
 
 def test_close_after_write(echo):
     inst, fm, child = echo()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     sock.sendall(b"quit\nignored after quit\n")
     assert harness.recv_all(sock) == b"bye\n"
 
 
 def test_eof_with_pending_output_still_delivers_it(echo):
     inst, fm, child = echo()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     sock.sendall(b"big 5000000\n")
     sock.shutdown(socket.SHUT_WR)  # half-close: the client still reads
     assert harness.recv_all(sock) == b"x" * 5000000 + b"\n"
@@ -153,8 +145,8 @@ def test_eof_with_pending_output_still_delivers_it(echo):
 
 def test_idle_connection_closed_after_ipc_timeout(echo):
     inst, fm, child = echo(main_cf={"ipc_timeout": "1s"})
-    idle = _greeted(fm)
-    partial = _greeted(fm)
+    idle = fm.greeted()
+    partial = fm.greeted()
     partial.sendall(b"no end of line")
     assert harness.recv_all(idle) == b""
     assert harness.recv_all(partial) == b""
@@ -163,7 +155,7 @@ def test_idle_connection_closed_after_ipc_timeout(echo):
 
 def test_status_record_per_turn_of_requests(echo):
     inst, fm, child = echo()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     for n in range(3):
         _exchange(sock, b"%d" % n)
         assert [fm.read_status().avail, fm.read_status().avail] == [0, 1]
@@ -171,8 +163,8 @@ def test_status_record_per_turn_of_requests(echo):
 
 def test_max_use_counts_disconnects(echo):
     inst, fm, child = echo(args=["-o", "max_use=3"])
-    first, second = _greeted(fm), _greeted(fm)
-    third = _greeted(fm)
+    first, second = fm.greeted(), fm.greeted()
+    third = fm.greeted()
     first.close()
     second.close()
     _exchange(third, b"two gone, one still here")
@@ -182,7 +174,7 @@ def test_max_use_counts_disconnects(echo):
 
 def test_inet_listener_and_peer_name(echo):
     inst, fm, child = echo(transport="inet", args=["-v"])
-    sock = _greeted(fm)
+    sock = fm.greeted()
     _exchange(sock, b"over tcp")
     host, port = sock.getsockname()
     sock.close()
@@ -194,8 +186,8 @@ def test_inet_listener_and_peer_name(echo):
 def test_two_listeners(echo):
     inst, fm, child = echo(listen_count=2)
     assert fm.argv[-2:] == ["-s", "2"]
-    _exchange(_greeted(fm, 0), b"first listener")
-    _exchange(_greeted(fm, 1), b"second listener")
+    _exchange(fm.greeted(0), b"first listener")
+    _exchange(fm.greeted(1), b"second listener")
 
 
 def test_stdin_client_mode(lab):

@@ -18,23 +18,17 @@ def lab():
 
 @pytest.fixture
 def echo(lab):
+    """Start a single_server echo child; returns (instance, fake master, child)."""
+
     def start(main_cf=None, **master):
-        inst = lab.instance(**(main_cf or {}))
-        inst.install_daemon("echo", "single")
-        fm = lab.master(inst, "echo", **master)
+        inst, fm = lab.echo("single", main_cf, **master)
         return inst, fm, fm.spawn()
 
     return start
 
 
-def _greeted(fm):
-    sock = fm.connect()
-    assert harness.recv_line(sock) == b"hello\n"
-    return sock
-
-
 def _serve_one(fm, line=b"once"):
-    sock = _greeted(fm)
+    sock = fm.greeted()
     sock.sendall(line + b"\nquit\n")
     assert harness.recv_all(sock) == line + b"\nbye\n"
 
@@ -42,7 +36,7 @@ def _serve_one(fm, line=b"once"):
 @pytest.mark.parametrize("transport", ["unix", "inet"])
 def test_one_client_with_status_records(echo, transport):
     inst, fm, child = echo(transport=transport)
-    sock = _greeted(fm)
+    sock = fm.greeted()
     taken = fm.read_status()  # written at accept, before the service ran
     assert (taken.pid, taken.generation, taken.avail) == (child.pid, fm.generation, 0)
     sock.sendall(b"echo me\n")
@@ -57,7 +51,7 @@ def test_one_client_with_status_records(echo, transport):
 
 def test_clients_are_served_one_after_another(echo):
     inst, fm, child = echo()
-    first = _greeted(fm)
+    first = fm.greeted()
     waiting = fm.connect()  # queued in the listener while the first is served
     waiting.setblocking(False)
     first.sendall(b"quit\n")
@@ -83,7 +77,7 @@ def test_max_idle(echo):
 
 def test_master_eof_during_a_client_is_noticed_after_it(echo):
     inst, fm, child = echo()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     fm.close_status()
     sock.sendall(b"still served\n")
     assert harness.recv_line(sock) == b"still served\n"
@@ -96,7 +90,7 @@ def test_master_eof_during_a_client_is_noticed_after_it(echo):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_term_interrupts_a_blocked_service(echo, signum):
     inst, fm, child = echo()
-    sock = _greeted(fm)  # the service now blocks reading from this client
+    sock = fm.greeted()  # the service now blocks reading from this client
     child.kill(signum)
     assert child.wait() == 0
     assert inst.trace_lines()[-1] == f"pre_exit {child.pid}"
@@ -108,7 +102,7 @@ def test_children_share_a_listener(lab):
     inst.install_daemon("echo", "single")
     fm = lab.master(inst, "echo", maxproc=2)
     children = {fm.spawn().pid, fm.spawn().pid}
-    clients = [_greeted(fm), _greeted(fm)]  # both open: two children serve
+    clients = [fm.greeted(), fm.greeted()]  # both open: two children serve
     assert {fm.read_status().pid, fm.read_status().pid} == children
     for sock in clients:
         sock.sendall(b"quit\n")
@@ -117,7 +111,7 @@ def test_children_share_a_listener(lab):
 
 def test_client_reset_is_a_warning_not_a_crash(echo):
     inst, fm, child = echo()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     sock.sendall(b"big 20000000\n")
     assert sock.recv(1000)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -129,7 +123,7 @@ def test_client_reset_is_a_warning_not_a_crash(echo):
 
 def test_client_timeout_is_a_warning(echo):
     inst, fm, child = echo(main_cf={"ipc_timeout": "1s"})
-    silent = _greeted(fm)
+    silent = fm.greeted()
     assert harness.recv_all(silent) == b""  # closed by the server's timeout
     _serve_one(fm, b"next")
     assert "timed out" in inst.log_text()
@@ -137,7 +131,7 @@ def test_client_timeout_is_a_warning(echo):
 
 def test_unexpected_exception_exits_1(echo):
     inst, fm, child = echo()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     sock.sendall(b"crash\n")
     assert child.wait() == 1
     assert "unexpected exception: RuntimeError" in inst.log_text()

@@ -25,18 +25,6 @@ def lab():
         yield lab
 
 
-def _echo(lab, kind="multi", main_cf=None, **master):
-    inst = lab.instance(**(main_cf or {}))
-    inst.install_daemon("echo", kind)
-    return inst, lab.master(inst, "echo", **master)
-
-
-def _greeted(fm, n=0):
-    sock = fm.connect(n)
-    assert harness.recv_line(sock) == b"hello\n"
-    return sock
-
-
 def _wait_for_trace(inst, entry):
     deadline = time.monotonic() + harness.WAIT
     while time.monotonic() < deadline:
@@ -57,9 +45,9 @@ def _fatal(inst, child, text, where="maillog"):
 
 
 def test_status_records_carry_pid_generation_and_availability(lab):
-    inst, fm = _echo(lab, generation=0o1234)
+    inst, fm = lab.echo(generation=0o1234)
     child = fm.spawn()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     sock.sendall(b"one\n")
     assert harness.recv_line(sock) == b"one\n"
     taken, avail = fm.read_status(), fm.read_status()
@@ -68,10 +56,10 @@ def test_status_records_carry_pid_generation_and_availability(lab):
 
 
 def test_no_status_record_at_startup_accept_or_greeting(lab):
-    inst, fm = _echo(lab)
+    inst, fm = lab.echo()
     fm.spawn()
-    _greeted(fm)  # a connection that only accepts and greets
-    second = _greeted(fm)
+    fm.greeted()  # a connection that only accepts and greets
+    second = fm.greeted()
     second.sendall(b"x\n")
     assert harness.recv_line(second) == b"x\n"
     # Anything written for the first connection would come before these.
@@ -84,9 +72,9 @@ def test_no_status_record_at_startup_accept_or_greeting(lab):
 
 @pytest.mark.parametrize("kind", ["multi", "single"])
 def test_master_eof_runs_pre_exit_and_exits_0(lab, kind):
-    inst, fm = _echo(lab, kind)
+    inst, fm = lab.echo(kind)
     child = fm.spawn()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     if kind == "single":  # between clients
         sock.sendall(b"quit\n")
         assert harness.recv_all(sock) == b"bye\n"
@@ -98,31 +86,31 @@ def test_master_eof_runs_pre_exit_and_exits_0(lab, kind):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_term_and_int_run_pre_exit_and_exit_0(lab, signum):
-    inst, fm = _echo(lab)
+    inst, fm = lab.echo()
     child = fm.spawn()
-    _greeted(fm)  # the loop is running
+    fm.greeted()  # the loop is running
     child.kill(signum)
     assert child.wait() == 0
     assert inst.trace_lines()[-1] == f"pre_exit {child.pid}"
 
 
 def test_max_idle_exits_0(lab):
-    inst, fm = _echo(lab, args=["-o", "max_idle=1s"])
+    inst, fm = lab.echo(args=["-o", "max_idle=1s"])
     child = fm.spawn()
     assert child.wait() == 0
     assert inst.trace_lines()[-1] == f"pre_exit {child.pid}"
 
 
 def test_idle_option_overrides_main_cf(lab):
-    inst, fm = _echo(lab, main_cf={"max_idle": "3600s"}, args=["-i", "1"])
+    inst, fm = lab.echo(main_cf={"max_idle": "3600s"}, args=["-i", "1"])
     assert fm.spawn().wait() == 0
 
 
 def test_max_use_exits_after_that_many_clients(lab):
-    inst, fm = _echo(lab, args=["-o", "max_use=2"])
+    inst, fm = lab.echo(args=["-o", "max_use=2"])
     child = fm.spawn()
     for _ in range(2):
-        sock = _greeted(fm)
+        sock = fm.greeted()
         sock.sendall(b"quit\n")
         assert harness.recv_all(sock) == b"bye\n"
     assert child.wait() == 0
@@ -130,10 +118,10 @@ def test_max_use_exits_after_that_many_clients(lab):
 
 
 def test_post_init_may_turn_off_max_use_and_max_idle(lab):
-    inst, fm = _echo(lab, main_cf={"echo_persistent": "yes"}, args=["-o", "max_use=1"])
+    inst, fm = lab.echo(main_cf={"echo_persistent": "yes"}, args=["-o", "max_use=1"])
     child = fm.spawn()
     for _ in range(3):
-        sock = _greeted(fm)
+        sock = fm.greeted()
         sock.sendall(b"quit\n")
         assert harness.recv_all(sock) == b"bye\n"
     assert child.alive()
@@ -143,15 +131,15 @@ def test_post_init_may_turn_off_max_use_and_max_idle(lab):
 
 def test_loop_hook_runs_every_turn_and_sets_the_sleep(lab):
     # The hook returns 0 for 200 turns: the loop must not sleep meanwhile.
-    inst, fm = _echo(lab, main_cf={"echo_loop_work": "200"})
+    inst, fm = lab.echo(main_cf={"echo_loop_work": "200"})
     fm.spawn()
     _wait_for_trace(inst, "loop_done")
 
 
 def test_unexpected_exception_is_logged_with_traceback_exit_1(lab):
-    inst, fm = _echo(lab)
+    inst, fm = lab.echo()
     child = fm.spawn()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     sock.sendall(b"crash\n")
     assert child.wait() == 1
     log = inst.log_text()
@@ -161,9 +149,9 @@ def test_unexpected_exception_is_logged_with_traceback_exit_1(lab):
 
 
 def test_exception_in_pre_exit_exits_1(lab):
-    inst, fm = _echo(lab, main_cf={"echo_pre_exit_crash": "yes"})
+    inst, fm = lab.echo(main_cf={"echo_pre_exit_crash": "yes"})
     child = fm.spawn()
-    _greeted(fm)
+    fm.greeted()
     fm.close_status()
     assert child.wait() == 1
     assert "error: unexpected exception: RuntimeError: pre_exit crash requested" in (
@@ -172,9 +160,9 @@ def test_exception_in_pre_exit_exits_1(lab):
 
 
 def test_watchdog_kills_a_stuck_request(lab):
-    inst, fm = _echo(lab, main_cf={"daemon_timeout": "1s"})
+    inst, fm = lab.echo(main_cf={"daemon_timeout": "1s"})
     child = fm.spawn()
-    sock = _greeted(fm)
+    sock = fm.greeted()
     sock.sendall(b"sleep 30\n")
     assert child.wait() == -signal.SIGALRM
 
@@ -183,7 +171,7 @@ def test_watchdog_kills_a_stuck_request(lab):
 
 
 def test_bad_main_cf_value_is_fatal_before_serving(lab):
-    inst, fm = _echo(lab, main_cf={"echo_count": "many"})
+    inst, fm = lab.echo(main_cf={"echo_count": "many"})
     early = fm.connect()  # waits in the listener's backlog
     child = fm.spawn()
     _fatal(inst, child, f"{inst.config_dir}/main.cf:7: bad numerical configuration: echo_count")
@@ -194,23 +182,23 @@ def test_bad_main_cf_value_is_fatal_before_serving(lab):
 
 
 def test_value_out_of_bounds_is_fatal(lab):
-    inst, fm = _echo(lab, main_cf={"echo_count": "5000"})
+    inst, fm = lab.echo(main_cf={"echo_count": "5000"})
     _fatal(inst, fm.spawn(), f"{inst.config_dir}/main.cf:7: invalid echo_count: 5000 (max 1000)")
 
 
 def test_bad_skeleton_parameter_is_fatal(lab):
-    inst, fm = _echo(lab, main_cf={"ipc_timeout": "soon"})
+    inst, fm = lab.echo(main_cf={"ipc_timeout": "soon"})
     text = f"{inst.config_dir}/main.cf:7: parameter ipc_timeout: bad time value or unit: soon"
     _fatal(inst, fm.spawn(), text)
 
 
 def test_bad_override_names_the_service_and_option(lab):
-    inst, fm = _echo(lab, args=["-o", "max_use=x"])
+    inst, fm = lab.echo(args=["-o", "max_use=x"])
     _fatal(inst, fm.spawn(), "service echo: -o max_use=x: bad numerical configuration")
 
 
 def test_main_cf_syntax_error_names_file_and_line(lab):
-    inst, fm = _echo(lab)
+    inst, fm = lab.echo()
     with open(os.path.join(inst.config_dir, "main.cf"), "a") as fp:
         fp.write("this line has no equals sign\n")
     # No logging configuration yet: the complaint goes to stderr (and syslog).
@@ -219,18 +207,18 @@ def test_main_cf_syntax_error_names_file_and_line(lab):
 
 
 def test_unknown_option_is_fatal(lab):
-    inst, fm = _echo(lab)
+    inst, fm = lab.echo()
     child = fm.spawn(argv=["echo", "-l", "-t", "unix", "-Q"])
     _fatal(inst, child, "invalid option -- 'Q'")
 
 
 def test_missing_transport_is_fatal(lab):
-    inst, fm = _echo(lab)
+    inst, fm = lab.echo()
     _fatal(inst, fm.spawn(argv=["echo", "-l"]), "no transport type specified")
 
 
 def test_unsupported_transport_is_fatal(lab):
-    inst, fm = _echo(lab)
+    inst, fm = lab.echo()
     _fatal(inst, fm.spawn(argv=["echo", "-t", "fifo"]), "unsupported transport type: fifo")
 
 
@@ -241,21 +229,21 @@ def test_solitary_service_requires_process_limit_1(lab):
     _fatal(inst, fm.spawn(), "service echo requires a process limit of 1")
     ok = lab.master(inst, "echo", service="echo1", maxproc=1)
     ok.spawn()
-    _greeted(ok)
+    ok.greeted()
 
 
 def test_bad_generation_is_fatal(lab):
-    inst, fm = _echo(lab)
+    inst, fm = lab.echo()
     _fatal(inst, fm.spawn(env={"GENERATION": "9z"}), "bad generation: 9z")
 
 
 def test_refuses_to_run_by_hand_on_a_tty(lab):
-    inst, fm = _echo(lab)
+    inst, fm = lab.echo()
     controller, terminal = pty.openpty()
     try:
         _fatal(inst, fm.spawn(stdin=terminal), "do not run this command by hand")
         debug = fm.spawn(stdin=terminal, argv=[*fm.argv, "-d"])
-        _greeted(fm)
+        fm.greeted()
         fm.close_status()
         assert debug.wait() == 0
     finally:
@@ -280,7 +268,7 @@ def test_without_the_master_fds_is_fatal(lab):
 
 @pytest.mark.root
 def test_unknown_or_privileged_mail_owner_is_fatal_as_root(lab):
-    inst, fm = _echo(lab, main_cf={"mail_owner": "nosuchuser-mpfx"})
+    inst, fm = lab.echo(main_cf={"mail_owner": "nosuchuser-mpfx"})
     _fatal(inst, fm.spawn(), "parameter mail_owner: unknown user name value: nosuchuser-mpfx")
     inst.write_main_cf(mail_owner="root")
     _fatal(inst, fm.spawn(), "parameter mail_owner: user root has privileged user ID: 0")
@@ -294,9 +282,9 @@ def test_jail_and_privilege_drop_as_root(lab):
     import pwd
 
     pw = pwd.getpwnam("postfix")
-    inst, fm = _echo(lab, unpriv=True, chroot=True)
+    inst, fm = lab.echo(unpriv=True, chroot=True)
     child = fm.spawn()
-    _greeted(fm)  # post_init has run
+    fm.greeted()  # post_init has run
     status = child.proc_status()
     assert status["Uid"].split() == [str(pw.pw_uid)] * 4
     assert status["Gid"].split() == [str(pw.pw_gid)] * 4
@@ -313,18 +301,18 @@ def test_jail_and_privilege_drop_as_root(lab):
 
 @pytest.mark.root
 def test_drop_without_chroot(lab):
-    inst, fm = _echo(lab, unpriv=True, chroot=False)
+    inst, fm = lab.echo(unpriv=True, chroot=False)
     child = fm.spawn()
-    _greeted(fm)
+    fm.greeted()
     assert child.proc_root() == "/"
     assert child.proc_status()["Uid"].split()[0] != "0"
 
 
 @pytest.mark.root
 def test_neither_flag_stays_root_unjailed(lab):
-    inst, fm = _echo(lab)
+    inst, fm = lab.echo()
     child = fm.spawn()
-    _greeted(fm)
+    fm.greeted()
     assert child.proc_root() == "/"
     assert child.proc_status()["Uid"].split() == ["0"] * 4
 
@@ -335,9 +323,9 @@ def test_not_root_gives_one_warning_and_no_jail(lab):
         if harness.SETPRIV is None:
             pytest.skip("needs setpriv to run the child as an ordinary user")
         run_as = "nobody"
-    inst, fm = _echo(lab, unpriv=True, chroot=True)
+    inst, fm = lab.echo(unpriv=True, chroot=True)
     child = fm.spawn(run_as=run_as)
-    sock = _greeted(fm)
+    sock = fm.greeted()
     sock.sendall(b"still serving\n")
     assert harness.recv_line(sock) == b"still serving\n"
     assert child.proc_root() == "/"
