@@ -127,17 +127,23 @@ class AttrDecoder:
         self._max_name = max_name
         self._max_value = max_value
         self._max_list = max_list
+        # Bytes after the last NUL seen: the start of a field not complete yet.
         self._buf = bytearray()
-        self._field = 0  # where the field being read starts
-        self._scan = 0  # searched for a NUL up to here
-        self._name: bytes | None = None  # the name read, waiting for its value
+        self._scan = 0  # self._buf has no NUL before this offset
+        # Complete fields split off the stream and not consumed yet.
+        self._parts: list[bytes] = []
+        self._next = 0
+        # The list being assembled.
+        self._name: bytes | None = None  # a name read, waiting for its value
         self._pairs: Pairs = []
+        self._list_len = 0  # its bytes so far, NULs included
         self._error: RemoteProtocolError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes fed and not yet returned as part of a complete list."""
-        return len(self._buf)
+        waiting = sum(len(part) + 1 for part in self._parts[self._next :])
+        return self._list_len + waiting + len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the peer."""
@@ -150,41 +156,64 @@ class AttrDecoder:
         """
         if self._error is not None:
             raise self._error
-        buf = self._buf
         while True:
-            end = buf.find(b"\0", self._scan)
-            if end < 0:
-                self._scan = len(buf)
-                self._check(len(buf))
+            pairs = self._consume()
+            if pairs is not None:
+                return pairs
+            if not self._split():
                 return NEED_DATA
-            self._check(end)
-            field = bytes(buf[self._field : end])
-            self._field = self._scan = end + 1
-            if self._name is None:
-                if not field:
-                    return self._complete()
-                self._name = field
-            else:
-                self._pairs.append((self._name, field))
-                self._name = None
 
-    def _complete(self) -> Pairs:
-        pairs = self._pairs
-        del self._buf[: self._field]
-        self._field = self._scan = 0
-        self._pairs = []
-        return pairs
+    def _consume(self) -> Pairs | None:
+        """Walk the split fields; a complete list, or None when they run out."""
+        parts, i, count = self._parts, self._next, len(self._parts)
+        name, length = self._name, self._list_len
+        try:
+            while i < count:
+                field = parts[i]
+                i += 1
+                length += len(field) + 1
+                if length > self._max_list:
+                    self._fail(f"attribute list longer than {self._max_list} bytes")
+                if name is None:
+                    if not field:
+                        pairs, self._pairs, length = self._pairs, [], 0
+                        return pairs
+                    if len(field) > self._max_name:
+                        self._fail(f"attribute name longer than {self._max_name} bytes")
+                    name = field
+                else:
+                    if len(field) > self._max_value:
+                        self._value_too_long(name)
+                    self._pairs.append((name, field))
+                    name = None
+            return None
+        finally:
+            self._next, self._name, self._list_len = i, name, length
 
-    def _check(self, end: int) -> None:
-        """Enforce the limits on the field ending (or so far ending) at `end`."""
-        length = end - self._field
-        if self._name is None and length > self._max_name:
-            self._fail(f"attribute name longer than {self._max_name} bytes")
-        if self._name is not None and length > self._max_value:
-            name = self._name.decode("ascii", "backslashreplace")
-            self._fail(f"attribute {name}: value longer than {self._max_value} bytes")
-        if end + 1 > self._max_list:
-            self._fail(f"attribute list longer than {self._max_list} bytes")
+    def _split(self) -> bool:
+        """Split the complete fields off the buffer; False when there are none."""
+        buf = self._buf
+        end = buf.rfind(b"\0", self._scan)
+        if end < 0:
+            # Sanity check: the limits apply to a field still arriving, too.
+            self._scan = len(buf)
+            limit = self._max_name if self._name is None else self._max_value
+            if len(buf) > limit:
+                if self._name is None:
+                    self._fail(f"attribute name longer than {self._max_name} bytes")
+                self._value_too_long(self._name)
+            if self._list_len + len(buf) + 1 > self._max_list:
+                self._fail(f"attribute list longer than {self._max_list} bytes")
+            return False
+        self._parts = bytes(buf[:end]).split(b"\0")
+        self._next = 0
+        del buf[: end + 1]
+        self._scan = 0
+        return True
+
+    def _value_too_long(self, name: bytes) -> None:
+        shown = name.decode("ascii", "backslashreplace")
+        self._fail(f"attribute {shown}: value longer than {self._max_value} bytes")
 
     def _fail(self, message: str) -> None:
         self._error = RemoteProtocolError(message, reply=True)

@@ -176,7 +176,7 @@ REPLY_ATTRS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
     """One request.  `error` is set when it was complete but malformed."""
 
@@ -197,7 +197,7 @@ class Trigger:
     request: bytes = b"W"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Reply:
     """One reply.  `request` names its shape (REPLY_ATTRS); `data` is the
     seed, session or keybuf; `items` are the stats reply's pairs."""
@@ -236,35 +236,45 @@ def _convert(kind: str, raw: bytes) -> int | str | bytes | None:
     return _text(raw)
 
 
+_REQ = ATTR_REQ.encode()
+# REQUEST_ATTRS with the names as bytes, keyed by the request name as bytes.
+_SCHEMAS = {
+    name.encode(): (name, tuple((a, a.encode(), kind) for a, kind in schema))
+    for name, schema in REQUEST_ATTRS.items()
+}
+
+
 def parse_request(pairs: Pairs) -> Request:
     """Turn one complete attribute list into a Request; never raises."""
     if not pairs:
         return Request("", error=f"missing attribute {ATTR_REQ}")
     first, value = pairs[0]
-    if first != ATTR_REQ.encode():
+    if first != _REQ:
         return Request("", error=f"unexpected attribute {printable(first)} (expecting: {ATTR_REQ})")
-    name = _text(value)
-    schema = REQUEST_ATTRS.get(name)
-    if schema is None:
-        return Request(name, error=f'unknown request "{printable(value)}"')
-    rest = pairs[1:]
+    entry = _SCHEMAS.get(value)
+    if entry is None:
+        return Request(_text(value), error=f'unknown request "{printable(value)}"')
+    name, schema = entry
     fields: dict[str, int | str | bytes] = {}
-    for i, (want, kind) in enumerate(schema):
-        if i >= len(rest):
+    last = len(pairs) - 1
+    for i, (want, want_bytes, kind) in enumerate(schema, 1):
+        if i > last:
             return Request(name, error=f"missing attribute {want}")
-        got, raw = rest[i]
-        if got != want.encode():
+        got, raw = pairs[i]
+        if got != want_bytes:
             return Request(name, error=f"unexpected attribute {printable(got)} (expecting: {want})")
+        if kind is STR:
+            fields[want] = raw.decode("utf-8", "surrogateescape")
+            continue
         converted = _convert(kind, raw)
         if converted is None:
             what = "numerical" if kind == INT else "base64"
             return Request(name, error=f"malformed {what} data in {want}: {printable(raw)}")
         fields[want] = converted
-    warnings: tuple[str, ...] = ()
-    if len(rest) > len(schema):
-        extra = printable(rest[len(schema)][0])
-        warnings = (f"unexpected attribute {extra} (expecting: (list terminator))",)
-    return Request(name, warnings=warnings, **fields)  # type: ignore[arg-type]
+    if last > len(schema):
+        extra = printable(pairs[len(schema) + 1][0])
+        fields["warnings"] = (f"unexpected attribute {extra} (expecting: (list terminator))",)
+    return Request(name, **fields)  # type: ignore[arg-type]
 
 
 def _encode_value(kind: str, value: int | str | bytes) -> bytes:
@@ -277,18 +287,25 @@ def _encode_value(kind: str, value: int | str | bytes) -> bytes:
     return str(value).encode("utf-8", "surrogateescape")
 
 
+_STATUS = {status: b"status\0" + attr.format_int(int(status)) + b"\0" for status in Status}
+_REPLY_FIELD = {ATTR_CACHABLE: "cachable", ATTR_SESSTOUT: "timeout"}
+# REPLY_ATTRS as (name + NUL, kind, Reply field).
+_REPLY_SHAPES = {
+    shape: tuple((a.encode() + b"\0", kind, _REPLY_FIELD.get(a, "data")) for a, kind in attrs)
+    for shape, attrs in REPLY_ATTRS.items()
+}
+
+
 def encode_reply(reply: Reply) -> bytes:
     """The reply's bytes, byte-exact as Postfix 3.7 sends them."""
-    pairs = [(ATTR_STATUS.encode(), attr.format_int(int(reply.status)))]
-    for name, kind in REPLY_ATTRS[reply.shape]:
-        value = reply.data if kind == DATA else getattr(reply, _REPLY_FIELD[name])
-        pairs.append((name.encode(), _encode_value(kind, value)))
-    for name, value in reply.items:
-        pairs.append((name.encode(), value.encode()))
-    return attr.encode_list(pairs)
-
-
-_REPLY_FIELD = {ATTR_CACHABLE: "cachable", ATTR_SESSTOUT: "timeout"}
+    out = [_STATUS[reply.status]]
+    for name, kind, field in _REPLY_SHAPES[reply.shape]:
+        value = getattr(reply, field)
+        out += (name, attr.format_data(value) if kind is DATA else attr.format_int(value), b"\0")
+    if reply.items:
+        out.append(attr.encode_list((n.encode(), v.encode()) for n, v in reply.items)[:-1])
+    out.append(b"\0")
+    return b"".join(out)
 
 
 def encode_request(request: Request) -> bytes:

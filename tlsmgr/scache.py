@@ -108,21 +108,18 @@ class EntryError(ValueError):
     """A stored value that cannot be decoded; args[0] is "truncated" or "malformed"."""
 
 
+_TIME = struct.Struct(TIME_FORMAT)
+_INDEX_TIME = struct.Struct(INDEX_TIME)
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
 def encode_entry(saved_at: int, session: bytes) -> bytes:
     """The stored value: upper-case hex of LE time_t + session, NUL-terminated."""
-    return binascii.hexlify(struct.pack(TIME_FORMAT, saved_at) + session).upper() + b"\0"
-
-
-_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+    return binascii.hexlify(_TIME.pack(saved_at) + session).upper() + b"\0"
 
 
 def _hex_decode(text: bytes) -> bytes | None:
     """hex_decode_opt(..., HEX_DECODE_FLAG_ALLOW_COLON); None when invalid."""
-    if b":" not in text:
-        try:
-            return binascii.unhexlify(text)
-        except (binascii.Error, ValueError):
-            return None
     out = bytearray()
     i, n = 0, len(text)
     while i < n:
@@ -138,15 +135,20 @@ def _hex_decode(text: bytes) -> bytes | None:
 
 def decode_entry(value: bytes) -> tuple[int, bytes]:
     """(saved_at, session) from a stored value; EntryError."""
-    text = value.split(b"\0", 1)[0]
+    end = value.find(b"\0")
+    text = value if end < 0 else value[:end]
     if len(text) < 2 * TIME_SIZE:
         raise EntryError("truncated")
-    raw = _hex_decode(text)
+    try:
+        raw: bytes | None = binascii.unhexlify(text)
+    except (binascii.Error, ValueError):
+        # The slow path: colon-separated pairs, or not hex at all.
+        raw = _hex_decode(text) if b":" in text else None
     if raw is None:
         raise EntryError("malformed")
     if len(raw) < TIME_SIZE:
         raise EntryError("truncated")
-    return struct.unpack(TIME_FORMAT, raw[:TIME_SIZE])[0], raw[TIME_SIZE:]
+    return _TIME.unpack_from(raw)[0], raw[TIME_SIZE:]
 
 
 def split_database(database: str, default_type: str = "hash") -> tuple[str, str]:
@@ -308,7 +310,7 @@ class SessionCache:
         if self._index is not None:
             if old is not None:
                 self._unindex(key, old)
-            self._index.put(struct.pack(INDEX_TIME, saved_at) + key, b"")
+            self._index.put(_INDEX_TIME.pack(saved_at) + key, b"")
             self._evict()
 
     def delete(self, cache_id: str) -> bool:
@@ -435,11 +437,9 @@ class SessionCache:
 
     def _unindex(self, key: bytes, value: bytes) -> None:
         assert self._index is not None
-        try:
-            saved_at, _ = decode_entry(value)
-        except EntryError:
-            return
-        self._index.delete(struct.pack(INDEX_TIME, saved_at) + key)
+        saved_at = _saved_at(value)
+        if saved_at is not None:
+            self._index.delete(_INDEX_TIME.pack(saved_at) + key)
 
     def _evict(self) -> None:
         assert self._index is not None
@@ -452,7 +452,7 @@ class SessionCache:
             self._index.delete(index_key)
             value = self._table.get(key)
             # Sanity check: evict only the entry this index key describes.
-            if value is None or _saved_at(value) != struct.unpack(INDEX_TIME, index_key[:8])[0]:
+            if value is None or _saved_at(value) != _INDEX_TIME.unpack_from(index_key)[0]:
                 continue
             if self.verbose:
                 self.log.msg_info(
@@ -475,6 +475,11 @@ def _id(key: bytes) -> str:
 
 
 def _saved_at(value: bytes) -> int | None:
+    """The saved_at of a stored value (the first 16 hex digits), or None."""
+    try:
+        return _TIME.unpack(binascii.unhexlify(value[: 2 * TIME_SIZE]))[0]
+    except (binascii.Error, ValueError, struct.error):
+        pass
     try:
         return decode_entry(value)[0]
     except EntryError:
