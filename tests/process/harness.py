@@ -140,6 +140,16 @@ class Instance:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def can_run_as(user: str) -> bool:
+    """Whether this Python can import the skeleton as `user` (needs root and setpriv)."""
+    if os.geteuid() != 0 or SETPRIV is None:
+        return False
+    pw = pwd.getpwnam(user)
+    argv = [SETPRIV, f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups"]
+    argv += [sys.executable, "-c", "import master.skeleton"]
+    return os.waitstatus_to_exitcode(os.waitpid(os.posix_spawn(argv[0], argv, {}), 0)[1]) == 0
+
+
 def daemon_env(inst: Instance) -> dict[str, str]:
     """The environment the master gives a child (GENERATION aside)."""
     env = {
