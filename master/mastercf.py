@@ -156,8 +156,25 @@ def _unbrace(token: str, where: str) -> str:
 
 
 def split_args(text: str, where: str) -> list[str]:
-    """Split on blanks; "{ ... }" groups one argument (braces and edge blanks removed)."""
-    return [_unbrace(t, where) if t.startswith("{") else t for t in _tokens(text)]
+    """Split on blanks; "{ ... }" groups one argument (braces and edge blanks removed).
+
+    Among the daemon options, "-o{ name = value }" becomes "-o", "name = value".
+    """
+    out: list[str] = []
+    options, value_next = True, False
+    for token in _tokens(text):
+        if value_next:
+            value_next = False
+        elif options and token.startswith("-") and token not in ("-", "--"):
+            at = token.find("o", 1)
+            if at > 0 and token[at + 1 : at + 2] == "{":
+                out += [token[: at + 1], _unbrace(token[at + 1 :], where)]
+                continue
+            value_next = at == len(token) - 1
+        else:
+            options = False
+        out.append(_unbrace(token, where) if token.startswith("{") else token)
+    return out
 
 
 def daemon_overrides(args: list[str]) -> list[tuple[tuple[str, str] | str, str]]:

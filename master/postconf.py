@@ -358,8 +358,30 @@ class Namespace:
                 if name in self.builtin.raw:
                     continue
             self._scan(value, scope, name)
+            if self._builtin(name):
+                # Postfix expands these (to find legacy "ldap:name" tables): errors are fatal.
+                self._expand_scoped(value, name, scope)
 
-    def _expand_local(self, text: str, owner: str, scope: int, lookup: Callable) -> str:
+    def _builtin(self, name: str) -> bool:
+        legacy = name in self.builtin.legacy
+        return (
+            (name in self.builtin.values and not legacy)
+            or name in self.rows
+            or name in self.service
+        )
+
+    def _expand_scoped(self, text: str, owner: str | None, scope: int | None) -> str:
+        """pcf_expand_parameter_value(): master.cf -o names first, then main.cf, then defaults."""
+        if scope is None:
+            return self.expand(text, owner, self.lookup)
+        local = {**self.local[scope], "service_name": self.masters[scope].fields[0]}
+        return self._expand_local(
+            text, owner, scope, lambda n: local[n] if n in local else self.lookup(n)
+        )
+
+    def _expand_local(
+        self, text: str, owner: str | None, scope: int, lookup: Callable[[str], str | None]
+    ) -> str:
         try:
             return expand_macros(text, lookup, owner)
         except MacroError as err:
@@ -571,12 +593,7 @@ def _match(pattern: list[str], name: str, stype: str) -> bool:
 
 
 def _local_expander(ns: Namespace, scope: int) -> Callable[[str], str]:
-    local = {**ns.local[scope], "service_name": ns.masters[scope].fields[0]}
-
-    def lookup(name: str) -> str | None:
-        return local[name] if name in local else ns.lookup(name)
-
-    return lambda text: ns._expand_local(text, None, scope, lookup)  # type: ignore[arg-type]
+    return lambda text: ns._expand_scoped(text, None, scope)
 
 
 # Editing main.cf (postconf_edit.c) ----------------------------------------------------------
@@ -644,10 +661,13 @@ def _key_length(line: str) -> int:
 def _read_lines(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fp:
-            lines = fp.read().splitlines(keepends=True)
+            text = fp.read()
     except OSError as err:
         raise ConfigError(f"open {path} for reading: {err.strerror}") from None
-    return [line if line.endswith("\n") else line + "\n" for line in lines]
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line + "\n" for line in lines]
 
 
 def _file_mode(path: str) -> int:
