@@ -97,7 +97,7 @@ TIME_FORMAT = "<q"  # time_t on amd64
 TIME_SIZE = struct.calcsize(TIME_FORMAT)
 INDEX_TIME = ">q"  # big-endian, so that btree order is time order
 REDIRECT_TYPES = ("hash", "btree", "dbm", "lmdb", "cdb", "sdbm", "dbz")
-DEFAULT_CACHE_SIZE = 4 << 20
+DEFAULT_CACHE_SIZE = 8 << 20
 DEFAULT_INDEX_CACHE_SIZE = 1 << 20
 INDEX_SUFFIX = ".age"
 
