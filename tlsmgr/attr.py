@@ -30,9 +30,11 @@ DESCRIPTION
 
     AttrDecoder is incremental.  feed() appends bytes; next_list()
     returns the next complete list as (name, value) pairs, in order, or
-    NEED_DATA.  The scanner remembers how far it searched for the next
-    NUL, so feeding one byte at a time stays O(n) overall.  Several lists
-    in one feed() come out one per next_list() call (pipelining).
+    NEED_DATA.  The complete fields that have arrived are split off the
+    buffer in one pass and consumed from there; the scanner remembers how
+    far it searched for a NUL in what remains, so feeding one byte at a
+    time stays O(n) overall.  Several lists in one feed() come out one
+    per next_list() call (pipelining).
 
     Limits, checked as soon as they are exceeded (a client cannot make
     the decoder buffer more than MAX_LIST bytes of one list):

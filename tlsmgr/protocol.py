@@ -21,6 +21,7 @@ SYNOPSIS
     protocol.encode_request(request) -> bytes
     protocol.encode_raw(name, [(attr, int | str | bytes), ...]) -> bytes
     protocol.decode_reply(request_name, pairs) -> Reply
+    protocol.printable(peer_bytes) -> str     # for log lines
     protocol.RemoteProtocolError, protocol.CACHE_TYPES, protocol.REQUESTS
 
 DESCRIPTION
@@ -108,6 +109,7 @@ __all__ = [
     "encode_reply",
     "encode_request",
     "parse_request",
+    "printable",
 ]
 
 
