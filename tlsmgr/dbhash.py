@@ -79,7 +79,10 @@ class Cursor:
 
     def __init__(self, table: Table) -> None:
         self._table = table
-        self._cursor = table._db.cursor()
+        try:
+            self._cursor = table._db.cursor()
+        except db.DBError as err:
+            raise table._error("read", err) from None
 
     def first(self) -> tuple[bytes, bytes] | None:
         try:
