@@ -883,10 +883,13 @@ def computed_default(name: str, main_eval: Callable[[str], str | None]) -> str |
     if name == "myhostname":
         host = os.uname().nodename
         if "." not in host:
-            host += "." + (main_eval("mydomain") or "localdomain")
+            domain = main_eval("mydomain")
+            host += "." + ("localdomain" if domain is None else domain)
         return host
     if name == "mydomain":
-        host = main_eval("myhostname") or computed_default("myhostname", main_eval) or ""
+        host = main_eval("myhostname")
+        if host is None:
+            host = computed_default("myhostname", main_eval) or ""
         return host.split(".", 1)[1] if "." in host else "localdomain"
     if name == "mynetworks":
         return _mynetworks(main_eval)

@@ -61,6 +61,7 @@ SEE ALSO
 
 from __future__ import annotations
 
+import functools
 import getopt
 import os
 import sys
@@ -167,7 +168,8 @@ class Options:
 # The parameter name space -------------------------------------------------------------
 
 
-def daemon_params() -> list[Param]:
+@functools.cache
+def daemon_params() -> tuple[Param, ...]:
     """Param rows of every daemon registered in the `minipostfix.params` entry point group."""
     from importlib.metadata import entry_points
 
@@ -177,7 +179,7 @@ def daemon_params() -> list[Param]:
             rows += [row for row in point.load() if isinstance(row, Param)]
         except Exception as err:  # noqa: BLE001 - a broken plug-in must not stop postconf
             warn(f"entry point {point.name} in {PARAMS_GROUP}: {err}")
-    return rows
+    return tuple(rows)
 
 
 class Namespace:
@@ -389,7 +391,7 @@ class Namespace:
 
     def _scan(self, text: str, scope: int | None, owner: str, default: bool = False) -> None:
         try:
-            names = scan_macros(text, owner)
+            names = _scan_default(text) if default else scan_macros(text, owner)
         except MacroError as err:
             raise self.failure(err, scope) from None
         for name in names:
@@ -426,6 +428,12 @@ class Namespace:
                 if not self.known(name) and name not in self.local_valid[scope]:
                     where = f"{MASTER_CF}:{self.masters[scope].lineno}"
                     warn(f"{where}: unused parameter: {name}={value}")
+
+
+@functools.lru_cache(maxsize=2048)
+def _scan_default(text: str) -> tuple[str, ...]:
+    """scan_macros() of a default value (the same few hundred texts on every run)."""
+    return tuple(scan_macros(text))
 
 
 # Output -----------------------------------------------------------------------------------
