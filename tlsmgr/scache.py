@@ -18,6 +18,8 @@ SYNOPSIS
     scache.encode_entry(saved_at, session) -> bytes
     scache.decode_entry(value) -> (saved_at, session)      # EntryError
     scache.data_redirect(database, ...) -> (database, warnings)   # pure
+    scache.redirect_database(database, ...)   # the same, stat(2)ing the folder
+    scache.data_redirect_file(path, ...) / redirect_file(path, ...)   # a plain file
     scache.split_database(database, default_type) -> (type, path)
 
 DESCRIPTION
@@ -180,6 +182,32 @@ def data_redirect(
     return f"{kind}:{data_directory}/{os.path.basename(path.rstrip('/'))}", warnings
 
 
+def data_redirect_file(
+    path: str, *, data_directory: str, mail_owner: str, mail_owner_uid: int, dir_uid: int | None
+) -> tuple[str, list[str]]:
+    """Postfix's data_redirect_file() (the PRNG exchange file), pure, as
+    data_redirect(): returns the path and the warnings to log."""
+    if dir_uid is None or dir_uid == mail_owner_uid:
+        return path, []
+    warnings = [
+        f"request to update file {path} in non-{mail_owner} directory {_dirname(path)}",
+        f"redirecting the request to {mail_owner}-owned data_directory {data_directory}",
+    ]
+    return f"{data_directory}/{os.path.basename(path.rstrip('/'))}", warnings
+
+
+def redirect_file(path: str, **kwargs: Any) -> tuple[str, list[str]]:
+    """data_redirect_file() with dir_uid taken from stat(2) of the file's folder."""
+    return data_redirect_file(path, dir_uid=_dir_uid(path), **kwargs)
+
+
+def _dir_uid(path: str) -> int | None:
+    try:
+        return os.stat(_dirname(path)).st_uid
+    except OSError:
+        return None
+
+
 def _dirname(path: str) -> str:
     """sane_dirname(): "." for a bare name, "/" for the root."""
     return os.path.dirname(path.rstrip("/")) or ("/" if path.startswith("/") else ".")
@@ -188,11 +216,7 @@ def _dirname(path: str) -> str:
 def redirect_database(database: str, **kwargs: Any) -> tuple[str, list[str]]:
     """data_redirect() with dir_uid taken from stat(2) of the file's folder."""
     _, path = split_database(database, kwargs["default_type"])
-    try:
-        dir_uid: int | None = os.stat(_dirname(path)).st_uid
-    except OSError:
-        dir_uid = None
-    return data_redirect(database, dir_uid=dir_uid, **kwargs)
+    return data_redirect(database, dir_uid=_dir_uid(path), **kwargs)
 
 
 class SessionCache:

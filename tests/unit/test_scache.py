@@ -417,6 +417,19 @@ def test_redirect_rules():
     assert redirect("ldap:/etc/x", 0) == ("ldap:/etc/x", [])
 
 
+def test_redirect_file():
+    kwargs = dict(data_directory="/var/lib/postfix", mail_owner="postfix", mail_owner_uid=100)
+    assert scache.data_redirect_file("/etc/postfix/prng_exch", dir_uid=0, **kwargs) == (
+        "/var/lib/postfix/prng_exch",
+        [
+            "request to update file /etc/postfix/prng_exch in non-postfix directory /etc/postfix",
+            "redirecting the request to postfix-owned data_directory /var/lib/postfix",
+        ],
+    )
+    assert scache.data_redirect_file("/srv/prng_exch", dir_uid=100, **kwargs)[1] == []
+    assert scache.redirect_file("/no/such/dir/prng_exch", **kwargs)[1] == []
+
+
 def test_redirect_with_a_real_folder(folder):
     other = tempfile.mkdtemp(dir="/tmp")
     try:
