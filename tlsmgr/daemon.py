@@ -199,7 +199,7 @@ class Tlsmgr:
                 verbose=spec.verbose,
             )
         except DBError as err:
-            msg_fatal(f"open {spec.cache_type} TLS cache {spec.database}: {err}")
+            msg_fatal(f"{spec.cache_type} TLS cache: {err}")
 
 
 def _plan(cfg: Config) -> list[service.CacheSpec]:
@@ -233,17 +233,16 @@ def _as_mail_owner(ctx: ServerContext) -> contextlib.AbstractContextManager[None
 
 def _redirect_file(path: str, ctx: ServerContext) -> str:
     """Postfix's data_redirect_file(): a file in a folder not owned by mail_owner
-    is redirected into data_directory, with the same warnings as a cache."""
-    name, warnings = scache.redirect_database(
-        f"hash:{path}",
-        default_type="hash",
+    is redirected into data_directory, with Postfix's two warnings."""
+    path, warnings = scache.redirect_file(
+        path,
         data_directory=ctx.data_directory,
         mail_owner=ctx.mail_owner,
         mail_owner_uid=_owner_uid(ctx),
     )
     for warning in warnings:
-        log.msg_warn(warning.replace("table hash:", "file "))
-    return scache.split_database(name)[1]
+        log.msg_warn(warning)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -128,7 +128,9 @@ def _imports(tree: ast.AST) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
+            # `from tlsmgr import attr` imports tlsmgr.attr, not the package as such.
+            if node.module not in ("tlsmgr", "master"):
+                names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
