@@ -6,6 +6,9 @@ reasons are in docs/configuration.md ("Differences from Postfix").
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 from test_postconf_oracle import mini, real
 
@@ -89,17 +92,16 @@ def test_unbalanced_brace_in_master_cf_is_fatal(confdir):
     assert ours[0] == 1 and 'field "arguments": missing "}" in "{a b"' in ours[2]
 
 
-def test_inet_service_with_default_private_is_fatal(confdir):
-    master = "smtp inet - - n - - smtpd\n"
-    theirs, ours = both(confdir, "", "-n", master=master)
-    assert theirs[0] == 0
-    assert (ours[0], ours[1]) == (0, "config_directory = " + str(confdir) + "\n")
-    # minipostconf -n reads master.cf's syntax only; the master itself refuses the line:
-    from master.config import Config, ConfigError
-    from master.mastercf import parse_master_cf
-
-    with pytest.raises(ConfigError, match="inet service cannot be private"):
-        parse_master_cf(master, Config({}))
+def test_edit_keeps_the_file_mode(confdir):
+    for tool, mode in ((real, 0o644), (mini, 0o600)):
+        (confdir / "main.cf").write_text("a = 1\n")
+        os.chmod(confdir / "main.cf", 0o600)
+        old = os.umask(0o022)
+        try:
+            tool(str(confdir), "-e", "a=2")
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(os.stat(confdir / "main.cf").st_mode) == mode
 
 
 def test_attached_option_letters_are_split_like_getopt(confdir):
