@@ -748,11 +748,10 @@ class Config:
             getters.get(row.type if row else "str", self.get)(name)
 
     def _convert(self, name: str, parse: Callable[..., object], *args: object) -> object:
+        text = self.get(name)
         try:
-            return parse(name, self.get(name), *args)
+            return parse(name, text, *args)
         except ConfigError as err:
-            if isinstance(err, ParamError) or str(err).startswith(self._where(name) or "\0"):
-                raise
             raise self._error(name, str(err)) from None
 
     def _check_range(self, name: str, value: int) -> None:

@@ -185,7 +185,7 @@ def daemon_params() -> tuple[Param, ...]:
 class Namespace:
     """postconf's parameter table: built-in, service-defined, our rows, valid user names."""
 
-    def __init__(self, opts: Options, *, read_main: bool) -> None:
+    def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.config_dir = opts.config_dir
         self.defaults_only = "d" in opts
@@ -194,8 +194,6 @@ class Namespace:
         self.entries: dict[str, Entry] = {}
         if opts.explicit_dir:
             self.entries["config_directory"] = Entry(opts.config_dir, 0)
-        if read_main:
-            self._read_main()
         self.values = {name: entry.value for name, entry in self.entries.items()}
         self.masters: list[MasterLine] = []
         self.local: list[dict[str, str]] = []
@@ -205,7 +203,8 @@ class Namespace:
         self.relabelled: set[str] = set()
         self._computed: dict[str, str | None] = {}
 
-    def _read_main(self) -> None:
+    def read_main(self) -> None:
+        """main.cf, then the -o overrides of the command line."""
         path = os.path.join(self.config_dir, MAIN_CF)
         try:
             with open(path, encoding="utf-8", errors="surrogateescape") as fp:
@@ -220,6 +219,7 @@ class Namespace:
         for name, value in self.opts.overrides:
             self.entries.pop(name, None)
             self.entries[name] = Entry(value, 0)
+        self.values = {name: entry.value for name, entry in self.entries.items()}
 
     def read_master(self, required: bool) -> None:
         path = os.path.join(self.config_dir, MASTER_CF)
@@ -751,15 +751,17 @@ def run(argv: list[str]) -> int:
     if set(opts.flags) & set("eX#"):
         _edit(opts)
         return 0
+    ns = Namespace(opts)
     if "M" in opts:
-        ns = Namespace(opts, read_main=True)
         ns.read_master(required=True)
+        ns.read_main()
         ns.register_user_parameters()
         out = show_master(ns, opts)
         _write(out)
         ns.flag_unused(main=False)
         return 0
-    ns = Namespace(opts, read_main="d" not in opts)
+    if "d" not in opts:
+        ns.read_main()
     ns.read_master(required=False)
     if "d" not in opts:
         ns.register_user_parameters()
@@ -776,6 +778,10 @@ def _write(lines: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console script entry point: never a traceback for bad input."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            # main.cf bytes that are not UTF-8 go out as they came in, as postconf's do.
+            stream.reconfigure(errors="surrogateescape")
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except ConfigError as err:

@@ -46,7 +46,7 @@ def confdir(tmp_path):
 
 def names_in(path: str) -> list[str]:
     try:
-        with open(path) as fp:
+        with open(path, errors="surrogateescape") as fp:
             names = list(parse_main_cf(fp.read()))
     except ConfigError:
         names = []

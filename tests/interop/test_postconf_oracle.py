@@ -42,6 +42,7 @@ def real(confdir: str, *args: str) -> tuple[int, str, str]:
         ["postconf", "-c", confdir, *args],
         capture_output=True,
         text=True,
+        errors="surrogateescape",
         env=environment(),
         check=False,
     )
@@ -83,7 +84,7 @@ def assert_same(confdir: str, *args: str) -> tuple[int, str, str]:
 
 
 def first_line(path: str) -> str:
-    with open(path) as fp:
+    with open(path, errors="surrogateescape") as fp:
         return fp.readline().rstrip("\n")
 
 

@@ -39,7 +39,8 @@ def test_main_corpus(path, tmp_path, monkeypatch):
     monkeypatch.delenv("MAIL_CONFIG", raising=False)
     shutil.copy(path, tmp_path / "main.cf")
     (tmp_path / "master.cf").write_text("")
-    first = open(path).readline().rstrip("\n")
+    with open(path, errors="surrogateescape") as fp:
+        first = fp.readline().rstrip("\n")
     status, out, err = run("-c", str(tmp_path), "-n")
     if first.startswith(EXPECT):
         assert (status, out) == (1, "")

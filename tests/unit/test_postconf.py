@@ -316,3 +316,13 @@ def test_normalize_args():
     assert format_master_entry(fields, [], False) == (
         "a          unix  -       -       n       -       -       cmd\n"
     )
+
+
+def test_bytes_that_are_not_utf8_pass_through(confdir):
+    (confdir / "main.cf").write_bytes(b"smtpd_banner = caf\xe9\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "master.postconf", "-c", str(confdir), "-h", "smtpd_banner"],
+        capture_output=True,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"caf\xe9\n", b"")
