@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -66,9 +67,11 @@ def _pairs(text: str) -> dict[str, str]:
 
 
 def _write(confdir: str, main: str = "", master: str = "") -> None:
+    past = time.time() - 60  # Postfix re-reads a main.cf younger than a second, slowly
     for name, text in (("main.cf", main), ("master.cf", master)):
         with open(os.path.join(confdir, name), "w") as fp:
             fp.write(text)
+        os.utime(os.path.join(confdir, name), (past, past))
 
 
 def _candidate_names() -> set[str]:

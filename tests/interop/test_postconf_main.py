@@ -23,6 +23,7 @@ from test_postconf_oracle import (
     DEBIAN_MASTER_CF,
     EXPECT,
     assert_same,
+    backdate,
     first_line,
     mini,
     real,
@@ -135,6 +136,7 @@ def test_the_console_script_with_mail_config_matches(confdir, monkeypatch):
     (confdir / "main.cf").write_text("relayhost = r\n")
     monkeypatch.setenv("MAIL_CONFIG", str(confdir))
     script = os.path.join(os.path.dirname(sys.executable), "minipostconf")
+    backdate(str(confdir))
     theirs = subprocess.run(["postconf", "-n"], capture_output=True, text=True, check=False)
     ours = subprocess.run([script, "-n"], capture_output=True, text=True, check=False)
     assert ours.stdout == theirs.stdout == f"config_directory = {confdir}\nrelayhost = r\n"
