@@ -879,10 +879,45 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     def on_term(signum, frame):
+        # One-shot: a second Ctrl-C must not cut the clean-up short (its waits are bounded).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
+    # Explicitly: a shell starts background jobs with SIGINT ignored, and Python then keeps it so.
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     become_subreaper()
+    try:
+        report = run_all(binaries, args)
+    finally:
+        stop_descendants()
+    if args.json:
+        json.dump(report, sys.stdout, indent=1, default=str)
+        print()
+    else:
+        print_table(report, args)
+    return 0 if report["results"] else 1
+
+
+def stop_descendants() -> None:
+    """Safety net: whatever was started and lost track of (a master interrupted before it
+    wrote its pid file) is our child by now, since we are a subreaper: stop and reap it."""
+    for _ in range(5):
+        kids = [pid for pid in proc_children(os.getpid()) if not gone(pid)]  # reaps zombies
+        if not kids:
+            return
+        for pid in kids:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except FileNotFoundError:
+                argv = "?"
+            log(f"stopping leftover process {pid}: {argv.strip()}")
+        stop_pids(kids, timeout=5)
+
+
+def run_all(binaries: dict[str, Path], args: argparse.Namespace) -> dict:
+    """The load matrix, then --scale and --scan; every instance is stopped on the way out."""
     loader = Loader(binaries["loadgen"], args)
     report: dict = {
         "machine": machine_info(),
@@ -914,12 +949,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario(report, "scan", labels, extra, run_scan, binaries, loader, args)
     report["machine"]["loadavg_end"] = os.getloadavg()
     report["targets"] = targets(report)
-    if args.json:
-        json.dump(report, sys.stdout, indent=1, default=str)
-        print()
-    else:
-        print_table(report, args)
-    return 0 if report["results"] else 1
+    return report
 
 
 if __name__ == "__main__":
