@@ -34,8 +34,8 @@ DESCRIPTION
 
     --scale   on fresh real/ours instances: lookup rate (8 connections) with 1,000 cached
               entries, then with --scale-entries (1,000,000) of --session-size bytes, and the
-              tlsmgr's VmRSS/VmHWM from /proc/PID/status (ours runs with
-              tls_session_cache_max_entries = 0, i.e. unlimited).
+              tlsmgr's VmRSS/VmHWM from /proc/PID/status and the cache file's size (ours
+              runs with tls_session_cache_max_entries = 0, i.e. unlimited).
     --scan    on fresh real/ours instances with smtp_tls_session_cache_timeout = 120s (the
               minimum): --scan-entries victims are stored at start; the scan that runs at
               tlsmgr start + 240 s finds them expired and deletes them. Lookups (8 connections,
@@ -48,17 +48,22 @@ DESCRIPTION
     real tlsmgr, update >= 3x, p99 <= 2 ms; lookup rate at 10^6 entries within 20% of 10^3;
     RSS at 10^6 entries < 150 MB; p99 during a cleanup scan <= 5 ms.
 
-    --json prints one JSON document (machine, settings, every figure) instead of the table.
-    Progress goes to stderr. Must run as root (the Postfix master requires it).
+    Each run also records the CPU time the tlsmgr (and the master) used per request, from
+    /proc/PID/stat: on a shared machine it moves far less than the rate. --json prints one
+    JSON document (machine, settings, every figure) instead of the table. Progress goes to
+    stderr. real and ours need root (private instances with mail_owner-owned directories);
+    null does not.
 
 SECURITY
     Runs the real Postfix master as root on private directories; never touches /etc/postfix.
 
 DIAGNOSTICS
     A run that fails (load generator error, server gone) is reported in its table cell and in
-    the JSON as "error"; the other runs go on. Exit status 0, or 1 when nothing could run.
-    Every process started is stopped, and reaped (the script is a child subreaper, since the
-    master daemonizes), also on Ctrl-C or SIGTERM; temporary directories are removed unless
+    the JSON as "error"; the other runs go on. Exit status 0, 1 when nothing could run, 130
+    when interrupted. Every process started is stopped and reaped, also on Ctrl-C or SIGTERM
+    (a second signal is ignored until the clean-up is done): the script is a child subreaper,
+    since the master daemonizes, and on the way out it stops whatever is still its child (a
+    master interrupted before it wrote its pid file). Temporary directories are removed unless
     --keep.
 
 BUGS
@@ -306,7 +311,12 @@ class PostfixStyleInstance(Instance):
 
     def make_dirs(self) -> None:
         """Postfix's layout and modes (decisions.md, item 13)."""
-        owner = pwd.getpwnam(MAIL_OWNER)
+        if os.geteuid() != 0:
+            raise Skip("a private instance needs root (directories owned by mail_owner)")
+        try:
+            owner = pwd.getpwnam(MAIL_OWNER)
+        except KeyError:
+            raise Skip(f"mail_owner account {MAIL_OWNER} does not exist (make setup)") from None
         try:
             setgid_gid = grp.getgrnam("postdrop").gr_gid
         except KeyError:
