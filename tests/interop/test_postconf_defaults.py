@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from master.config import DEFAULTS_FILE, _parse_defaults, builtin_defaults
+from master.builtin import DEFAULTS_FILE, _parse_defaults, builtin_defaults
 
 COMPUTED = ("mydomain", "myhostname", "mynetworks", "process_id", "process_name")
 PROGRAMS = ("error", "lmtp", "local", "pipe", "smtp", "spawn", "virtual")
@@ -45,7 +45,7 @@ HEADER = """\
 # %raw NAME = VALUE             never $-expanded (postconf -x prints it as it is)
 # %readonly NAME = VALUE        an assignment in main.cf is ignored with a warning
 # %legacy NAME = VALUE          known (no "unused" warning), but not listed by `postconf -d`
-# %computed NAME =              computed on the host at run time (master/config.py)
+# %computed NAME =              computed on the host at run time (master/builtin.py)
 # %service PROG,...: _SUFFIX = VALUE
 #                               a master.cf service NAME whose command is one of the PROGs
 #                               has the parameter NAME_SUFFIX with default VALUE

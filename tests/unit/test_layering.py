@@ -29,6 +29,7 @@ PURE = {
     "tlsmgr/tickets.py",
     "tlsmgr/params.py",
     "master/mastercf.py",
+    "master/macro.py",
     "master/proto.py",
 }
 # Modules a pure module may import besides the standard library.
@@ -38,6 +39,7 @@ PURE_PROJECT_IMPORTS = {
     "tlsmgr.tickets",
     "tlsmgr.params",
     "master.config",
+    "master.macro",
     "master.proto",
     "master.mastercf",
 }
