@@ -7,6 +7,7 @@ SYNOPSIS
     dec.feed(data)                        # any split of the byte stream
     pairs = dec.next_list()               # [(name, value), ...] or attr.NEED_DATA
     dec.buffered                          # bytes received and not yet returned
+    dec.whole_lists(data)                 # fast path: [pairs, ...] or None
 
     attr.encode_list([(b"status", attr.format_int(-2))])   # -> bytes
     attr.format_int(-1)     -> b"4294967295"   (printf "%u" of an int)
@@ -34,7 +35,11 @@ DESCRIPTION
     buffer in one pass and consumed from there; the scanner remembers how
     far it searched for a NUL in what remains, so feeding one byte at a
     time stays O(n) overall.  Several lists in one feed() come out one
-    per next_list() call (pipelining).
+    per next_list() call (pipelining).  The common case, a chunk that
+    starts when nothing is pending and holds whole lists (one request in
+    one write, as real clients send it), takes a fast path that splits
+    the chunk once and walks it in pairs; it yields exactly what the
+    general path would, and hands any incomplete tail to it.
 
     Limits, checked as soon as they are exceeded (a client cannot make
     the decoder buffer more than MAX_LIST bytes of one list):
@@ -73,6 +78,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections import deque
 from collections.abc import Iterable
 
 MAX_NAME = 64
@@ -138,6 +144,10 @@ class AttrDecoder:
         # The list being assembled.
         self._name: bytes | None = None  # a name read, waiting for its value
         self._pairs: Pairs = []
+        # Complete lists found by the fast path.
+        self._ready: deque[Pairs] = deque()
+        # A chunk this short cannot break the value or list limits.
+        self._fast_limit = min(max_value, max_list)
         self._list_len = 0  # its bytes so far, NULs included
         self._error: RemoteProtocolError | None = None
 
@@ -145,19 +155,93 @@ class AttrDecoder:
     def buffered(self) -> int:
         """Bytes fed and not yet returned as part of a complete list."""
         waiting = sum(len(part) + 1 for part in self._parts[self._next :])
-        return self._list_len + waiting + len(self._buf)
+        ready = sum(len(n) + len(v) + 2 for pairs in self._ready for n, v in pairs)
+        return ready + len(self._ready) + self._list_len + waiting + len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the peer."""
-        self._buf += data
+        if (
+            len(data) <= self._fast_limit
+            and not self._buf
+            and self._name is None
+            and not self._list_len
+            and self._next >= len(self._parts)
+            and self._error is None
+        ):
+            self._feed_fast(bytes(data))
+        else:
+            self._buf += data
+
+    def whole_lists(self, data: bytes) -> list[Pairs] | None:
+        """The lists in `data` when it is exactly whole lists and nothing is pending.
+
+        The fast path for one request in one read: returns them without
+        touching the decoder's state, or None (then feed() as usual).  It
+        never returns what feed() + next_list() would not."""
+        if (
+            self._buf
+            or self._ready
+            or self._name is not None
+            or self._list_len
+            or self._next < len(self._parts)
+            or self._error is not None
+            or len(data) > self._fast_limit
+            or data[-2:] != b"\0\0"
+        ):
+            return None
+        fields = data.split(b"\0")
+        last = len(fields) - 1
+        max_name = self._max_name
+        lists: list[Pairs] = []
+        start = 0
+        while start < last:
+            pairs: Pairs = []
+            i = start
+            while i < last:
+                name = fields[i]
+                if not name or len(name) > max_name or i + 1 >= last:
+                    break
+                pairs.append((name, fields[i + 1]))
+                i += 2
+            if i >= last or fields[i]:
+                return None
+            lists.append(pairs)
+            start = i + 1
+        return lists
+
+    def _feed_fast(self, data: bytes) -> None:
+        """Whole lists straight from one split; the rest to the general path."""
+        fields = data.split(b"\0")
+        last = len(fields) - 1  # fields[last] follows the last NUL: not complete
+        max_name, ready = self._max_name, self._ready
+        start = 0
+        while start < last:
+            pairs: Pairs = []
+            i = start
+            while i < last:
+                name = fields[i]
+                if not name or len(name) > max_name or i + 1 >= last:
+                    break
+                pairs.append((name, fields[i + 1]))
+                i += 2
+            if i >= last or fields[i]:
+                break  # incomplete, or a name the general path must refuse
+            ready.append(pairs)
+            start = i + 1
+        if start < last or fields[last]:
+            self._buf += b"\0".join(fields[start:])
 
     def next_list(self) -> Pairs | _NeedData:
         """Return the next complete attribute list, or NEED_DATA.
 
         Raises RemoteProtocolError when a limit is exceeded.
         """
+        if self._ready:
+            return self._ready.popleft()
         if self._error is not None:
             raise self._error
+        if not self._buf and self._next >= len(self._parts):
+            return NEED_DATA
         while True:
             pairs = self._consume()
             if pairs is not None:

@@ -9,6 +9,7 @@ SYNOPSIS
     sock.send(protocol.GREETING)          # b"protocol\\0tlsmgr_protocol\\0\\0"
     conn.receive_data(data)               # b"" means end of input
     event = conn.next_event()             # Request | Trigger | NEED_DATA
+    conn.whole_requests(data)             # fast path: [Request, ...] or None
     sock.send(protocol.encode_reply(reply))
 
     # client side
@@ -85,6 +86,7 @@ SEE ALSO
 
 from __future__ import annotations
 
+import binascii
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -246,7 +248,46 @@ _SCHEMAS = {
 }
 
 
+_CACHE_TYPE, _CACHE_ID, _SIZE, _SESSION = (
+    ATTR_CACHE_TYPE.encode(),
+    ATTR_CACHE_ID.encode(),
+    ATTR_SIZE.encode(),
+    ATTR_SESSION.encode(),
+)
+_ID_REQUESTS = {REQ_LOOKUP.encode(): REQ_LOOKUP, REQ_DELETE.encode(): REQ_DELETE}
+_SEED_REQ, _UPDATE_REQ = REQ_SEED.encode(), REQ_UPDATE.encode()
+
+
 def parse_request(pairs: Pairs) -> Request:
+    """Turn one complete attribute list into a Request; never raises.
+
+    The well-formed lookup, delete, seed and update requests, which are
+    nearly all the traffic, are recognised directly; everything else
+    (and anything unusual about those) goes through the general parser,
+    which gives the same result for them."""
+    count = len(pairs)
+    if count == 3:
+        (n0, v0), (n1, v1), (n2, v2) = pairs
+        name = _ID_REQUESTS.get(v0)
+        if name and n0 == _REQ and n1 == _CACHE_TYPE and n2 == _CACHE_ID:
+            return Request(name, cache_type=_text(v1), cache_id=_text(v2))
+    elif count == 2:
+        (n0, v0), (n1, v1) = pairs
+        # Sanity check: up to 9 plain digits is a number %u reads the same way.
+        if v0 == _SEED_REQ and n0 == _REQ and n1 == _SIZE and len(v1) < 10 and v1.isdigit():
+            return Request(REQ_SEED, size=int(v1))
+    elif count == 4:
+        (n0, v0), (n1, v1), (n2, v2), (n3, v3) = pairs
+        if v0 == _UPDATE_REQ and n0 == _REQ and n1 == _CACHE_TYPE and n2 == _CACHE_ID:
+            session = attr.parse_data(v3) if n3 == _SESSION else None
+            if session is not None and len(session) <= attr.MAX_DATA:
+                return Request(
+                    REQ_UPDATE, cache_type=_text(v1), cache_id=_text(v2), session=session
+                )
+    return _parse_general(pairs)
+
+
+def _parse_general(pairs: Pairs) -> Request:
     """Turn one complete attribute list into a Request; never raises."""
     if not pairs:
         return Request("", error=f"missing attribute {ATTR_REQ}")
@@ -298,8 +339,24 @@ _REPLY_SHAPES = {
 }
 
 
+# Shapes whose reply is status plus one data attribute: that attribute's name + NUL.
+_ONE_DATA = {
+    shape: attrs[0][0].encode() + b"\0"
+    for shape, attrs in REPLY_ATTRS.items()
+    if len(attrs) == 1 and attrs[0][1] == DATA
+}
+_STATUS_ONLY = {shape for shape, attrs in REPLY_ATTRS.items() if not attrs}
+
+
 def encode_reply(reply: Reply) -> bytes:
     """The reply's bytes, byte-exact as Postfix 3.7 sends them."""
+    if not reply.items:
+        prefix = _ONE_DATA.get(reply.request)
+        if prefix is not None:
+            data = binascii.b2a_base64(reply.data, newline=False)
+            return b"".join((_STATUS[reply.status], prefix, data, b"\0\0"))
+        if reply.request in _STATUS_ONLY:
+            return _STATUS[reply.status] + b"\0"
     out = [_STATUS[reply.status]]
     for name, kind, field in _REPLY_SHAPES[reply.shape]:
         value = getattr(reply, field)
@@ -388,6 +445,17 @@ class ServerConnection:
     def buffered(self) -> int:
         """Bytes received that are not part of an event yet (a partial request)."""
         return len(self._head) + self._decoder.buffered
+
+    def whole_requests(self, data: bytes) -> list[Request] | None:
+        """The fast path: the Requests in `data` when it holds exactly whole
+        requests and nothing is pending, else None (state untouched; use
+        receive_data() and next_event()).  The same Requests either way."""
+        if self._state != self._LISTS:
+            return None
+        lists = self._decoder.whole_lists(data)
+        if lists is None:
+            return None
+        return [parse_request(pairs) for pairs in lists]
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the peer; b"" means the peer closed its side."""

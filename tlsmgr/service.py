@@ -329,6 +329,11 @@ class TlsmgrHandler:
         """Feed bytes (b"" = end of input); return the replies to send, in order."""
         if self.closing:
             return b""
+        requests = self.proto.whole_requests(data) if data else None
+        if requests is not None:
+            if len(requests) == 1:
+                return protocol.encode_reply(self._answer(requests[0]))
+            return b"".join([protocol.encode_reply(self._answer(r)) for r in requests])
         self.proto.receive_data(data)
         out: list[bytes] = []
         while True:
@@ -349,12 +354,16 @@ class TlsmgrHandler:
         return b"".join(out)
 
     def _answer(self, request: Request) -> Reply:
+        if request.warnings or request.error is not None:
+            self._warn(request)
+        return self.service.handle(request, self.clock())
+
+    def _warn(self, request: Request) -> None:
         for warning in request.warnings:
             self.service.log.msg_warn(f"{warning} from {self.peer}")
         if request.error is not None:
             what = f'"{request.name}" request' if request.name else "request"
             self.service.log.msg_warn(f"malformed {what} from {self.peer}: {request.error}")
-        return self.service.handle(request, self.clock())
 
     def _close(self) -> None:
         self.closing = True

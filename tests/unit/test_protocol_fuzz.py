@@ -131,3 +131,53 @@ def test_value_parsers_never_raise(blob):
     assert number is None or 0 <= number < 2**32
     decoded = attr.parse_data(blob)
     assert decoded is None or len(decoded) <= len(blob)
+
+
+def _primed(max_list: int = 200, max_value: int = 100) -> ServerConnection:
+    """A connection past its first byte (so not a trigger), nothing pending."""
+    conn = ServerConnection(max_list=max_list, max_value=max_value)
+    conn.receive_data(protocol.encode_request(Request("stats")))
+    assert conn.next_event() == Request("stats") and conn.next_event() is NEED_DATA
+    return conn
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        stream,
+        st.lists(requests, min_size=1, max_size=5).map(
+            lambda reqs: b"".join(protocol.encode_request(r) for r in reqs)
+        ),
+    )
+)
+def test_fast_path_gives_what_the_general_path_gives(data):
+    """whole_requests() returns None or exactly the requests the incremental
+    path returns for the same bytes, and leaves the connection untouched."""
+    fast = _primed().whole_requests(data)
+    slow_conn = _primed()
+    slow: list = []
+    try:
+        slow_conn.receive_data(data)
+        while (event := slow_conn.next_event()) is not NEED_DATA:
+            slow.append(event)
+        leftover = slow_conn.buffered
+    except RemoteProtocolError:
+        slow, leftover = None, None
+    if fast is not None:
+        assert slow == fast and leftover == 0
+    untouched = _primed()
+    untouched.whole_requests(data)
+    assert untouched.buffered == 0
+
+
+def test_fast_path_takes_whole_requests_and_declines_the_rest():
+    lookup = protocol.encode_request(Request("lookup", cache_type="smtp", cache_id="id"))
+    seed = protocol.encode_request(Request("seed", size=32))
+    conn = _primed()
+    assert conn.whole_requests(lookup + seed) == [
+        Request("lookup", cache_type="smtp", cache_id="id"),
+        Request("seed", size=32),
+    ]
+    assert conn.whole_requests(lookup[:-1]) is None  # a partial request
+    assert ServerConnection().whole_requests(lookup) is None  # first bytes: trigger check
+    assert _primed(max_value=8).whole_requests(lookup) is None  # limits: the general path
