@@ -50,8 +50,10 @@ DESCRIPTION
     REFILL_SIZE - 32 output bytes or after an immediate mix.
 
     Fork safety.  A pool remembers its pid.  In a forked child (found by
-    an os.register_at_fork() hook, and again by a pid check on every draw,
-    mix and reseed) the pool erases the keystream it inherited and folds in 32
+    an os.register_at_fork() hook, which every os.fork() runs, and again
+    by a pid check in mix_time(), reseed() and every refill, for a fork
+    made behind Python's back) the pool erases the keystream it inherited
+    and folds in 32
     fresh bytes from os.urandom() together with the new pid and the time,
     before it serves anything: parent and child never return the same
     bytes.
@@ -220,7 +222,7 @@ class Pool:
         on it.  With now=True it is applied at once and the buffer erased,
         so the very next byte depends on it (the exchange file does this).
         """
-        self._check_fork()
+        self._check_open()
         if self._pending is None:
             self._pending = hashlib.blake2b(person=MIX_PERSON)
         self._pending.update(struct.pack(">Q", len(data)))
@@ -231,11 +233,16 @@ class Pool:
             self._apply_now()
 
     def mix_time(self, *, pid: bool = False) -> None:
-        """Mix the time of day (struct timeval); with pid=True, tv_sec ^ getpid() (pre-init)."""
+        """Mix the time of day (struct timeval); with pid=True, tv_sec ^ getpid() (pre-init).
+
+        Also the pool's pid check (see Fork safety): tlsmgr calls this once
+        per loop turn, before it serves the turn's requests."""
+        self._check_fork()
         self.mix(_timeval(os.getpid() if pid else None))
 
     def reseed(self, data: bytes | bytearray | memoryview) -> None:
         """Mix bytes from an external entropy source and apply them at once."""
+        self._check_fork()
         self.mix(data, now=True)
         self._stats["reseeds"] += 1
         self._stats["bytes_reseeded"] += len(data)
@@ -246,7 +253,8 @@ class Pool:
         """Return n bytes of output (n >= 0); each served byte is erased from the pool."""
         if n < 0:
             raise ValueError(f"cannot draw {n} bytes")
-        self._check_fork()
+        if self._closed:
+            self._check_open()
         self._stats["draws"] += 1
         self._stats["bytes_drawn"] += n
         pos = self._pos
@@ -292,6 +300,7 @@ class Pool:
 
     def _refill(self) -> None:
         """Fast key erasure: keystream -> first 32 bytes are the next key, the rest output."""
+        self._check_fork()
         if self._pending is not None:
             self._fold()
         keystream_into(self._key, self._view)

@@ -288,15 +288,27 @@ def test_close_erases_everything():
             call()
 
 
-def test_pid_check_rekeys_even_without_the_fork_hook():
-    """draw() compares the pid itself; simulate a fork that bypassed os.register_at_fork."""
+@pytest.mark.parametrize(
+    "notice",
+    [
+        lambda pool: pool.mix_time(),
+        lambda pool: pool.reseed(b"x"),
+        lambda pool: pool.draw(prng.REFILL_SIZE),  # needs a refill
+    ],
+    ids=["mix_time", "reseed", "refill"],
+)
+def test_pid_check_rekeys_even_without_the_fork_hook(notice):
+    """A fork that bypassed os.register_at_fork is noticed by the pid check in
+    mix_time() (once per tlsmgr loop turn), reseed() and every refill."""
     pool, twin = prng.Pool.from_key(KEY), prng.Pool.from_key(KEY)
     pool.draw(1)
     twin.draw(1)
     pool._pid = -1
-    out = pool.draw(64)
-    assert out != twin.draw(64)
+    notice(pool)
+    notice(twin)
+    assert pool.draw(64) != twin.draw(64)
     assert pool._pid == os.getpid() and pool.stats()["forks"] == 1
+    assert twin.stats()["forks"] == 0
 
 
 # -- API details -----------------------------------------------------------
