@@ -51,12 +51,15 @@ DESCRIPTION
     service's `except Exception` does not swallow it.
 
     set_watchdog(seconds) is Postfix's watchdog(3) done with the kernel's
-    alarm(2) and SIGALRM's default action: every turn calls
-    alarm(seconds) before it waits and again when the wait ends, and the
-    wait itself never lasts more than seconds/2.  A turn whose callbacks
-    run longer than `seconds` (a request stuck in Python or in C code)
-    kills the process with SIGALRM; the master logs it as "killed by
-    signal 14".  An idle loop never trips it.
+    alarm(2) and SIGALRM's default action: when a wait ends, the alarm is
+    re-armed to `seconds` if it was last armed a second (a quarter of
+    the watchdog, when that is shorter) or more ago; before a wait it is
+    re-armed if half the watchdog has passed, and the wait never lasts
+    more than seconds/2.  A turn whose callbacks run longer than about
+    `seconds` - 1 (a request stuck in Python or in C code) kills the
+    process with SIGALRM; the master logs it as "killed by signal 14".
+    An idle loop never trips it, and a busy one pays for alarm(2) at most
+    once a second, not twice a turn.
 
     An exception in a callback propagates out of run_once(): the caller
     (the top of the daemon's loop) decides to log it and exit.
@@ -144,6 +147,8 @@ class EventLoop:
         self._wakeup_r: int | None = None
         self._wakeup_w: int | None = None
         self._watchdog = 0
+        self._watchdog_step = 0.0
+        self._watchdog_armed = 0.0
 
     # I/O ---------------------------------------------------------------
 
@@ -273,8 +278,22 @@ class EventLoop:
     def set_watchdog(self, seconds: int) -> None:
         """Kill the process by SIGALRM when one turn runs longer than seconds (0: off)."""
         self._watchdog = max(0, int(seconds))
+        self._watchdog_step = min(1.0, self._watchdog / 4)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.alarm(self._watchdog)
+        self._watchdog_armed = time.monotonic()
+
+    def _pet_watchdog(self, age: float) -> None:
+        """Re-arm the alarm when it was armed `age` seconds ago or more.
+
+        Calling alarm(2) on every turn would cost two system calls per
+        turn; re-arming at most once per _watchdog_step keeps the kill
+        for a turn that runs longer than seconds - 1 (seconds * 3/4 for
+        a watchdog under 4 s)."""
+        now = time.monotonic()
+        if now - self._watchdog_armed >= age:
+            signal.alarm(self._watchdog)
+            self._watchdog_armed = now
 
     # The loop ----------------------------------------------------------
 
@@ -289,13 +308,13 @@ class EventLoop:
             # Sanity check: an idle wait must end well before the alarm.
             cap = self._watchdog / 2
             timeout = cap if timeout is None else min(timeout, cap)
-            signal.alarm(self._watchdog)
+            self._pet_watchdog(cap)
         try:
             ready = self._selector.select(timeout)
         except InterruptedError:
             ready = []
         if self._watchdog:
-            signal.alarm(self._watchdog)
+            self._pet_watchdog(self._watchdog_step)
         for key, mask in ready:
             watch = key.data
             fd = key.fd
