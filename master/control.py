@@ -53,7 +53,7 @@ DESCRIPTION
     children, spawns, throttle state and its reason) and the lines of every
     status provider registered in the entry point group
     `minipostfix.status` (a callable(config_dir) -> list[str]); a provider
-    that fails shows as one line.
+    that fails shows as one line (master/statusview.py formats both).
 
     When not run as root, start and start-fg warn once: the master and its
     children keep the caller's identity (no chroot, no privilege drop).
@@ -62,31 +62,36 @@ DIAGNOSTICS
     Exit status 0 on success, 1 on failure, as postfix-script.  Errors
     name the file and line (`fatal: master.cf:12: ...`) or the directory.
 
+BUGS
+    NOTE: long because it is nine small commands and their argument
+    parsing; the files they share with the master (lock and state files,
+    the directory layout) are in instance.py, status -v's text in
+    statusview.py.
+
 SEE ALSO
-    postfix(1), conf/postfix-script (Postfix); master.py, docs/operating.md
+    postfix(1), conf/postfix-script (Postfix); master.py, instance.py,
+    statusview.py, docs/operating.md
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
-import json
 import os
 import pwd
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
 from typing import NoReturn
 
-from master import embedded
+from master import embedded, instance
 from master import master as resident
 from master.config import Config, ConfigError, config_directory
 from master.events import EventLoop
 from master.log import log_init, msg_fatal, msg_info, msg_warn
+from master.statusview import master_view, provider_lines
 
 NAME = "minipostfix"
 READY_TIMEOUT = 100.0
@@ -112,28 +117,16 @@ def fatal_line(text: str) -> None:
 
 
 def pid_file(config: Config) -> str:
-    return os.path.join(config.get("queue_directory"), resident.PID_FILE)
+    return os.path.join(config.get("queue_directory"), instance.PID_FILE)
 
 
 def running_pid(config: Config) -> int | None:
     """The master's pid while it holds its lock, else None (Postfix's master -t)."""
     path = pid_file(config)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return None
+        return instance.locked_pid(path)
     except OSError as err:
         raise Fatal(f"open {path}: {err.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
 
 
 def require_running(config: Config) -> int:
@@ -146,12 +139,7 @@ def require_running(config: Config) -> int:
 
 
 def read_state(config: Config) -> dict:
-    path = os.path.join(config.get("queue_directory"), resident.STATE_FILE)
-    try:
-        with open(path, encoding="utf-8") as fp:
-            return json.load(fp)
-    except (OSError, ValueError):
-        return {}
+    return instance.read_state(os.path.join(config.get("queue_directory"), instance.STATE_FILE))
 
 
 # check -------------------------------------------------------------------
@@ -160,7 +148,7 @@ def read_state(config: Config) -> dict:
 def check(config_dir: str, *, quiet_ok: bool = False) -> Config:
     """Postfix's check-fatal + check-warn: Fatal on errors, warnings printed."""
     try:
-        config, entries = resident.read_configuration(config_dir)
+        config, entries = instance.read_configuration(config_dir)
     except ConfigError as err:
         raise Fatal(str(err)) from None
     name = config.get("mail_owner")
@@ -181,45 +169,19 @@ def check(config_dir: str, *, quiet_ok: bool = False) -> Config:
         if not os.access(path, os.X_OK):
             msg_warn(f"{entry.filename}:{entry.lineno}: command not executable: {path}")
     if pw is not None:
-        owner = resident.lookup_owner(config) if os.geteuid() == 0 else None
+        owner = instance.lookup_owner(config) if os.geteuid() == 0 else None
         if owner is not None:
-            for spec in resident.layout(config, owner):
+            for spec in instance.layout(config, owner):
                 check_directory(spec)
     return config
 
 
-def check_directory(spec: resident.DirSpec) -> None:
+def check_directory(spec: instance.DirSpec) -> None:
+    """instance.check_directory(), with a Fatal for what is not a directory."""
     try:
-        st = os.stat(spec.path)
-    except FileNotFoundError:
-        return  # the master creates it
-    except OSError as err:
-        msg_warn(f"{spec.path}: {err.strerror}")
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        raise Fatal(f"not a directory: {spec.path}")
-    if st.st_uid != spec.uid:
-        msg_warn(f"not owned by {_user(spec.uid)}: {spec.path}")
-    if st.st_gid != spec.gid:
-        msg_warn(f"not owned by group {_group(spec.gid)}: {spec.path}")
-    if st.st_mode & 0o7777 != spec.mode:
-        msg_warn(f"mode {st.st_mode & 0o7777:04o}, expected {spec.mode:04o}: {spec.path}")
-
-
-def _user(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _group(gid: int) -> str:
-    import grp
-
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
+        instance.check_directory(spec)
+    except ConfigError as err:
+        raise Fatal(str(err)) from None
 
 
 # Commands ----------------------------------------------------------------
@@ -300,7 +262,7 @@ def _before_start(config_dir: str) -> Config:
     init_log(config)
     warn_not_root()
     if running_pid(config) is not None:
-        raise Fatal(resident.ALREADY_RUNNING)
+        raise Fatal(instance.ALREADY_RUNNING)
     say("starting the minipostfix mail system")
     return config
 
@@ -365,7 +327,7 @@ def cmd_reload(config_dir: str, _args: argparse.Namespace) -> int:
     init_log(config)
     pid = require_running(config)
     try:
-        resident.read_configuration(config_dir)
+        instance.read_configuration(config_dir)
     except ConfigError as err:
         raise Fatal(f"{err}; not reloading, the running configuration stays") from None
     say("refreshing the minipostfix mail system")
@@ -388,60 +350,6 @@ def cmd_status(config_dir: str, args: argparse.Namespace) -> int:
         sys.stdout.write("".join(line + "\n" for line in lines))
         sys.stdout.flush()
     return status
-
-
-def master_view(state: dict, now: float | None = None) -> list[str]:
-    """status -v: the master's own view, from its state file."""
-    if not state:
-        return ["master: no state file yet (it is written within a second of a change)"]
-    now = time.time() if now is None else now
-    lines = [
-        f"master: pid {state['pid']}, version {state['version']}, configuration"
-        f" {state['config_directory']}, up {_ago(now - state['started'])},"
-        f" {state['forks']} fork(s)"
-    ]
-    for svc in state["services"]:
-        children = svc["children"]
-        idle = sum(1 for c in children if c["state"] == "idle")
-        limit = svc["maxproc"] or "unlimited"
-        lines.append(
-            f"service {svc['name']} ({svc['type']} {svc['endpoint']}): {svc['command']},"
-            f" maxproc {limit}, {len(children)} child(ren) ({idle} idle), {svc['spawns']} spawn(s)"
-        )
-        for c in children:
-            lines.append(
-                f"  pid {c['pid']} {c['state']}, {c['use_count']} use(s),"
-                f" up {_ago(now - c['started'])}"
-            )
-        if svc["throttled"]:
-            left = max(0, int(svc["throttle_until"] - now))
-            lines.append(f"  throttled for {left}s more: {svc['throttle_reason']}")
-        if svc["last_exit"]:
-            lines.append(f"  last exit: {svc['last_exit']}")
-    return lines
-
-
-def _ago(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def provider_lines(config_dir: str) -> list[str]:
-    """Lines of every `minipostfix.status` entry point; a failure is one line."""
-    from importlib.metadata import entry_points
-
-    lines: list[str] = []
-    for ep in sorted(entry_points(group="minipostfix.status"), key=lambda e: e.name):
-        try:
-            got = ep.load()(config_dir)
-            lines += [f"{ep.name}: {line}" for line in got]
-        except Exception as err:  # a provider must never break status
-            lines.append(f"{ep.name}: status unavailable: {type(err).__name__}: {err}")
-    return lines
 
 
 def cmd_check(config_dir: str, _args: argparse.Namespace) -> int:

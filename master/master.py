@@ -1,11 +1,14 @@
 """The resident master: services, listeners, a loop of named steps, reload, stop.
 
 SYNOPSIS
-    from master.master import run, layout, read_configuration
+    from master.master import run
 
     status = run(config_dir, foreground=False, ready_fd=None)
-    layout(config, owner) -> list[DirSpec]      # directories and their modes
-    read_configuration(config_dir) -> (Config, list[ServiceEntry])
+
+    Also importable from here (their home is master/instance.py):
+    read_configuration, lookup_owner, layout, make_directories,
+    lock_pid_file, reserve_fds, Owner, DirSpec, PID_FILE, STATE_FILE,
+    DATA_LOCK, ALREADY_RUNNING.
 
 DESCRIPTION
     run() is Postfix's master(8) after its -w fork (control.py detaches
@@ -18,7 +21,7 @@ DESCRIPTION
     3. Apply import_environment; set MAIL_CONFIG, MAIL_LOGTAG and, with
        maillog_file, POSTLOG_SERVICE and POSTLOG_HOSTNAME for children.
     4. Create $queue_directory/{pid,private,public} and $data_directory
-       with Debian's ownership and modes (see layout()); chdir to the
+       with Debian's ownership and modes (instance.layout()); chdir to the
        queue directory, so sockets are named relatively (private/tlsmgr).
     5. Lock pid/master.pid (root, 0600) and $data_directory/master.lock
        (mail_owner, 0600), each holding the pid right-aligned in 32
@@ -65,40 +68,71 @@ BUGS
     Changing queue_directory, config_directory or inet_protocols needs a
     stop and start; reload warns and keeps the old value for the master.
 
+    NOTE: long (Master is one class of some 330 lines) because its steps
+    share one set of tables (services, wake-ups, addresses) and read in
+    the order the loop runs them; the instance on disk (directories,
+    locks, state file) is in instance.py, processes in spawn.py.
+
 SEE ALSO
     src/master/master.c, master_ent.c, master_service.c, master_sig.c,
-    master_wakeup.c (Postfix); spawn.py, listen.py, control.py
+    master_wakeup.c (Postfix); instance.py, spawn.py, listen.py, control.py
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
-import grp
 import json
 import os
 import signal
 import socket
 import time
 import traceback
-from dataclasses import dataclass
 
 from master import listen, privs, proto
 from master.config import Config, ConfigError
 from master.events import EventLoop
+from master.instance import (
+    ALREADY_RUNNING,
+    DATA_LOCK,
+    PID_FILE,
+    STATE_FILE,
+    DirSpec,
+    Owner,
+    layout,
+    lock_pid_file,
+    lookup_owner,
+    make_directories,
+    read_configuration,
+    reserve_fds,
+    write_state,
+)
 from master.log import log_init, msg_error, msg_fatal, msg_info, msg_warn
-from master.mastercf import ServiceEntry, read_master_cf
+from master.mastercf import ServiceEntry
 from master.spawn import Service, Spawner
 
-PID_FILE = "pid/master.pid"
-STATE_FILE = "pid/master.state"
-DATA_LOCK = "master.lock"
+__all__ = [
+    "ALREADY_RUNNING",
+    "DATA_LOCK",
+    "PID_FILE",
+    "STATE_FILE",
+    "DirSpec",
+    "Master",
+    "Owner",
+    "layout",
+    "lock_pid_file",
+    "lookup_owner",
+    "make_directories",
+    "read_configuration",
+    "reserve_fds",
+    "run",
+    "version",
+]
+
 STOP_WAIT = 5.0
 KILL_WAIT = 5.0
 PUBLISH_INTERVAL = 1.0
 WATCHDOG_TIME = 1000  # Postfix's MASTER_WATCHDOG_TIME: one loop turn may not last longer
-ALREADY_RUNNING = "the minipostfix mail system is already running"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 RESTART_ONLY = ("config_directory", "queue_directory", "inet_protocols")
 
@@ -111,120 +145,6 @@ def version() -> str:
         return metadata.version("minipostfix")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-# Configuration -----------------------------------------------------------
-
-
-def _port_lookup(name: str) -> str:
-    try:
-        return str(socket.getservbyname(name, "tcp"))
-    except OSError:
-        return ""
-
-
-def read_configuration(config_dir: str) -> tuple[Config, list[ServiceEntry]]:
-    """Read main.cf and master.cf; ConfigError on any problem."""
-    config = Config.load(config_dir, warn=msg_warn)
-    config.check()  # every typed master parameter, before anything starts
-    path = os.path.join(config.config_dir, "master.cf")
-    return config, read_master_cf(path, config, _port_lookup, warn=msg_warn)
-
-
-@dataclass(frozen=True)
-class Owner:
-    """mail_owner's identity and the groups the layout needs."""
-
-    name: str
-    uid: int
-    gid: int
-    setgid_gid: int
-
-
-def lookup_owner(config: Config) -> Owner:
-    """mail_owner and setgid_group; when not root, whoever runs us."""
-    name = config.get("mail_owner")
-    if os.geteuid() != 0:
-        return Owner(name, os.geteuid(), os.getegid(), os.getegid())
-    uid, gid = privs.lookup_user(name)
-    try:
-        setgid_gid = grp.getgrnam(config.get("setgid_group")).gr_gid
-    except KeyError:
-        setgid_gid = gid  # decisions.md 13: mail_owner's group without postdrop
-    return Owner(name, uid, gid, setgid_gid)
-
-
-@dataclass(frozen=True)
-class DirSpec:
-    path: str
-    uid: int
-    gid: int
-    mode: int
-    enforce: bool  # fix ownership and mode of an existing directory
-
-
-def layout(config: Config, owner: Owner) -> list[DirSpec]:
-    """The directories the master needs, with decisions.md item 13's owners and modes."""
-    queue = config.get("queue_directory")
-    me = os.geteuid()
-    root_gid = 0 if me == 0 else os.getegid()
-    return [
-        DirSpec(queue, me, root_gid, 0o755, False),
-        DirSpec(os.path.join(queue, "pid"), me, root_gid, 0o755, True),
-        DirSpec(os.path.join(queue, "private"), owner.uid, root_gid, 0o700, True),
-        DirSpec(os.path.join(queue, "public"), owner.uid, owner.setgid_gid, 0o2710, True),
-        DirSpec(config.get("data_directory"), owner.uid, owner.gid, 0o755, True),
-    ]
-
-
-def make_directories(specs: list[DirSpec]) -> None:
-    """Create missing directories; fix owner and mode of our own ones (as root)."""
-    root = os.geteuid() == 0
-    for spec in specs:
-        try:
-            _make_parents(os.path.dirname(spec.path))
-            created = False
-            try:
-                os.mkdir(spec.path, spec.mode & 0o777)
-                created = True
-            except FileExistsError:
-                pass
-            st = os.stat(spec.path)
-            if not (created or spec.enforce):
-                continue
-            if root and (st.st_uid, st.st_gid) != (spec.uid, spec.gid):
-                os.chown(spec.path, spec.uid, spec.gid)
-            if st.st_mode & 0o7777 != spec.mode or (root and created):
-                os.chmod(spec.path, spec.mode)
-        except OSError as err:
-            raise ConfigError(f"directory {spec.path}: {err.strerror}") from None
-
-
-def _make_parents(path: str) -> None:
-    """mkdir -p with mode 0755 despite umask 077: children must traverse them."""
-    if not path or os.path.isdir(path):
-        return
-    _make_parents(os.path.dirname(path))
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path)
-        os.chmod(path, 0o755)
-
-
-def lock_pid_file(path: str) -> int:
-    """Open, flock (exclusive, non-blocking) and write our pid; return the fd."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(ALREADY_RUNNING) from None
-        record = f"{os.getpid():>32}\n".encode()
-        os.pwrite(fd, record, 0)
-        os.ftruncate(fd, len(record))
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 # The master --------------------------------------------------------------
@@ -553,13 +473,8 @@ class Master:
         text = json.dumps(state, indent=1)
         if text == self.last_state:
             return
-        tmp = STATE_FILE + ".tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            with os.fdopen(fd, "w") as fp:
-                fp.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, STATE_FILE)
+            write_state(STATE_FILE, text)
             self.last_state = text
         except OSError as err:
             msg_warn(f"cannot write {STATE_FILE}: {err.strerror}")
@@ -567,29 +482,6 @@ class Master:
     def _publish_event(self, _loop: EventLoop) -> None:
         self.publish_timer = None
         self.publish_state()
-
-
-# Descriptors --------------------------------------------------------------
-
-
-def reserve_fds(keep: int | None) -> int | None:
-    """Close inherited fds, occupy 0-6 with /dev/null; return `keep`'s new number."""
-    if keep is not None:
-        moved = fcntl.fcntl(keep, fcntl.F_DUPFD_CLOEXEC, proto.MASTER_LISTEN_FD + 1)
-        os.close(keep)
-        keep = moved
-    limit = os.sysconf("SC_OPEN_MAX")
-    if keep is None:
-        os.closerange(proto.MASTER_FLOW_READ, limit)
-    else:
-        os.closerange(proto.MASTER_FLOW_READ, keep)
-        os.closerange(keep + 1, limit)
-    for fd in range(proto.MASTER_LISTEN_FD + 1):
-        try:
-            os.fstat(fd)
-        except OSError:
-            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
-    return keep
 
 
 def run(config_dir: str, *, foreground: bool = False, ready_fd: int | None = None) -> int:

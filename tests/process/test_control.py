@@ -17,7 +17,7 @@ import textwrap
 import pytest
 from test_master_helpers import MINIPOSTFIX, Instance
 
-from master import control, embedded
+from master import embedded, statusview
 
 ECHO = "echo unix - n n - 0 testd echo 30\n"
 
@@ -134,7 +134,7 @@ def test_status_providers_from_entry_points(tmp_path, monkeypatch):
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    lines = control.provider_lines("/etc/x")
+    lines = statusview.provider_lines("/etc/x")
     assert "zgood: cache smtpd: 3 entries" in lines
     assert "zgood: seen /etc/x" in lines
     bad = [line for line in lines if line.startswith("zbad:")]
@@ -159,7 +159,7 @@ def test_master_view_formats_throttle_and_exits():
             }
         ],
     }  # fmt: skip
-    lines = control.master_view(state, now=1100.0)
+    lines = statusview.master_view(state, now=1100.0)
     assert lines[0] == (
         "master: pid 10, version 0.1.0, configuration /etc/minipostfix, up 1m40s, 3 fork(s)"
     )
