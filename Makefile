@@ -20,7 +20,7 @@ RUN_DATA ?= $(CURDIR)/run/data
 RUN_LOG ?= $(CURDIR)/run/maillog
 endif
 
-.PHONY: all setup deps mail-owner run start stop status test lint wheel-test clean
+.PHONY: all setup deps mail-owner run start stop status test lint wheel-test bench clean
 
 all: setup
 
@@ -94,6 +94,10 @@ wheel-test: setup
 	$(PYTHON) -m venv build/wheel-test/venv
 	build/wheel-test/venv/bin/pip install -q build/wheel-test/*.whl
 	cd build && ../tests/wheel_smoke.sh wheel-test/venv
+
+# Figures, never assertions (docs/performance.md); as root, about 3 minutes.
+bench: setup
+	$(BIN)/python bench/tlsmgr_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info run .pytest_cache
