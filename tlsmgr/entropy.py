@@ -1,4 +1,4 @@
-"""tlsmgr's external entropy sources and PRNG exchange file.
+"""tlsmgr's external entropy sources, and the events and exits around the exchange file.
 
 SYNOPSIS
     from tlsmgr import entropy
@@ -20,10 +20,11 @@ SYNOPSIS
     source.read() -> bytes          # raises EntropyError; source.exhausted
     source.spec, source.path, source.close()
     entropy.reseed_pool(source, pool) -> int        # raises EntropyError
-    exch.read_into(pool) -> int; exch.update(pool); exch.removed() -> bool
-    exch.path, exch.fileno(), exch.close()
     entropy.exit_after_save(exch, pool, err, delay=1.0) -> NoReturn
     entropy.exit_removed(exch, delay=1.0) -> NoReturn
+
+    Also importable from here (their home is tlsmgr/exchange.py, the
+    exchange file itself): ExchangeFile, ExchangeError, EXCH_SIZE.
 
 DESCRIPTION
     Sources (tls_random_source, Postfix's tlsmgr_pre_init and
@@ -59,83 +60,74 @@ DESCRIPTION
     exchange file (unless removed), sleeps `delay` seconds and raises
     SystemExit(0).  Exit status 0 means the master does not throttle.
 
-    Exchange file (tls_random_exchange_name, Postfix's tls_prng_exch.c).
-    Exactly EXCH_SIZE = 1024 bytes, mode 0600; it belongs to mail_owner
-    because the daemon opens it with mail_owner's effective ids.  open()
-    opens an existing file O_RDWR; when the name does not exist, it
-    writes 1024 bytes drawn from the pool to a temporary file in the same
-    directory (mkstemp, 0600), fsyncs it and links it into place (rename
-    where the file system has no hard links), so a missing file never
-    becomes an empty or short one, even after kill -9.  The descriptor is
-    kept: the data directory lies outside the jail.
-
-    update() is tls_prng_exch_update: flock(LOCK_EX); pread up to 1024
-    bytes at offset 0 and mix them in (applied at once); draw 1024 bytes;
-    one pwrite of 1024 bytes at offset 0, in place, no truncation before,
-    no fsync; unlock.  A single 1024-byte write within one page is not
-    torn by kill -9, and the file never shrinks, so the file on disk is
-    always 1024 usable bytes.  A short, empty, over-long or non-random-
-    looking file is mixed as it is, with a warning, then rewritten (an
-    over-long file is truncated to 1024 bytes after the write).
-    read_into() is the read-and-mix half alone, under a shared lock.
-
     exchange_event() is tlsmgr_prng_exch_event without the timer: if the
     file was removed (fstat st_nlink == 0) it calls exit_removed(), which
     warns, sleeps `delay` and raises SystemExit(0) without saving, so the
     next tlsmgr opens or creates the file anew (decisions.md 23);
-    otherwise it updates the file.
+    otherwise it updates the file (ExchangeFile.update()).  save_at_exit()
+    updates it on the way out, unless it was removed; it logs and returns
+    False rather than raise.
 
 SECURITY
-    Privileged code opens, unprivileged code reads: no source is read and
-    no exchange file content is looked at before the daemon drops its
-    privileges, except when open() creates a new file.  The exchange
-    file is never trusted: its content is hashed in and not credited, so
-    a hostile or corrupted file cannot make the pool weaker.
+    Privileged code opens, unprivileged code reads: no source is read
+    before the daemon drops its privileges (see tlsmgr/exchange.py for
+    the exchange file).
 
 DIAGNOSTICS
     EntropyError: str() is the line to log before exiting (Postfix's
     text, e.g. "lost connection to EGD server PATH -- exiting to
     reconnect"); .detail, when set, is the preceding line ("EGD server
-    PATH reports zero bytes available").  ExchangeError: "cannot
-    open|lock|read|write PRNG exchange file PATH: reason"; outside the
-    exit paths the daemon treats it as fatal, as Postfix does.  The
-    sources' open failures and the exchange file's content problems are
-    warnings through master.log.
+    PATH reports zero bytes available").  ExchangeError: see
+    tlsmgr/exchange.py; save_at_exit() logs it as a warning ("...; PRNG
+    state not saved").  The sources' open failures are warnings through
+    master.log.
 
 BUGS
     Postfix opens a dev: source in blocking mode; we open it non-blocking
     and wait with poll(), so a FIFO without a writer cannot hang the
     daemon's start.  Postfix is silent when a plain file source cannot be
-    opened; we warn.  A kill -9 between mkstemp() and unlink() in open()
-    may leave a `prng_exch.*.tmp` file behind.  With no hard links and
-    two daemons racing to create the file, the loser keeps an unlinked
-    file and exits to reopen at its next update (harmless).
+    opened; we warn.
 
 SEE ALSO
-    tlsmgr/prng.py, docs/prng.md, src/tlsmgr/tlsmgr.c, src/tls/tls_prng_dev.c,
-    tls_prng_egd.c, tls_prng_file.c, tls_prng_exch.c (Postfix)
+    tlsmgr/exchange.py, tlsmgr/prng.py, docs/prng.md, src/tlsmgr/tlsmgr.c,
+    src/tls/tls_prng_dev.c, tls_prng_egd.c, tls_prng_file.c (Postfix)
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import select
 import socket
-import stat
-import tempfile
 import time
 from typing import NoReturn
 
 from master import log
+from tlsmgr.exchange import EXCH_SIZE, ExchangeError, ExchangeFile, reason_of
 from tlsmgr.prng import Pool
+
+__all__ = [
+    "EXCH_SIZE",
+    "DevSource",
+    "EgdSource",
+    "EntropyError",
+    "EntropySource",
+    "ExchangeError",
+    "ExchangeFile",
+    "FileSource",
+    "UnopenedSource",
+    "exchange_event",
+    "exit_after_save",
+    "exit_removed",
+    "open_source",
+    "reseed_event",
+    "reseed_pool",
+    "save_at_exit",
+]
 
 TLS_MGR_TIMEOUT = 10.0  # seconds, Postfix's TLS_MGR_TIMEOUT for opening and reading sources
 UCHAR_MAX = 255  # cap on a dev: or egd: read
 FILE_CHUNK = 8192
-EXCH_SIZE = 1024  # TLS_PRNG_EXCH_SIZE
-MIN_DISTINCT = 128  # 1024 random bytes hold ~251 distinct values; fewer than this is not random
 DEV_PREFIX, EGD_PREFIX = "dev:", "egd:"
 
 
@@ -145,16 +137,6 @@ class EntropyError(Exception):
     def __init__(self, reason: str, detail: str | None = None) -> None:
         super().__init__(reason)
         self.detail = detail
-
-
-class ExchangeError(Exception):
-    """The exchange file cannot be opened, locked, read or written; str() says which."""
-
-
-def _why(err: OSError) -> str:
-    if isinstance(err, TimeoutError) and not err.strerror:
-        return os.strerror(errno.ETIMEDOUT)
-    return err.strerror or str(err)
 
 
 # -- sources ---------------------------------------------------------------
@@ -202,7 +184,7 @@ class DevSource(EntropySource):
         try:
             data = self._timed_read(min(self.nbytes, UCHAR_MAX))
         except OSError as err:
-            why = _why(err)
+            why = reason_of(err)
         else:
             if data:
                 return data
@@ -266,7 +248,9 @@ class EgdSource(EntropySource):
         try:
             self._sock.sendall(bytes((1, n)))
         except OSError as err:
-            raise EntropyError(f"cannot write to EGD server {self.path}: {_why(err)}") from None
+            raise EntropyError(
+                f"cannot write to EGD server {self.path}: {reason_of(err)}"
+            ) from None
         head = self._recv_exact(1, f"cannot read from EGD server {self.path}")
         count = head[0]
         if count == 0:
@@ -279,7 +263,7 @@ class EgdSource(EntropySource):
             try:
                 chunk = self._sock.recv(n - len(buf))
             except OSError as err:
-                raise EntropyError(f"{what}: {_why(err)}") from None
+                raise EntropyError(f"{what}: {reason_of(err)}") from None
             if not chunk:
                 raise EntropyError(f"{what}: unexpected end of file")
             buf += chunk
@@ -313,7 +297,7 @@ class FileSource(EntropySource):
                     break
                 data += chunk
         except OSError as err:
-            why = _why(err)
+            why = reason_of(err)
         self.close()
         self.exhausted = True
         if not data:
@@ -343,7 +327,7 @@ def open_source(
     try:
         return kind(spec, path, nbytes, timeout)
     except OSError as err:
-        log.msg_warn(f"{what} {path}: {_why(err)}")
+        log.msg_warn(f"{what} {path}: {reason_of(err)}")
         return UnopenedSource(spec, path, nbytes, timeout)
 
 
@@ -357,182 +341,6 @@ def reseed_pool(source: EntropySource | None, pool: Pool) -> int:
     if log.msg_verbose:
         log.msg_info(f"reseed: got {len(data)} bytes from {source.spec}")
     return len(data)
-
-
-# -- exchange file ---------------------------------------------------------
-
-
-class ExchangeFile:
-    """The open PRNG exchange file; see the module docstring."""
-
-    def __init__(self, fd: int, path: str) -> None:
-        self.path = path
-        self._fd = fd
-        self._last_warning: str | None = None
-
-    @classmethod
-    def open(cls, path: str, pool: Pool) -> ExchangeFile:
-        """Open path O_RDWR, or create it full-size when missing. Raises ExchangeError."""
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            fd = _create(path, pool)
-        except OSError as err:
-            raise ExchangeError(f"cannot open PRNG exchange file {path}: {_why(err)}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise ExchangeError(f"cannot open PRNG exchange file {path}: not a regular file")
-        return cls(fd, path)
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def removed(self) -> bool:
-        """True when the file has no name left (st_nlink == 0). Raises ExchangeError."""
-        try:
-            return os.fstat(self._fd).st_nlink == 0
-        except OSError as err:
-            raise ExchangeError(
-                f"cannot fstat PRNG exchange file {self.path}: {_why(err)}"
-            ) from None
-
-    def read_into(self, pool: Pool) -> int:
-        """Read the file under a shared lock and mix it in; the byte count."""
-        with _Locked(self, fcntl.LOCK_SH):
-            data, size = self._read()
-        self._check(data, size)
-        if data:
-            pool.mix(data, now=True)
-        return len(data)
-
-    def update(self, pool: Pool) -> None:
-        """Read, mix, draw, rewrite 1024 bytes in place under LOCK_EX. Raises ExchangeError."""
-        with _Locked(self, fcntl.LOCK_EX):
-            data, size = self._read()
-            self._check(data, size)
-            if data:
-                pool.mix(data, now=True)
-            fresh = pool.draw(EXCH_SIZE)
-            try:
-                written = os.pwrite(self._fd, fresh, 0)
-                if size > EXCH_SIZE:
-                    os.ftruncate(self._fd, EXCH_SIZE)
-            except OSError as err:
-                raise self._error("write", err) from None
-            if written != EXCH_SIZE:
-                raise ExchangeError(
-                    f"cannot write PRNG exchange file {self.path}: "
-                    f"short write ({written} of {EXCH_SIZE} bytes)"
-                )
-        self._last_warning = None
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def _read(self) -> tuple[bytes, int]:
-        try:
-            size = os.fstat(self._fd).st_size
-            data = b""
-            while len(data) < EXCH_SIZE:
-                chunk = os.pread(self._fd, EXCH_SIZE - len(data), len(data))
-                if not chunk:
-                    break
-                data += chunk
-        except OSError as err:
-            raise self._error("read", err) from None
-        return data, size
-
-    def _check(self, data: bytes, size: int) -> None:
-        """Warn once about content that is not 1024 random-looking bytes."""
-        name = f"PRNG exchange file {self.path}"
-        if not data:
-            text = f"{name} is empty; rewriting it"
-        elif len(data) < EXCH_SIZE:
-            text = f"{name} is short ({len(data)} of {EXCH_SIZE} bytes); mixing it as-is"
-        elif size > EXCH_SIZE:
-            text = f"{name} is longer than {EXCH_SIZE} bytes ({size}); truncating it"
-        elif len(set(data)) < MIN_DISTINCT:
-            text = f"{name} does not look random ({len(set(data))} distinct byte values)"
-        else:
-            return
-        if text != self._last_warning:
-            log.msg_warn(f"{text}; it will be rewritten with fresh pool output")
-            self._last_warning = text
-
-    def _error(self, verb: str, err: OSError) -> ExchangeError:
-        return ExchangeError(f"cannot {verb} PRNG exchange file {self.path}: {_why(err)}")
-
-
-class _Locked:
-    """flock() held for a with-block; errors become ExchangeError."""
-
-    def __init__(self, exch: ExchangeFile, how: int) -> None:
-        self._exch, self._how = exch, how
-
-    def __enter__(self) -> None:
-        try:
-            fcntl.flock(self._exch.fileno(), self._how)
-        except OSError as err:
-            raise self._exch._error("lock", err) from None
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            fcntl.flock(self._exch.fileno(), fcntl.LOCK_UN)
-        except OSError as err:
-            if exc[0] is None:
-                raise self._exch._error("unlock", err) from None
-
-
-def _create(path: str, pool: Pool) -> int:
-    """Make path appear with 1024 bytes of pool output, never empty. Returns an O_RDWR fd."""
-    directory, base = os.path.split(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=base + ".", suffix=".tmp", dir=directory or ".")
-    except OSError as err:
-        raise ExchangeError(f"cannot create PRNG exchange file {path}: {_why(err)}") from None
-    try:
-        data = pool.draw(EXCH_SIZE)
-        if os.write(fd, data) != EXCH_SIZE:
-            raise OSError(errno.ENOSPC, "short write")
-        os.fsync(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            # Another process created it between our open() and now: use theirs.
-            os.close(fd)
-            fd = -1
-            fd = os.open(path, os.O_RDWR)
-        except OSError as err:
-            if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                raise
-            os.rename(tmp, path)  # Workaround: a file system without hard links
-        _fsync_dir(directory or ".")
-        return fd
-    except OSError as err:
-        if fd >= 0:
-            os.close(fd)
-        raise ExchangeError(f"cannot create PRNG exchange file {path}: {_why(err)}") from None
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-
-
-def _fsync_dir(directory: str) -> None:
-    """Best effort: make the new name durable."""
-    try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 # -- the daemon's events and exits ---------------------------------------

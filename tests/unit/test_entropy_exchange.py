@@ -1,4 +1,5 @@
-"""tlsmgr/entropy.py exchange file: creation, read/mix/write, bad content, removal, exits."""
+"""The exchange file (tlsmgr/exchange.py, used through tlsmgr.entropy as the daemon does):
+creation, read/mix/write, bad content, removal, exits."""
 
 from __future__ import annotations
 
