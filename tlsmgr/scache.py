@@ -17,10 +17,10 @@ SYNOPSIS
 
     scache.encode_entry(saved_at, session) -> bytes
     scache.decode_entry(value) -> (saved_at, session)      # EntryError
-    scache.data_redirect(database, ...) -> (database, warnings)   # pure
-    scache.redirect_database(database, ...)   # the same, stat(2)ing the folder
-    scache.data_redirect_file(path, ...) / redirect_file(path, ...)   # a plain file
-    scache.split_database(database, default_type) -> (type, path)
+
+    Also importable from here (their home is tlsmgr/redirect.py):
+    data_redirect, redirect_database, data_redirect_file, redirect_file,
+    split_database, REDIRECT_TYPES.
 
 DESCRIPTION
     Files.  A cache named `type:path` (type hash or btree; without a
@@ -31,9 +31,10 @@ DESCRIPTION
     open (dbhash.Table.create: exclusive flock, mode 0600), by the
     caller's effective uid/gid: tlsmgr opens them as mail_owner, in
     pre-init, inside master.privs.saved_eugid().  Before that the path
-    goes through data_redirect() (Postfix's data_redirect_map(): a file
-    whose folder exists and is not owned by mail_owner is moved into
-    data_directory under its own name, with two warnings).
+    goes through redirect.redirect_database() (Postfix's
+    data_redirect_map(): a file whose folder exists and is not owned by
+    mail_owner is moved into data_directory under its own name, with two
+    warnings).
 
     Entries, exactly as Postfix 3.7 stores them (reference 2.4), so that
     `postmap -s hash:path` lists our files:
@@ -80,30 +81,53 @@ BUGS
     Postfix's UTF-8 check (an update with a non-UTF-8 cache_id is skipped
     when smtputf8_enable is on) is not copied: keys are stored as sent.
 
+    NOTE: long because entries, the age index, eviction and the resumable
+    scan all move the same cursor and counters; cutting SessionCache in
+    two would spread one invariant (the entry count and the index agree,
+    the scan's current entry is never deleted under it) over two files.
+
 SEE ALSO
-    src/tls/tls_scache.c, src/global/data_redirect.c (Postfix), dbhash.py
+    src/tls/tls_scache.c (Postfix), redirect.py, dbhash.py
 """
 
 from __future__ import annotations
 
 import binascii
-import os
 import struct
 from typing import Any
 
 from master import log as master_log
 from tlsmgr import dbhash
 from tlsmgr.dbhash import DBError
+from tlsmgr.redirect import (
+    REDIRECT_TYPES,
+    data_redirect,
+    data_redirect_file,
+    redirect_database,
+    redirect_file,
+    split_database,
+)
 
 TIME_FORMAT = "<q"  # time_t on amd64
 TIME_SIZE = struct.calcsize(TIME_FORMAT)
 INDEX_TIME = ">q"  # big-endian, so that btree order is time order
-REDIRECT_TYPES = ("hash", "btree", "dbm", "lmdb", "cdb", "sdbm", "dbz")
 DEFAULT_CACHE_SIZE = 8 << 20
 DEFAULT_INDEX_CACHE_SIZE = 1 << 20
 INDEX_SUFFIX = ".age"
 
-__all__ = ["DBError", "EntryError", "SessionCache", "data_redirect", "decode_entry"]
+__all__ = [
+    "REDIRECT_TYPES",
+    "DBError",
+    "EntryError",
+    "SessionCache",
+    "data_redirect",
+    "data_redirect_file",
+    "decode_entry",
+    "encode_entry",
+    "redirect_database",
+    "redirect_file",
+    "split_database",
+]
 
 
 class EntryError(ValueError):
@@ -151,72 +175,6 @@ def decode_entry(value: bytes) -> tuple[int, bytes]:
     if len(raw) < TIME_SIZE:
         raise EntryError("truncated")
     return _TIME.unpack_from(raw)[0], raw[TIME_SIZE:]
-
-
-def split_database(database: str, default_type: str = "hash") -> tuple[str, str]:
-    """ "type:path" -> (type, path); no prefix means default_type."""
-    kind, sep, path = database.partition(":")
-    return (kind, path) if sep else (default_type, database)
-
-
-def data_redirect(
-    database: str,
-    *,
-    default_type: str,
-    data_directory: str,
-    mail_owner: str,
-    mail_owner_uid: int,
-    dir_uid: int | None,
-) -> tuple[str, list[str]]:
-    """Postfix's data_redirect_map(), pure: `dir_uid` is the owner of the
-    file's folder, None when it does not exist.  Returns "type:path" and
-    the warnings to log."""
-    kind, path = split_database(database, default_type)
-    if kind not in REDIRECT_TYPES or dir_uid is None or dir_uid == mail_owner_uid:
-        return f"{kind}:{path}", []
-    folder = _dirname(path)
-    warnings = [
-        f"request to update table {database} in non-{mail_owner} directory {folder}",
-        f"redirecting the request to {mail_owner}-owned data_directory {data_directory}",
-    ]
-    return f"{kind}:{data_directory}/{os.path.basename(path.rstrip('/'))}", warnings
-
-
-def data_redirect_file(
-    path: str, *, data_directory: str, mail_owner: str, mail_owner_uid: int, dir_uid: int | None
-) -> tuple[str, list[str]]:
-    """Postfix's data_redirect_file() (the PRNG exchange file), pure, as
-    data_redirect(): returns the path and the warnings to log."""
-    if dir_uid is None or dir_uid == mail_owner_uid:
-        return path, []
-    warnings = [
-        f"request to update file {path} in non-{mail_owner} directory {_dirname(path)}",
-        f"redirecting the request to {mail_owner}-owned data_directory {data_directory}",
-    ]
-    return f"{data_directory}/{os.path.basename(path.rstrip('/'))}", warnings
-
-
-def redirect_file(path: str, **kwargs: Any) -> tuple[str, list[str]]:
-    """data_redirect_file() with dir_uid taken from stat(2) of the file's folder."""
-    return data_redirect_file(path, dir_uid=_dir_uid(path), **kwargs)
-
-
-def _dir_uid(path: str) -> int | None:
-    try:
-        return os.stat(_dirname(path)).st_uid
-    except OSError:
-        return None
-
-
-def _dirname(path: str) -> str:
-    """sane_dirname(): "." for a bare name, "/" for the root."""
-    return os.path.dirname(path.rstrip("/")) or ("/" if path.startswith("/") else ".")
-
-
-def redirect_database(database: str, **kwargs: Any) -> tuple[str, list[str]]:
-    """data_redirect() with dir_uid taken from stat(2) of the file's folder."""
-    _, path = split_database(database, kwargs["default_type"])
-    return data_redirect(database, dir_uid=_dir_uid(path), **kwargs)
 
 
 class SessionCache:
