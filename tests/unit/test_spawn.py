@@ -1,4 +1,4 @@
-"""master/spawn.py: status records, availability, throttling, reaping, with real processes.
+"""master/spawn.py and avail.py: status records, availability, throttling, reaping, real processes.
 
 The Spawner runs inside the test process here (a real EventLoop, real
 socketpairs, real children from small scripts); the test process does not

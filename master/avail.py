@@ -1,0 +1,272 @@
+"""A service's children as the master counts them: status records, availability, throttle.
+
+SYNOPSIS
+    from master.avail import Service, Child        # also from master.spawn
+
+    service = Service(entry, path, argv, listen_fds, loop, throttle_delay)
+    service.open_status_channel(); service.update_listen()
+    service.can_spawn() -> bool; service.wanted       # set by a readable listener
+    service.avail_more(child); service.avail_less(child)
+    service.throttle(reason); service.unthrottle()
+    service.snapshot() -> dict                      # for `minipostfix status -v`
+    service.close_status_channel()
+
+DESCRIPTION
+    The runtime state of one master.cf service (Postfix's MASTER_SERV,
+    master_avail.c and master_status.c); spawn.py creates and reaps the
+    processes that this state counts.
+
+    Listening.  A service is watched for connection requests only while
+    it is not throttled, no child of it is available and its process
+    limit (maxproc, 0 = none) allows one more; a readable listener marks
+    the service `wanted` and the master calls Spawner.spawn() from its
+    loop.  A new child counts as available from the moment it is
+    created, so the master stops watching until the child reports TAKEN
+    or dies.  At the limit, a service under stress warns once per
+    STRESS_TIME seconds.
+
+    Status records.  Each 12-byte record on the service's socketpair
+    (pid, generation, avail) updates one child: an unknown pid is ignored
+    (it may already be reaped), a stale generation is ignored with a
+    message, a repeated state is ignored, AVAIL after TAKEN counts one
+    use.  Records may be read several at a time, and split anywhere.
+    open_status_channel() makes a fresh socketpair (at start and at
+    reload): children of the old one see EOF on fd 5 and leave.
+
+    Throttling.  throttle(reason) stops forking and listening for
+    throttle_delay seconds and keeps the reason for status; a timer
+    releases it (`throttle released for command PATH`).
+
+DIAGNOSTICS
+    `ignoring status update from child pid N generation G`, `ignoring
+    unknown status S allegedly from pid N`, `service NAME: read status:
+    ERROR`, and Postfix's `service "NAME" (ENDPOINT) has reached its
+    process limit "N": new clients may experience noticeable delays`.
+
+SEE ALSO
+    src/master/master_avail.c, master_status.c, master.h (Postfix); spawn.py
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+from master import proto
+from master.events import EventLoop
+from master.log import msg_info, msg_warn
+from master.mastercf import ServiceEntry
+
+STRESS_TIME = 1000  # seconds a service stays under stress after reaching its limit
+
+
+@dataclass
+class Child:
+    """One child process (Postfix's MASTER_PROC)."""
+
+    pid: int
+    generation: int
+    service: Service
+    started: float = field(default_factory=time.time)
+    avail: int = proto.STATUS_AVAIL
+    use_count: int = 0
+    stderr_fd: int | None = None
+    stderr_tail: bytearray = field(default_factory=bytearray)
+
+
+class Service:
+    """The runtime state of one master.cf service (Postfix's MASTER_SERV)."""
+
+    def __init__(
+        self,
+        entry: ServiceEntry,
+        path: str,
+        argv: list[str],
+        listen_fds: list[int],
+        loop: EventLoop,
+        throttle_delay: int,
+        stress: bool = False,
+    ) -> None:
+        self.loop = loop
+        self.listen_fds = listen_fds
+        self.status_fd: int | None = None  # the master's end
+        self.child_status_fd: int | None = None  # given to children as fd 5
+        self.children: dict[int, Child] = {}
+        self.avail_proc = 0
+        self.listening = False
+        self.wanted = False
+        self.removed = False
+        self.throttled = False
+        self.throttle_timer = None
+        self.throttle_reason = ""
+        self.throttle_until = 0.0
+        self.spawns = 0
+        self.last_exit = ""
+        self.stress_expire = 0.0
+        self._busy_warn = 0.0
+        self._partial = b""
+        self.configure(entry, path, argv, throttle_delay, stress)
+
+    def configure(
+        self, entry: ServiceEntry, path: str, argv: list[str], throttle_delay: int, stress: bool
+    ) -> None:
+        """Take (new) settings from master.cf; used at start and by reload."""
+        self.entry = entry
+        self.path = path
+        self.argv = argv
+        self.throttle_delay = throttle_delay
+        self.stress = stress
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def total_proc(self) -> int:
+        return len(self.children)
+
+    def limit_ok(self, extra: int = 0) -> bool:
+        return self.entry.maxproc == 0 or self.total_proc + extra < self.entry.maxproc
+
+    def can_spawn(self) -> bool:
+        return not self.throttled and not self.removed and self.avail_proc == 0 and self.limit_ok()
+
+    # Status channel ------------------------------------------------------
+
+    def open_status_channel(self) -> None:
+        """A fresh socketpair; children of the old one see EOF on fd 5."""
+        self.close_status_channel()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        mine.setblocking(False)
+        self.status_fd, self.child_status_fd = mine.detach(), theirs.detach()
+        self._partial = b""
+        self.loop.enable_read(self.status_fd, self._status_event)
+
+    def close_status_channel(self) -> None:
+        if self.status_fd is not None:
+            self.loop.disable(self.status_fd)
+            os.close(self.status_fd)
+        if self.child_status_fd is not None:
+            os.close(self.child_status_fd)
+        self.status_fd = self.child_status_fd = None
+
+    def _status_event(self, fd: int, _loop: EventLoop) -> None:
+        try:
+            data = os.read(fd, proto.STATUS_SIZE * 256)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            msg_warn(f"service {self.name}: read status: {err.strerror}")
+            return
+        if not data:  # cannot happen while we hold both ends
+            return
+        data = self._partial + data
+        whole = len(data) - len(data) % proto.STATUS_SIZE
+        self._partial = data[whole:]
+        for off in range(0, whole, proto.STATUS_SIZE):
+            self._status_record(proto.decode_status(data[off : off + proto.STATUS_SIZE]))
+
+    def _status_record(self, rec: proto.StatusRecord) -> None:
+        child = self.children.get(rec.pid)
+        if child is None:
+            return  # reaped before its last record arrived, or a stranger
+        if child.generation != rec.generation:
+            msg_info(f"ignoring status update from child pid {rec.pid} generation {rec.generation}")
+            return
+        if child.avail == rec.avail:
+            return
+        if rec.avail == proto.STATUS_AVAIL:
+            child.use_count += 1
+            self.avail_more(child)
+        elif rec.avail == proto.STATUS_TAKEN:
+            self.avail_less(child)
+        else:
+            msg_warn(f"ignoring unknown status {rec.avail} allegedly from pid {rec.pid}")
+
+    # Availability and listening ----------------------------------------
+
+    def avail_more(self, child: Child) -> None:
+        child.avail = proto.STATUS_AVAIL
+        self.avail_proc += 1
+        self.update_listen()
+
+    def avail_less(self, child: Child) -> None:
+        child.avail = proto.STATUS_TAKEN
+        self.avail_proc -= 1
+        self.update_listen()
+
+    def update_listen(self) -> None:
+        """Watch the listeners exactly when a connection would make us fork."""
+        flag = self.can_spawn()
+        if not flag and not self.throttled and not self.removed and not self.limit_ok():
+            self._warn_at_limit()
+        if flag and not self.listening:
+            for fd in self.listen_fds:
+                self.loop.enable_read(fd, self._listen_event)
+        elif not flag and self.listening:
+            for fd in self.listen_fds:
+                self.loop.disable(fd)
+        self.listening = flag
+
+    def _listen_event(self, _fd: int, _loop: EventLoop) -> None:
+        self.wanted = True  # the master's start_wanted() step forks
+
+    def _warn_at_limit(self) -> None:
+        now = time.monotonic()
+        if self.stress and now - self._busy_warn > STRESS_TIME:
+            self._busy_warn = now
+            msg_warn(
+                f'service "{self.name}" ({self.entry.internal_name}) has reached its process'
+                f' limit "{self.entry.maxproc}": new clients may experience noticeable delays'
+            )
+
+    # Throttling ----------------------------------------------------------
+
+    def throttle(self, reason: str) -> None:
+        if self.throttled:
+            return
+        self.throttled = True
+        self.throttle_reason = reason
+        self.throttle_until = time.time() + self.throttle_delay
+        self.throttle_timer = self.loop.request_timer(self.throttle_delay, self._unthrottle_event)
+        self.update_listen()
+
+    def _unthrottle_event(self, _loop: EventLoop) -> None:
+        self.unthrottle()
+
+    def unthrottle(self) -> None:
+        if self.throttled:
+            self.throttled = False
+            self.loop.cancel_timer(self.throttle_timer)
+            self.throttle_timer = None
+            self.throttle_until = 0.0
+            msg_info(f"throttle released for command {self.path}")
+            self.update_listen()
+
+    def snapshot(self) -> dict:
+        """What `minipostfix status -v` shows about this service."""
+        return {
+            "name": self.name,
+            "type": self.entry.type,
+            "endpoint": self.entry.internal_name,
+            "command": self.path,
+            "maxproc": self.entry.maxproc,
+            "spawns": self.spawns,
+            "avail": self.avail_proc,
+            "throttled": self.throttled,
+            "throttle_until": self.throttle_until,
+            "throttle_reason": self.throttle_reason,
+            "last_exit": self.last_exit,
+            "children": [
+                {
+                    "pid": c.pid,
+                    "generation": c.generation,
+                    "state": "idle" if c.avail == proto.STATUS_AVAIL else "busy",
+                    "use_count": c.use_count,
+                    "started": c.started,
+                }
+                for c in self.children.values()
+            ],
+        }
