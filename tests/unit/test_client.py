@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 
@@ -18,13 +16,6 @@ from tlsmgr.client import Result, Status, TlsmgrClient
 
 SERVER = os.path.join(os.path.dirname(__file__), "..", "wire", "server.py")
 GREETING = b"protocol\0tlsmgr_protocol\0\0"
-
-
-@pytest.fixture
-def folder():
-    path = tempfile.mkdtemp(dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def start_server(folder: str, *extra: str, fd: int | None = None) -> subprocess.Popen:

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import stat
-import tempfile
 
 import pytest
 
 from tlsmgr.dbhash import DBError, Table
-
-
-@pytest.fixture
-def folder():
-    path = tempfile.mkdtemp(dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("kind", ["hash", "btree"])

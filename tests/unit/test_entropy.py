@@ -13,17 +13,7 @@ import threading
 
 import pytest
 
-from master import log
 from tlsmgr import entropy, prng
-
-
-@pytest.fixture
-def maillog(tmp_path):
-    """Send master.log lines to a file; returns a function that reads it."""
-    path = tmp_path / "maillog"
-    log.log_init("tlsmgr", maillog_file=str(path))
-    yield lambda: path.read_text() if path.exists() else ""
-    log.log_init("pytest", maillog_file="/dev/stderr")
 
 
 @pytest.fixture

@@ -10,18 +10,9 @@ import stat
 import pytest
 from test_prng import KEY, RefPool  # tests/unit is on sys.path (prepend mode)
 
-from master import log
 from tlsmgr import entropy, prng
 
 SIZE = entropy.EXCH_SIZE
-
-
-@pytest.fixture
-def maillog(tmp_path):
-    path = tmp_path / "maillog"
-    log.log_init("tlsmgr", maillog_file=str(path))
-    yield lambda: path.read_text() if path.exists() else ""
-    log.log_init("pytest", maillog_file="/dev/stderr")
 
 
 @pytest.fixture

@@ -12,44 +12,12 @@ import tempfile
 
 import pytest
 from berkeleydb import db
+from common import TIMEOUT, Log, open_cache
 
 from tlsmgr import scache
 from tlsmgr.scache import EntryError, SessionCache, decode_entry, encode_entry
 
 T0 = 1_700_000_000
-TIMEOUT = 3600
-
-
-class Log:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def msg_info(self, text: str) -> None:
-        self.lines.append(text)
-
-    def msg_warn(self, text: str) -> None:
-        self.lines.append("warning: " + text)
-
-
-@pytest.fixture
-def folder():
-    path = tempfile.mkdtemp(dir="/tmp")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def open_cache(folder, *, max_entries=0, kind="hash", verbose=False, log=None, name="smtp"):
-    return SessionCache.open(
-        name,
-        f"{kind}:{folder}/{name}_scache",
-        timeout=TIMEOUT,
-        max_entries=max_entries,
-        data_directory=folder,
-        mail_owner_uid=os.geteuid(),
-        verbose=verbose,
-        log=log or Log(),
-    )
 
 
 @pytest.fixture

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import struct
-import tempfile
 
 import pytest
+from common import Conn, Log, open_cache
 
-from tlsmgr import protocol, scache, service
+from tlsmgr import protocol, service
 from tlsmgr.protocol import Reply, Request, Status
 
 T0 = 1_700_000_000
@@ -31,41 +29,11 @@ class Rand:
         return {"draws": 1}
 
 
-class Log:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def msg_info(self, text: str) -> None:
-        self.lines.append(text)
-
-    def msg_warn(self, text: str) -> None:
-        self.lines.append("warning: " + text)
-
-
-class Conn:
-    peer = "private/tlsmgr(pid 7)"
-
-    def __init__(self) -> None:
-        self.closed = 0
-
-    def close_after_write(self) -> None:
-        self.closed += 1
-
-
 @pytest.fixture
-def env():
-    folder = tempfile.mkdtemp(dir="/tmp")
+def env(folder):
     log, rand = Log(), Rand()
     stores = {
-        name: scache.SessionCache.open(
-            name,
-            f"btree:{folder}/{name}_scache",
-            timeout=3600,
-            max_entries=100,
-            data_directory=folder,
-            mail_owner_uid=os.geteuid(),
-            log=log,
-        )
+        name: open_cache(folder, name=name, kind="btree", max_entries=100, log=log)
         for name in ("smtpd", "smtp")
     }
     slots = [
@@ -77,7 +45,6 @@ def env():
     yield svc, log, rand
     for store in stores.values():
         store.close()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 # The request table (reference 1.4) ------------------------------------------

@@ -7,17 +7,15 @@ tlsmgr; here it checks minipostfix's own replies, byte for byte.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-import pytest
 from cases import CASES, GREETING, exchange, matches
+from common import Conn, Log, open_cache
 
-from tlsmgr import scache, service
+from tlsmgr import service
 
 SERVER = os.path.join(os.path.dirname(__file__), "server.py")
 
@@ -30,34 +28,6 @@ class Rand:
         pass
 
 
-class Log:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def msg_info(self, text: str) -> None:
-        self.lines.append(text)
-
-    def msg_warn(self, text: str) -> None:
-        self.lines.append("warning: " + text)
-
-
-class Conn:
-    peer = "wire-test"
-
-    def __init__(self) -> None:
-        self.closed = False
-
-    def close_after_write(self) -> None:
-        self.closed = True
-
-
-@pytest.fixture
-def data_dir():
-    path = tempfile.mkdtemp(dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_table_is_consistent():
     names = [case.name for case in CASES]
     assert len(names) == len(set(names))
@@ -66,17 +36,9 @@ def test_table_is_consistent():
         assert bool(case.differs) == (case.postfix is not None), case.name
 
 
-def test_cases_through_handler(data_dir):
+def test_cases_through_handler(folder):
     log = Log()
-    smtp = scache.SessionCache.open(
-        "smtp",
-        f"hash:{data_dir}/smtp_scache",
-        timeout=3600,
-        max_entries=1000,
-        data_directory=data_dir,
-        mail_owner_uid=os.geteuid(),
-        log=log,
-    )
+    smtp = open_cache(folder, max_entries=1000, log=log)
     svc = service.Service(
         [
             service.CacheSlot("smtpd", 3600),
@@ -89,7 +51,7 @@ def test_cases_through_handler(data_dir):
     )
     try:
         for case in CASES:
-            conn = Conn()
+            conn = Conn("wire-test")
             handler = svc.handler_factory(time.time)(conn)
             assert handler.connection_made() == GREETING
             got = handler.data_received(case.sent)
@@ -103,10 +65,10 @@ def test_cases_through_handler(data_dir):
     assert "warning: invalid session ticket key name length: 3" in log.lines
 
 
-def test_cases_over_a_socket(data_dir):
-    path = os.path.join(data_dir, "tlsmgr")
+def test_cases_over_a_socket(folder):
+    path = os.path.join(folder, "tlsmgr")
     proc = subprocess.Popen(
-        [sys.executable, SERVER, path, data_dir], stdout=subprocess.PIPE, text=True
+        [sys.executable, SERVER, path, folder], stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout.readline().strip() == "READY"
