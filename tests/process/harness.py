@@ -397,6 +397,13 @@ class Lab:
         inst.install_daemon("echo", kind)
         return inst, self.master(inst, "echo", **options)
 
+    def spawn_echo(
+        self, kind: str, main_cf: dict[str, str] | None = None, **options: Any
+    ) -> tuple[Instance, FakeMaster, Child]:
+        """echo(), then its first child: (instance, fake master, child)."""
+        inst, fm = self.echo(kind, main_cf, **options)
+        return inst, fm, fm.spawn()
+
     def close(self) -> None:
         for fm in self._masters:
             fm.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import socket
@@ -13,20 +14,9 @@ import pytest
 
 
 @pytest.fixture
-def lab():
-    with harness.Lab() as lab:
-        yield lab
-
-
-@pytest.fixture
 def echo(lab):
     """Start a multi_server echo child; returns (instance, fake master, child)."""
-
-    def start(main_cf=None, **master):
-        inst, fm = lab.echo("multi", main_cf, **master)
-        return inst, fm, fm.spawn()
-
-    return start
+    return functools.partial(lab.spawn_echo, "multi")
 
 
 def _exchange(sock, line):

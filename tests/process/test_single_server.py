@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import socket
 import struct
@@ -11,20 +12,9 @@ import pytest
 
 
 @pytest.fixture
-def lab():
-    with harness.Lab() as lab:
-        yield lab
-
-
-@pytest.fixture
 def echo(lab):
     """Start a single_server echo child; returns (instance, fake master, child)."""
-
-    def start(main_cf=None, **master):
-        inst, fm = lab.echo("single", main_cf, **master)
-        return inst, fm, fm.spawn()
-
-    return start
+    return functools.partial(lab.spawn_echo, "single")
 
 
 def _serve_one(fm, line=b"once"):

@@ -19,12 +19,6 @@ import pytest
 from master import proto
 
 
-@pytest.fixture
-def lab():
-    with harness.Lab() as lab:
-        yield lab
-
-
 def _wait_for_trace(inst, entry):
     deadline = time.monotonic() + harness.WAIT
     while time.monotonic() < deadline:
