@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import os
 import struct
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from instance import TlsmgrInstance, postmap_list, started
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "process"))
-from instance import TlsmgrInstance, postmap_list  # noqa: E402
-
-from tlsmgr.client import Status  # noqa: E402
+from tlsmgr.client import Status
 
 pytestmark = [pytest.mark.postfix, pytest.mark.root]
 
@@ -37,11 +33,8 @@ SMTPD_ID = f"{HEX64}&s=10026&l=805306672"
 
 @pytest.fixture
 def inst():
-    with TlsmgrInstance(main_cf=MAIN_CF) as instance:
-        instance.cli("start").check()
+    with started(MAIN_CF) as instance:
         yield instance
-        instance.cli("stop")  # when a test failed before its own stop
-        assert instance.processes() == []
 
 
 def client(inst: TlsmgrInstance):

@@ -29,16 +29,11 @@ import base64
 import fcntl
 import socket
 import struct
-import sys
 import termios
-from pathlib import Path
 
 import pytest
-
-TESTS = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(TESTS / "process"), str(TESTS / "wire")]
-from cases import CASES, GREETING, SETUP, STALE, Case, exchange, matches  # noqa: E402
-from instance import (  # noqa: E402
+from cases import CASES, GREETING, SETUP, STALE, Case, exchange, matches
+from instance import (
     PostfixInstance,
     TlsmgrInstance,
     parse_list,

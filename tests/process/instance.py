@@ -2,7 +2,7 @@
 our master or under Postfix's master(8).
 
 SYNOPSIS
-    from instance import TlsmgrInstance, PostfixInstance, postmap_list, read_reply
+    from instance import TlsmgrInstance, PostfixInstance, postmap_list, read_reply, started
 
     with TlsmgrInstance(main_cf={...}) as inst:        # our master, our tlsmgr, chroot y
         inst.cli("start").check()
@@ -12,6 +12,9 @@ SYNOPSIS
         client = inst.client()                          # a tlsmgr.client.TlsmgrClient
         inst.cli("stop").check()
         postmap_list("hash:" + str(inst.data / "smtp_scache"))   # {key: value}
+
+    with started(main_cf={...}) as inst:               # the same, started; at the end
+        ...                                             # stopped, no process left
 
     with PostfixInstance(tlsmgr="ours"|"postfix", main_cf={...}) as pfx:
         pfx.start()                                     # master -c DIR -w
@@ -39,7 +42,9 @@ DESCRIPTION
     postmap_list() runs `postmap -c PRIVATE_DIR -s TYPE:PATH` with a
     private, empty main.cf and returns the entries as bytes.
     read_reply() reads one attribute list (Postfix's "0" format) from a
-    blocking socket and returns it as a list of (name, value) pairs.
+    blocking socket and returns it as a list of (name, value) pairs;
+    parse_list() is the same on bytes, request() builds one.  WAIT and
+    wait_until() come from test_master_helpers.
     proc_ids() reads uids, gids, supplementary groups and the root of a
     process from /proc.
 
@@ -48,6 +53,7 @@ DESCRIPTION
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -57,11 +63,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from test_master_helpers import VENV_BIN, Instance
+from test_master_helpers import VENV_BIN, WAIT, Instance
+from test_master_helpers import wait_until as wait_until  # for the tlsmgr tests
 
 from tlsmgr.client import TlsmgrClient
 
@@ -70,7 +78,6 @@ OUR_TLSMGR = VENV_BIN / "tlsmgr"
 TLSMGR_LINE = "tlsmgr unix - - y 1000? 1 tlsmgr\n"
 POSTLOG_LINE = "postlog unix-dgram n - n - 1 postlogd\n"
 GREETING = b"protocol\0tlsmgr_protocol\0\0"
-WAIT = 20.0  # seconds: a hang guard, never a measurement
 
 
 class TlsmgrInstance(Instance):
@@ -106,6 +113,17 @@ class TlsmgrInstance(Instance):
 
     def wait_gone(self, pid: int, timeout: float = WAIT) -> None:
         self.wait_for(lambda: not alive(pid), f"process {pid} to exit", timeout)
+
+
+@contextlib.contextmanager
+def started(main_cf: dict[str, str] | None = None) -> Iterator[TlsmgrInstance]:
+    """A TlsmgrInstance after `minipostfix start`; afterwards stopped (when the
+    test did not get that far) and checked to have left no process."""
+    with TlsmgrInstance(main_cf=main_cf) as inst:
+        inst.cli("start").check()
+        yield inst
+        inst.cli("stop")  # when a test failed before its own stop
+        assert inst.processes() == []
 
 
 class PostfixInstance(TlsmgrInstance):
@@ -282,14 +300,3 @@ def read_reply(sock: socket.socket) -> list[tuple[bytes, bytes]]:
 def request(*attrs: bytes) -> bytes:
     """name, value, name, value, ... -> one request in the "0" format."""
     return b"".join(a + b"\0" for a in attrs) + b"\0"
-
-
-def wait_until(predicate: Any, what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)

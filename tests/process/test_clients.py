@@ -14,15 +14,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_master_helpers import free_port, wait_until
 
 from tlsmgr.clients import tlsutil
 
@@ -95,16 +94,10 @@ class Instance:
         return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_instance(**edits: str) -> Instance:
     root = Path(tempfile.mkdtemp(prefix="clients.", dir="/tmp"))
     root.chmod(0o755)
-    inst = Instance(root, _free_port())
+    inst = Instance(root, free_port())
     settings = {
         "queue_directory": inst.queue,
         "data_directory": root / "data",
@@ -147,16 +140,6 @@ def inst():
     assert not left, f"processes left behind after stop: {left}"
 
 
-def _wait_for(predicate, what: str):
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"gave up waiting for {what}")
-
-
 def _stats(inst: Instance) -> dict[str, str]:
     res = inst.probe("stats")
     assert res.returncode == 0, res.stderr
@@ -186,8 +169,10 @@ def test_second_run_resumes_through_the_smtp_cache(inst):
 def test_smtpd_cache_holds_the_server_session(inst):
     res = inst.smtp("--no-cache")
     assert res.returncode == 0, res.stderr
-    saved = _wait_for(
-        lambda: re.findall(r"save session (\S+) to smtpd cache", inst.log()), "smtpd save line"
+    saved = wait_until(
+        lambda: re.findall(r"save session (\S+) to smtpd cache", inst.log()),
+        "smtpd save line",
+        WAIT,
     )
     cache_id = saved[-1]
     hex_id, service, version = cache_id.split("&")
@@ -206,8 +191,10 @@ def test_smtpd_cache_holds_the_server_session(inst):
 def test_smtpd_logs_like_postfix(inst):
     inst.smtp()
     inst.smtp()
-    log = _wait_for(
-        lambda: (t := inst.log()).count("Reusing old session") >= 1 and t, "a resumption logged"
+    log = wait_until(
+        lambda: (t := inst.log()).count("Reusing old session") >= 1 and t,
+        "a resumption logged",
+        WAIT,
     )
     assert re.search(
         r"postfix/testsmtpd\[\d+\]: Anonymous TLS connection established from "

@@ -1,7 +1,7 @@
 """Helpers for the master's process tests: a temporary instance and a tiny test daemon.
 
 SYNOPSIS
-    from test_master_helpers import Instance, free_port
+    from test_master_helpers import Instance, free_port, wait_until
 
     with Instance(master_cf="...", main_cf={"service_throttle_time": "2s"}) as inst:
         inst.cli("start").check()          # the real console script
@@ -50,10 +50,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 VENV_BIN = Path(sys.executable).parent
 MINIPOSTFIX = str(VENV_BIN / "minipostfix")
+WAIT = 20.0  # seconds: a hang guard, never a measurement
 
 TESTD = r'''#!PYTHON -S
 """testd: a test service speaking the master's fd-5 contract directly."""
@@ -239,6 +242,27 @@ else:
 '''
 
 
+def wait_until(
+    predicate: Callable[[], Any],
+    what: str,
+    timeout: float = WAIT,
+    detail: Callable[[], str] | None = None,
+) -> Any:
+    """Poll predicate() every 50 ms until it returns something true, and return that.
+
+    A hang guard, never a measurement: after `timeout` seconds the test
+    fails with "timed out waiting for WHAT" (and detail(), when given).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}{detail() if detail else ''}")
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago (no fixed ports in tests)."""
     with socket.socket() as sock:
@@ -324,16 +348,14 @@ class Instance:
         except FileNotFoundError:
             return ""
 
-    def wait_log(self, pattern: str, timeout: float = 20, count: int = 1) -> list[str]:
+    def wait_log(self, pattern: str, timeout: float = WAIT, count: int = 1) -> list[str]:
         """Wait until `pattern` (a regex) matches `count` log lines; return them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [line for line in self.log().splitlines() if re.search(pattern, line)]
-            if len(found) >= count:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {count} log line(s) matching {pattern!r}:\n{self.log()}")
-            time.sleep(0.05)
+
+        def found() -> list[str] | None:
+            lines = [line for line in self.log().splitlines() if re.search(pattern, line)]
+            return lines if len(lines) >= count else None
+
+        return self.wait_for(found, f"{count} log line(s) matching {pattern!r}", timeout)
 
     def records(self, name: str) -> list[dict]:
         """The events a `testd record ROOT/name` service wrote."""
@@ -343,15 +365,9 @@ class Instance:
             return []
         return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
 
-    def wait_for(self, predicate, what: str, timeout: float = 20):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}\nlog:\n{self.log()}")
-            time.sleep(0.05)
+    def wait_for(self, predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+        """wait_until(), with the instance's log in the failure message."""
+        return wait_until(predicate, what, timeout, detail=lambda: f"\nlog:\n{self.log()}")
 
     def connect(self, name: str, timeout: float = 10) -> socket.socket:
         """A connection to a unix service (path relative to the queue directory)."""

@@ -9,13 +9,11 @@ set, with maillog_file_prefixes covering the test's log file.
 from __future__ import annotations
 
 import base64
-import os
 
 import pytest
-from test_master_helpers import Instance
+from instance import SBIN, TlsmgrInstance, read_reply
 
 pytestmark = [pytest.mark.postfix, pytest.mark.root]
-SBIN = "/usr/lib/postfix/sbin"
 
 MASTER_CF = (
     "tlsmgr unix - - n 1000? 1 tlsmgr\n"
@@ -23,37 +21,18 @@ MASTER_CF = (
 )  # fmt: skip
 
 
-def parse_attrs(buf: bytes) -> dict[bytes, bytes] | None:
-    """Postfix's "0" format, name\\0value\\0 pairs ended by an empty name; None if partial."""
-    fields = buf.split(b"\0")
-    attrs = {}
-    for i in range(0, len(fields) - 1, 2):
-        if fields[i] == b"":
-            return attrs
-        if i + 2 >= len(fields):
-            break
-        attrs[fields[i]] = fields[i + 1]
-    return None
-
-
 def read_attrs(sock) -> dict[bytes, bytes]:
-    buf = b""
-    while (attrs := parse_attrs(buf)) is None:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise AssertionError(f"EOF inside an attribute list: {buf!r}")
-        buf += chunk
-    return attrs
+    return dict(read_reply(sock))
 
 
 @pytest.fixture
 def inst():
-    with Instance(
-        master_cf=MASTER_CF,
+    with TlsmgrInstance(
         main_cf={"maillog_file_prefixes": "/tmp", "tls_random_source": "dev:/dev/urandom"},
+        master_cf=MASTER_CF,
+        program=SBIN / "tlsmgr",
     ) as instance:
-        for name in ("tlsmgr", "postlogd"):
-            os.symlink(os.path.join(SBIN, name), instance.bin / name)
+        (instance.bin / "postlogd").symlink_to(SBIN / "postlogd")
         yield instance
 
 

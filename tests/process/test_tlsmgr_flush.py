@@ -14,7 +14,7 @@ import pwd
 import stat
 
 import pytest
-from instance import TlsmgrInstance, read_reply, request
+from instance import TlsmgrInstance, read_reply, request, started
 
 pytestmark = pytest.mark.root
 
@@ -28,11 +28,8 @@ MAIN_CF = {
 
 @pytest.fixture
 def inst():
-    with TlsmgrInstance(main_cf=MAIN_CF) as instance:
-        instance.cli("start").check()
+    with started(MAIN_CF) as instance:
         yield instance
-        instance.cli("stop")  # when a test failed before its own stop
-        assert instance.processes() == []
 
 
 def served(inst: TlsmgrInstance) -> int:
