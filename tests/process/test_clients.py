@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_master_helpers import free_port, wait_until
+from test_master_helpers import free_port, processes_of, wait_until
 
 from tlsmgr.clients import tlsutil
 
@@ -78,20 +78,8 @@ class Instance:
         return self.maillog.read_text() if self.maillog.exists() else ""
 
     def pids(self) -> list[int]:
-        """Processes of this instance: MAIL_CONFIG names its configuration directory."""
-        mine = f"MAIL_CONFIG={self.etc}".encode()
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if mine in env or str(self.etc).encode() in cmd:
-                found.append(int(entry))
-        return found
+        """Processes of this instance: MAIL_CONFIG or the command line names its root."""
+        return processes_of(self.root)
 
 
 def make_instance(**edits: str) -> Instance:

@@ -263,6 +263,28 @@ def wait_until(
         time.sleep(0.05)
 
 
+def processes_of(root: Path) -> list[int]:
+    """Live processes (not zombies) of the instance under `root`: MAIL_CONFIG in
+    their environment, or the root in their command line, names it."""
+    mine = os.getpid()
+    marker = str(root).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == mine:
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue
+        if marker in cmdline or b"MAIL_CONFIG=" + marker in environ:
+            found.append(int(entry))
+    return found
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago (no fixed ports in tests)."""
     with socket.socket() as sock:
@@ -388,23 +410,7 @@ class Instance:
 
     def processes(self) -> list[int]:
         """Every live process that belongs to this instance (not zombies)."""
-        mine = os.getpid()
-        marker = str(self.root).encode()
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == mine:
-                continue
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-                environ = Path(f"/proc/{entry}/environ").read_bytes()
-                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state == "Z":
-                continue
-            if marker in cmdline or b"MAIL_CONFIG=" + marker in environ:
-                found.append(int(entry))
-        return found
+        return processes_of(self.root)
 
     def kill_all(self) -> None:
         deadline = time.monotonic() + 10
