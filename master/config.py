@@ -66,6 +66,10 @@ DIAGNOSTICS
 BUGS
     See master/macro.py for where expansion differs from Postfix.
 
+    NOTE: about 475 lines, of which MASTER_PARAMS (the master's and the
+    skeletons' parameter table) and the list of re-exported names are a
+    fifth; the engine (macro.py) and the defaults (builtin.py) are apart.
+
 SEE ALSO
     src/util/readlline.c, dict.c, src/global/mail_conf*.c (Postfix);
     master/macro.py, master/builtin.py
