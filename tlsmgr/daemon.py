@@ -221,7 +221,11 @@ def _plan(cfg: Config) -> list[service.CacheSpec]:
 
 
 def _owner_uid(ctx: ServerContext) -> int:
-    return ctx.uid if ctx.uid is not None else os.geteuid()
+    """Who will own the files: mail_owner, or ourselves when not started as root
+    (then data_directory is ours, and nothing is redirected)."""
+    if os.geteuid() != 0 or ctx.uid is None:
+        return os.geteuid()
+    return ctx.uid
 
 
 def _as_mail_owner(ctx: ServerContext) -> contextlib.AbstractContextManager[None]:
