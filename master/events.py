@@ -16,6 +16,7 @@ SYNOPSIS
     with loop.signals_interrupt(signums): ...  # those signals raise Interrupted
     loop.set_watchdog(seconds)          # 0 turns it off
     loop.run_once(timeout)              # timeout None = wait for an event
+    loop.run_once(timeout, before_wait=f)   # f() only when about to wait
     loop.close()
 
 DESCRIPTION
@@ -297,8 +298,13 @@ class EventLoop:
 
     # The loop ----------------------------------------------------------
 
-    def run_once(self, timeout: float | None = None) -> None:
-        """Wait for one batch of events (at most `timeout` s) and dispatch it."""
+    def run_once(
+        self, timeout: float | None = None, before_wait: Callable[[], Any] | None = None
+    ) -> None:
+        """Wait for one batch of events (at most `timeout` s) and dispatch it.
+
+        With before_wait, first look without waiting; only when nothing is
+        ready is before_wait() called, and then the loop waits as usual."""
         delay = self.next_timer_delay()
         if delay is not None:
             timeout = delay if timeout is None else min(timeout, delay)
@@ -309,10 +315,11 @@ class EventLoop:
             cap = self._watchdog / 2
             timeout = cap if timeout is None else min(timeout, cap)
             self._pet_watchdog(cap)
-        try:
-            ready = self._selector.select(timeout)
-        except InterruptedError:
-            ready = []
+        ready = self._select(0) if before_wait is not None else None
+        if not ready:
+            if before_wait is not None:
+                before_wait()
+            ready = self._select(timeout) if ready is None or timeout != 0 else ready
         if self._watchdog:
             self._pet_watchdog(self._watchdog_step)
         for key, mask in ready:
@@ -326,6 +333,12 @@ class EventLoop:
                 watch.write(fd, self)
         self._run_timers()
         self._run_signals()
+
+    def _select(self, timeout: float | None) -> list[tuple[selectors.SelectorKey, int]]:
+        try:
+            return self._selector.select(timeout)
+        except InterruptedError:
+            return []
 
     def _run_timers(self) -> None:
         now = time.monotonic()

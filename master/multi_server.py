@@ -41,9 +41,10 @@ DESCRIPTION
       closed: on EOF (after pending output is flushed), on a reset or
       write error, after close_after_write(), and when the connection
       has been idle (no byte in or out) for longer than ipc_timeout.
-    - Status records: TAKEN before the first data_received() of a loop
-      turn, AVAIL at the end of that turn; none for a turn that only
-      accepts, greets or disconnects.
+    - Status records: TAKEN before the first data_received() of a busy
+      spell, AVAIL when the loop is about to wait again or after
+      skeleton.MAX_BUSY_TURNS busy turns; none for a turn that only
+      accepts, greets or disconnects (skeleton.run_loop).
     - Exit 0 (after pre_exit) when the master goes away or reloads (EOF
       on fd 5), on TERM or INT, after max_idle seconds without clients,
       and once max_use clients have disconnected and none is left (both

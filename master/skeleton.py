@@ -54,9 +54,10 @@ DESCRIPTION
     daemon's state is unknown).
 
     Status records (12 bytes on fd 5) go out through ctx.status: busy()
-    writes TAKEN unless already sent in this turn, idle() writes AVAIL if
-    TAKEN was sent; the skeleton calls idle() at the end of every loop
-    turn.  Nothing is written at start-up, at accept or for greetings.
+    writes TAKEN unless already sent, idle() writes AVAIL if TAKEN was
+    sent; run_loop() calls idle() when the loop is about to wait for
+    work, or after MAX_BUSY_TURNS busy turns in a row, and at its end.
+    Nothing is written at start-up, at accept or for greetings.
     A failed write means the master is gone: pre_exit, exit 0.
 
 SECURITY
@@ -116,7 +117,7 @@ _PEERCRED = (socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
 
 
 class StatusChannel:
-    """TAKEN/AVAIL records on fd 5, at most one of each per loop turn."""
+    """TAKEN/AVAIL records on fd 5, alternating; see run_loop for when."""
 
     def __init__(self, fd: int | None, pid: int, generation: int, lost: Callable[[], Any]):
         self.fd = fd
@@ -236,11 +237,33 @@ def server_main(
         raise SystemExit(1) from None
 
 
+# AVAIL goes out at the latest after this many busy turns (see run_loop).
+MAX_BUSY_TURNS = 32
+
+
 def run_loop(ctx: ServerContext, keep_going: Callable[[], bool], loop: Hook | None) -> None:
-    """Turn the event loop while keep_going(); AVAIL at the end of each turn."""
+    """Turn the event loop while keep_going().
+
+    AVAIL follows TAKEN when the process is about to wait for work, or
+    after MAX_BUSY_TURNS turns in a row with requests: under load the
+    process stays TAKEN across turns (two status writes, each waking the
+    master, per burst instead of per turn), and it still completes a
+    TAKEN-to-AVAIL cycle often enough for the master's accounting."""
+    status, events = ctx.status, ctx.events
+    busy_turns = 0
     while keep_going():
-        ctx.events.run_once(loop(ctx) if loop is not None else None)
-        ctx.status.idle()
+        timeout = loop(ctx) if loop is not None else None
+        if not status.taken:
+            busy_turns = 0
+            events.run_once(timeout)
+        elif busy_turns < MAX_BUSY_TURNS:
+            busy_turns += 1
+            events.run_once(timeout, before_wait=status.idle)
+        else:
+            busy_turns = 0
+            status.idle()
+            events.run_once(timeout)
+    status.idle()
 
 
 def peer_name(sock: socket.socket, addr: Any) -> str:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import functools
 import os
 import resource
+import select
 import socket
 import struct
 import subprocess
+import time
 
 import harness
 import pytest
+
+from master import proto, skeleton
 
 
 @pytest.fixture
@@ -149,6 +153,44 @@ def test_status_record_per_turn_of_requests(echo):
     for n in range(3):
         _exchange(sock, b"%d" % n)
         assert [fm.read_status().avail, fm.read_status().avail] == [0, 1]
+
+
+def test_status_records_under_sustained_load(echo):
+    """Under load the records still alternate TAKEN/AVAIL from this child, are
+    fewer than the requests, and AVAIL keeps coming (the exact coalescing is
+    tested in tests/unit/test_run_loop.py)."""
+    inst, fm, child = echo()
+    socks = [fm.greeted() for _ in range(4)]
+    data = b""
+    for n in range(300):
+        for sock in socks:  # four requests in flight: the loop rarely waits
+            sock.sendall(b"%d\n" % n)
+        for sock in socks:
+            assert harness.recv_line(sock) == b"%d\n" % n
+        data += _pending(fm)  # as a master does: a full channel would block the child
+    deadline = time.monotonic() + harness.WAIT
+    while (
+        len(data) % proto.STATUS_SIZE or proto.decode_status(data[-proto.STATUS_SIZE :]).avail != 1
+    ):
+        assert time.monotonic() < deadline, "no final AVAIL"
+        select.select([fm.status], [], [], 0.1)
+        data += _pending(fm)
+    records = [
+        proto.decode_status(data[i : i + proto.STATUS_SIZE])
+        for i in range(0, len(data), proto.STATUS_SIZE)
+    ]
+    avails = [rec.avail for rec in records]
+    assert all(rec.pid == child.pid for rec in records)
+    assert avails == [0, 1] * (len(avails) // 2)
+    assert len(avails) < 4 * 300  # coalesced
+    assert avails.count(1) >= 300 // skeleton.MAX_BUSY_TURNS
+
+
+def _pending(fm) -> bytes:
+    data = b""
+    while chunk := fm.pending_status():
+        data += chunk
+    return data
 
 
 def test_max_use_counts_disconnects(echo):
