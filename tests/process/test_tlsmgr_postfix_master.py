@@ -116,8 +116,12 @@ def test_status_records_on_fd_5_under_the_real_master(pfx):
             for _ in range(2):
                 sock.sendall(request(b"request", b"seed", b"size", b"8"))
                 assert read_reply(sock)[0] == (b"status", b"0")
-            # Our loop sends AVAIL after the reply; wait for it, then detach.
-            wait_until(lambda: trace.read_text().count("write(5,") >= 4, "4 status writes")
+            # Our loop sends AVAIL when it is about to wait again (both requests may
+            # fall in one busy spell: TAKEN, AVAIL; or two: TAKEN, AVAIL, TAKEN, AVAIL).
+            wait_until(
+                lambda: (n := trace.read_text().count("write(5,")) >= 2 and n % 2 == 0,
+                "TAKEN and AVAIL status writes",
+            )
         finally:
             tracer.send_signal(signal.SIGINT)
             tracer.wait(WAIT)
@@ -127,6 +131,6 @@ def test_status_records_on_fd_5_under_the_real_master(pfx):
             r'^write\(5, "((?:\\x[0-9a-f]{2})*)", 12\) = 12$', trace.read_text(), re.M
         )
     ]
-    assert records[:4] == [(pid, generation, 0), (pid, generation, 1)] * 2
+    assert records in ([(pid, generation, 0), (pid, generation, 1)] * n for n in (1, 2))
     log = pfx.log()
     assert "ignoring status update" not in log and "partial status update" not in log
