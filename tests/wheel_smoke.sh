@@ -2,7 +2,7 @@
 # Run the console scripts from an installed wheel (not the checkout).
 # Usage: tests/wheel_smoke.sh VENV   (run from a directory outside the checkout's packages)
 set -euo pipefail
-venv=$1
+venv=$(cd "$1" && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
