@@ -269,9 +269,25 @@ class SessionCache:
 
     def lookup(self, cache_id: str, now: float) -> bytes | None:
         """The session stored under cache_id, or None (miss, expired, bad)."""
-        if self.verbose:
+        key = _key(cache_id)
+        if not self.verbose:
+            # The common case, a live well-formed entry, decoded in line;
+            # anything else takes the general path below (which reads again).
+            value = self._table.get(key)
+            if value is None:
+                self.counters["misses"] += 1
+                return None
+            if value[-1:] == b"\0" and len(value) > 2 * TIME_SIZE:
+                try:
+                    raw = binascii.unhexlify(value[:-1])
+                except (binascii.Error, ValueError):
+                    raw = b""
+                if raw and _TIME.unpack_from(raw)[0] + self.timeout >= int(now):
+                    self.counters["hits"] += 1
+                    return raw[TIME_SIZE:]
+        else:
             self.log.msg_info(f"lookup {self.label} session id={cache_id}")
-        session = self._lookup(_key(cache_id), int(now))
+        session = self._lookup(key, int(now))
         self.counters["hits" if session is not None else "misses"] += 1
         return session
 
