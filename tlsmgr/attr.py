@@ -190,6 +190,22 @@ class AttrDecoder:
         ):
             return None
         fields = data.split(b"\0")
+        lists, start = self._walk(fields)
+        return lists if start == len(fields) - 1 else None
+
+    def _feed_fast(self, data: bytes) -> None:
+        """Whole lists straight from one split; the rest to the general path."""
+        fields = data.split(b"\0")
+        lists, start = self._walk(fields)
+        self._ready.extend(lists)
+        if start < len(fields) - 1 or fields[-1]:
+            self._buf += b"\0".join(fields[start:])
+
+    def _walk(self, fields: list[bytes]) -> tuple[list[Pairs], int]:
+        """The complete lists at the start of split fields, and the index of the
+        field where the rest begins (an incomplete list, or a name too long,
+        which the general path must see).  The last field follows the last
+        NUL: it is never complete."""
         last = len(fields) - 1
         max_name = self._max_name
         lists: list[Pairs] = []
@@ -204,32 +220,10 @@ class AttrDecoder:
                 pairs.append((name, fields[i + 1]))
                 i += 2
             if i >= last or fields[i]:
-                return None
+                break
             lists.append(pairs)
             start = i + 1
-        return lists
-
-    def _feed_fast(self, data: bytes) -> None:
-        """Whole lists straight from one split; the rest to the general path."""
-        fields = data.split(b"\0")
-        last = len(fields) - 1  # fields[last] follows the last NUL: not complete
-        max_name, ready = self._max_name, self._ready
-        start = 0
-        while start < last:
-            pairs: Pairs = []
-            i = start
-            while i < last:
-                name = fields[i]
-                if not name or len(name) > max_name or i + 1 >= last:
-                    break
-                pairs.append((name, fields[i + 1]))
-                i += 2
-            if i >= last or fields[i]:
-                break  # incomplete, or a name the general path must refuse
-            ready.append(pairs)
-            start = i + 1
-        if start < last or fields[last]:
-            self._buf += b"\0".join(fields[start:])
+        return lists, start
 
     def next_list(self) -> Pairs | _NeedData:
         """Return the next complete attribute list, or NEED_DATA.
