@@ -74,6 +74,17 @@ DESCRIPTION
     Replies are decoded as Postfix's clients do (ATTR_FLAG_MISSING):
     unexpected attributes are skipped, a missing one is an error.
 
+    Fast path.  ServerConnection.whole_requests(data) takes a read that
+    holds exactly whole requests while nothing is pending (how real
+    clients send them): one split, the frequent well-formed requests
+    recognised directly by parse_request(); otherwise it returns None and
+    the incremental path above runs.  Both give the same Requests
+    (tests/unit/test_protocol_fuzz.py).
+
+    NOTE: long because it holds the vocabulary, both state machines, the
+    request parser with its fast path and the reply codec, which share
+    the tables at the top; split, each half would import the other's.
+
 DIAGNOSTICS
     RemoteProtocolError (from attr.py) for broken framing, over-limit
     input, a bad greeting or a reply that lacks an attribute.  The
