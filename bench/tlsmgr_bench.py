@@ -381,6 +381,14 @@ class PostfixStyleInstance(Instance):
         except FileNotFoundError:
             return "(no maillog)"
 
+    def run_master(self, cmd: list[str]) -> None:
+        """Start a master with cmd (it returns once ready); Skip with its reason if it fails."""
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if proc.returncode != 0:
+            self.kill_leftovers()
+            raise Skip(f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr.strip()}")
+        self.wait_socket()
+
     def wait_socket(self) -> None:
         deadline = time.monotonic() + 10
         while not self.socket_path.exists():
@@ -433,11 +441,7 @@ class PostfixMasterInstance(PostfixStyleInstance):
             ],
         )
         cmd = [str(POSTFIX_SBIN / "master"), "-c", str(self.conf), "-w"]
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if proc.returncode != 0:
-            self.kill_leftovers()
-            raise Skip(f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr.strip()}")
-        self.wait_socket()
+        self.run_master(cmd)
 
     def stop(self) -> None:
         self.kill_leftovers()  # TERM to the master: it TERMs its process group and exits
@@ -460,11 +464,7 @@ class MiniMasterInstance(PostfixStyleInstance):
             OUR_BIN, ["tlsmgr    unix  -       -       n       1000?   1       tlsmgr"]
         )
         cmd = [str(control), "-c", str(self.conf), "start"]
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if proc.returncode != 0:
-            self.kill_leftovers()
-            raise Skip(f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr.strip()}")
-        self.wait_socket()
+        self.run_master(cmd)
 
     def stop(self) -> None:
         if self.master_pid() is not None:
