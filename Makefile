@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := python3-venv python3-dev gcc libdb5.3-dev
+# What the tests run for real: Postfix (the comparison oracle), postmap's db tools,
+# haproxy (the load balancer in front of two smtpd) and redis-server.  Installed,
+# never started: the tests start their own servers on loopback or unix sockets.
+TEST_APT_PACKAGES := postfix db5.3-util haproxy redis-server
 UID := $(shell id -u)
 
 # Where `make run` puts its instance (../shared decisions, item 4).
@@ -20,7 +24,7 @@ RUN_DATA ?= $(CURDIR)/run/data
 RUN_LOG ?= $(CURDIR)/run/maillog
 endif
 
-.PHONY: all setup deps mail-owner run start stop status test lint wheel-test bench clean
+.PHONY: all setup deps test-deps mail-owner run start stop status test lint wheel-test bench clean
 
 all: setup
 
@@ -35,6 +39,30 @@ deps:
 	  else \
 	    echo "missing Debian packages:$$missing"; \
 	    echo "run as root:  apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+# The test suite's servers, as root.  A Debian server package starts its service at
+# install time (invoke-rc.d); a policy-rc.d that answers 101 ("action forbidden")
+# for the length of the install keeps anything from being left running.  Postfix is
+# told not to configure a mail system.  As an ordinary user: the tests that need a
+# missing package are skipped, and the command to run is printed.
+test-deps:
+	@missing=""; for p in $(TEST_APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$(UID)" = 0 ]; then \
+	    echo "installing (not started):$$missing"; \
+	    policy=/usr/sbin/policy-rc.d; \
+	    if [ ! -e $$policy ]; then \
+	      trap "rm -f $$policy" EXIT; \
+	      printf '#!/bin/sh\nexit 101\n' >$$policy && chmod 755 $$policy; \
+	    fi; \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else \
+	    echo "missing Debian packages for some tests (skipped):$$missing"; \
+	    echo "run as root:  apt-get install -y$$missing"; \
 	  fi; \
 	fi
 
@@ -80,7 +108,7 @@ stop:
 status:
 	$(BIN)/minipostfix -c $(RUN_CONF) status -v
 
-test: setup
+test: setup test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
