@@ -1,7 +1,7 @@
 """Helpers shared by tests/unit and tests/wire (tests/ is on sys.path through tests/conftest.py).
 
 SYNOPSIS
-    from common import Log, Conn, open_cache
+    from common import Log, Conn, open_cache, reference_chain, reference_keybuf
 
     log = Log()                       # master.log's msg_info/msg_warn, kept in log.lines
     conn = Conn()                     # the skeleton's per-connection handle, as a handler sees it
@@ -16,11 +16,23 @@ DESCRIPTION
     the caller's ids (mail_owner_uid = euid, so nothing is redirected);
     the caller closes it.  Fixtures (`folder`, `maillog`) are in
     tests/conftest.py.
+
+    reference_chain(secret, epoch) and reference_keybuf(secret, epoch,
+    period) compute the shared key chain's state C(epoch) and the 88-byte
+    ticket keybuf of an epoch from the secret, independently of
+    tlsmgr/keychain.py: hashlib for the chain, the `cryptography`
+    package's HKDF for the keys (the derivation rule is written out
+    here, not imported).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tlsmgr.scache import SessionCache
 
@@ -68,3 +80,24 @@ def open_cache(
         verbose=verbose,
         log=log or Log(),
     )
+
+
+def reference_chain(secret: bytes, epoch: int) -> bytes:
+    """C(epoch): C(0) = SHA-256("mpfx chain" || secret), C(e+1) = SHA-256("next" || C(e))."""
+    state = hashlib.sha256(b"mpfx chain" + secret).digest()
+    for _ in range(epoch):
+        state = hashlib.sha256(b"next" + state).digest()
+    return state
+
+
+def reference_hkdf(ikm: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 with an empty salt, by the `cryptography` package."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(ikm)
+
+
+def reference_keybuf(secret: bytes, epoch: int, period: int, state: bytes | None = None) -> bytes:
+    """The keybuf of `epoch`: HKDF(C(epoch), "ticket") = name || AES || HMAC, then
+    tout = (epoch + 1) * period - 1 as a little-endian int64."""
+    state = state if state is not None else reference_chain(secret, epoch)
+    material = reference_hkdf(state, b"ticket", 80)
+    return material + struct.pack("<q", (epoch + 1) * period - 1)

@@ -21,7 +21,12 @@ DESCRIPTION
         create/truncate every enabled cache and its eviction index.  Bad
         cache settings (timeout above 8640000 s, two caches on one file)
         and files that cannot be opened are fatal: exit 1, which the
-        master throttles.
+        master throttles.  With tls_session_ticket_secret_file: read the
+        secret as root (a file that fails its checks is fatal), then, as
+        mail_owner, start the key chain from it and the saved state in
+        data_directory (keyfiles.start_chain); the secret and C(0) are
+        erased before the jail.  Without it (or with smtpd tickets off)
+        a chain state left by an earlier run is removed.
     post_init (after chroot and the drop to mail_owner):
         max_idle = max_use = 0 (tlsmgr is persistent); on the first loop
         turn: reseed, mix the exchange file in and rewrite it; start every cache's cleanup
@@ -33,12 +38,15 @@ DESCRIPTION
         prng_exch_event   every prng_update_period x byte/255: update the
                           exchange file; a removed file exits 0 unsaved.
         cache_run_event   every cache timeout: start a cleanup scan.
+        chain_event       at every epoch boundary: advance the key chain
+                          (erasing the states that left its window, saving
+                          the new floor state in place).
     loop (every loop turn):
         mix the time of day; advance each running cleanup scan by
         CLEANUP_BUDGET entries; return 0 while a scan has work left.
     pre_exit (TERM, INT, master EOF at stop or reload, max_use):
-        close (flush) the caches, save the exchange file.  Postfix's
-        tlsmgr dies on TERM without saving; ours saves.
+        close (flush) the caches, save the exchange file, erase the key
+        chain.  Postfix's tlsmgr dies on TERM without saving; ours saves.
 
 SECURITY
     Privileged code opens, unprivileged code reads: the entropy source is
@@ -66,14 +74,18 @@ from master.config import Config, ConfigError
 from master.events import EventLoop
 from master.log import msg_fatal
 from master.skeleton import ServerContext
-from tlsmgr import entropy, prng, scache, service
+from tlsmgr import entropy, keychain, keyfiles, prng, scache, service
 from tlsmgr.dbhash import DBError
 from tlsmgr.params import CACHE_TABLE, PARAMS
+from tlsmgr.tickets import SharedTicketKeys
 
 # Cleanup scan entries examined per loop turn (Postfix: one).  Small enough
 # that a turn stays far below a millisecond, large enough that a scan of
 # 100000 entries does not keep the loop spinning for long.
 CLEANUP_BUDGET = 32
+# The chain timer fires this long after an epoch ends, so that time.time()
+# is surely in the new epoch.
+EPOCH_SLACK = 1.0
 
 
 class Tlsmgr:
@@ -88,6 +100,9 @@ class Tlsmgr:
         self.service: service.Service | None = None
         self.reseed_period = 0
         self.update_period = 0
+        self.chain: keychain.Chain | None = None
+        self.roots: keychain.Roots | None = None
+        self.chain_file: keyfiles.StateFile | None = None
 
     # -- hooks ----------------------------------------------------------
 
@@ -99,7 +114,9 @@ class Tlsmgr:
             cfg.get("tls_random_source"), cfg.get_int("tls_random_bytes")
         )
         self.specs = _plan(cfg)
+        secret = self._read_secret(ctx)
         with _as_mail_owner(ctx):
+            self._open_chain(ctx, secret)
             self.exch = self._open_exchange(ctx)
             for spec in self.specs:
                 if spec.enabled:
@@ -116,13 +133,18 @@ class Tlsmgr:
             service.CacheSlot(s.cache_type, s.timeout, self.caches.get(s.cache_type))
             for s in self.specs
         ]
-        self.service = service.Service(slots, rand=self.pool, log=log, started=time.time())
+        tickets = SharedTicketKeys(self.chain) if self.chain is not None else None
+        self.service = service.Service(
+            slots, rand=self.pool, log=log, started=time.time(), tickets=tickets
+        )
         if self.source is not None:
             ctx.events.request_timer(0, self.reseed_event)
         if self.exch is not None:
             ctx.events.request_timer(0, self.prng_exch_event)
         for cache_type in self.caches:
             ctx.events.request_timer(0, self._cache_run_event(cache_type))
+        if self.chain is not None:
+            ctx.events.request_timer(self._next_epoch_delay(), self.chain_event)
 
     def loop(self, ctx: ServerContext) -> float | None:
         assert self.pool is not None
@@ -140,6 +162,8 @@ class Tlsmgr:
         self.caches.clear()
         if self.pool is not None:
             entropy.save_at_exit(self.exch, self.pool)
+        if self.chain is not None:
+            self.chain.erase()
 
     def handler_factory(self, conn: Any) -> Any:
         assert self.service is not None
@@ -160,6 +184,18 @@ class Tlsmgr:
             msg_fatal(str(err))
         events.request_timer(prng.next_delay(self.update_period, self.pool), self.prng_exch_event)
 
+    def chain_event(self, events: EventLoop) -> None:
+        assert self.chain is not None
+        self.chain.advance(time.time())
+        events.request_timer(self._next_epoch_delay(), self.chain_event)
+
+    def _next_epoch_delay(self) -> float:
+        """Seconds until just after the current epoch ends."""
+        assert self.chain is not None
+        now = time.time()
+        end = keychain.tout(self.chain.epoch(now), self.chain.period) + 1
+        return end - now + EPOCH_SLACK
+
     def _cache_run_event(self, cache_type: str) -> Any:
         def cache_run_event(events: EventLoop) -> None:
             cache = self.caches.get(cache_type)
@@ -172,6 +208,38 @@ class Tlsmgr:
         return cache_run_event
 
     # -- opening ----------------------------------------------------------
+
+    def _read_secret(self, ctx: ServerContext) -> bytearray | None:
+        """The shared secret, read with our own (root) privileges; fatal when unusable."""
+        path = ctx.config.get("tls_session_ticket_secret_file")
+        if not path:
+            return None
+        try:
+            return keyfiles.read_secret(path)
+        except keyfiles.KeyFileError as err:
+            msg_fatal(str(err))
+
+    def _open_chain(self, ctx: ServerContext, secret: bytearray | None) -> None:
+        """Start the key chain (as mail_owner); without one, remove a stale state."""
+        state_path = os.path.join(ctx.data_directory, keyfiles.STATE_FILE)
+        smtpd = next((s for s in self.specs if s.cache_type == "smtpd"), None)
+        period = smtpd.timeout // 2 if smtpd else 0
+        if secret is not None and period == 0:
+            secret[:] = bytes(len(secret))
+            secret = None
+            log.msg_warn(
+                "tls_session_ticket_secret_file is not used:"
+                " smtpd_tls_session_cache_timeout is 0 (session tickets are off)"
+            )
+        if secret is None:
+            _remove_stale(state_path)
+            return
+        try:
+            self.chain, self.roots, self.chain_file = keyfiles.start_chain(
+                secret, state_path, period, time.time(), keep_past=keychain.TICKET_PAST_EPOCHS
+            )
+        except keyfiles.KeyFileError as err:
+            msg_fatal(str(err))
 
     def _open_exchange(self, ctx: ServerContext) -> entropy.ExchangeFile | None:
         assert self.pool is not None
@@ -218,6 +286,18 @@ def _plan(cfg: Config) -> list[service.CacheSpec]:
         return service.plan_caches(rows)
     except (ConfigError, ValueError) as err:
         msg_fatal(str(err))
+
+
+def _remove_stale(state_path: str) -> None:
+    """A chain state nobody uses still gives keys of its fleet: remove it."""
+    try:
+        os.unlink(state_path)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        log.msg_warn(f"cannot remove {state_path}: {err.strerror}")
+        return
+    log.msg_info(f"removed {state_path}: shared ticket keys are off")
 
 
 def _owner_uid(ctx: ServerContext) -> int:

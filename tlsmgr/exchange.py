@@ -1,7 +1,7 @@
 """tlsmgr's PRNG exchange file: 1024 bytes of pool output that outlive the process.
 
 SYNOPSIS
-    from tlsmgr.exchange import ExchangeFile, ExchangeError, EXCH_SIZE
+    from tlsmgr.exchange import ExchangeFile, ExchangeError, EXCH_SIZE, fsync_dir, reason_of
     (also importable from tlsmgr.entropy, which uses it at exit)
 
     with privs.saved_eugid(uid, gid):               # the daemon's job, not ours
@@ -228,7 +228,7 @@ def _create(path: str, pool: Pool) -> int:
             if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
                 raise
             os.rename(tmp, path)  # Workaround: a file system without hard links
-        _fsync_dir(directory or ".")
+        fsync_dir(directory or ".")
         return fd
     except OSError as err:
         if fd >= 0:
@@ -241,7 +241,7 @@ def _create(path: str, pool: Pool) -> int:
             pass
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     """Best effort: make the new name durable."""
     try:
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

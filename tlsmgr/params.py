@@ -7,7 +7,8 @@ DESCRIPTION
     PARAMS are the main.cf parameters named in tlsmgr(8), with Postfix
     3.7's defaults and bounds, plus minipostfix's own
     tls_session_cache_max_entries (tlsmgr(8) BUGS: nothing bounded the
-    number of cache entries).  `minipostconf -d` finds this table through
+    number of cache entries) and tls_session_ticket_secret_file (ticket
+    keys shared by several hosts, docs/cluster.md).  `minipostconf -d` finds this table through
     the `minipostfix.params` entry point group, so master/ never imports
     tlsmgr/.
 
@@ -94,6 +95,13 @@ PARAMS: tuple[Param, ...] = (
         0,
         doc="minipostfix: most entries per session cache; the oldest are evicted. "
         "0 means unlimited (Postfix's behaviour).",
+    ),
+    Param(
+        "tls_session_ticket_secret_file",
+        "",
+        doc="minipostfix: a file of at least 32 secret bytes shared by several hosts, "
+        "from which every host derives the same session ticket keys; empty gives "
+        "each tlsmgr random keys (Postfix's behaviour).",
     ),
     Param(
         "tls_random_source",

@@ -41,7 +41,9 @@ DESCRIPTION
               timeout 0: ERR (empty); no live key by that name: ERR, and
               keybuf echoes the 16-byte name the client sent, as Postfix
               does (it is the client's own data, nothing leaks); else OK
-              and the 88-byte key (tickets.py).
+              and the 88-byte key (tickets.py: random keys, or keys
+              shared through tls_session_ticket_secret_file when the
+              daemon passes `tickets`).
       policy  OK, cachable 1/0 (cache open or not), the sanitised timeout
               even when the cache is disabled.
       stats   OK and NAME=VALUE pairs: uptime, requests.<name> per request
@@ -98,7 +100,7 @@ from tlsmgr.protocol import (
     Status,
     Trigger,
 )
-from tlsmgr.tickets import NAME_LEN, TicketKeys
+from tlsmgr.tickets import NAME_LEN, SharedTicketKeys, TicketKeys
 
 MAX_SCACHE_TIMEOUT = 8640000  # MAX_*_TLS_SCACHETIME: 100 days
 SCACHE_LIFEMIN = 120  # TLS_SESSION_LIFEMIN
@@ -208,7 +210,7 @@ class Service:
         rand: Random,
         log: Any = NULL_LOG,
         started: float = 0.0,
-        tickets: TicketKeys | None = None,
+        tickets: TicketKeys | SharedTicketKeys | None = None,
     ) -> None:
         self.slots = {slot.cache_type: slot for slot in slots}
         self.rand = rand

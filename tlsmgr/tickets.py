@@ -1,9 +1,10 @@
-"""RFC 5077 session ticket keys: the current key and the previous one.
+"""RFC 5077 session ticket keys: random per host, or derived from a shared key chain.
 
 SYNOPSIS
-    from tlsmgr.tickets import TicketKeys, KEYBUF_SIZE, pack_key, unpack_key
+    from tlsmgr.tickets import TicketKeys, SharedTicketKeys, KEYBUF_SIZE, pack_key, unpack_key
 
     keys = TicketKeys(timeout, rand)      # timeout: sanitised smtpd timeout T
+    keys = SharedTicketKeys(chain)        # keychain.Chain with period T // 2
     keys.enabled                          # T > 0
     keys.lookup(b"", now)       -> bytes | None   # current key, made if needed
     keys.lookup(name16, now)    -> bytes | None   # the key with that name
@@ -32,6 +33,23 @@ DESCRIPTION
     Keys live in memory only and are new after every restart, as in
     Postfix.  With T <= 0 tickets are disabled: lookup() returns None.
 
+    SharedTicketKeys (tls_session_ticket_secret_file) has the same
+    interface over a keychain.Chain whose epochs are H seconds long.  The
+    key of epoch e is the chain's ticket material for e (name, AES and
+    HMAC keys, derived together) with tout = (e + 1) * H - 1, the last
+    second of the epoch; every host given the same secret hands out the
+    same 88 bytes.  With e the epoch of `now`:
+    - an empty name gets epoch e's key (smtpd encrypts with it while
+      tout > now, then asks again and gets the next epoch's);
+    - a 16-byte name is looked for among epochs e, e - 1 and e + 1 (the
+      previous epoch's tickets are still good; the next epoch's come from
+      a host whose clock is a little ahead); any other name, an older
+      epoch's included, gets nothing.
+    Each lookup first advances the chain to `now`; keys of epochs before
+    e - 1 are erased when the window moves.  If the clock steps back
+    before the chain's window, an empty name gets nothing (smtpd then
+    issues no ticket) until the clock catches up.
+
 SECURITY
     Key material is kept in bytearrays and overwritten when a key is
     dropped; Python may still hold copies (the bytes handed out).
@@ -49,6 +67,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from typing import Protocol
+
+from tlsmgr.keychain import TICKET_PAST_EPOCHS, Chain, tout
 
 NAME_LEN = 16
 AES_LEN = 32
@@ -142,3 +162,51 @@ class TicketKeys:
         if self._keys[0] is None or self._keys[0].tout < new.tout:
             self._keys[0], self._keys[1] = new, self._keys[0]
         return new
+
+
+class SharedTicketKeys:
+    """Ticket keys derived from a key chain; see the module docstring."""
+
+    enabled = True
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+        self.timeout = 2 * chain.period
+        self._keys: dict[int, TicketKey] = {}
+        self._epoch = chain.current
+
+    def lookup(self, name: bytes, now: float) -> bytes | None:
+        """The keybuf for `name` (b"" = epoch of `now`), or None; ValueError
+        when name is neither empty nor 16 bytes."""
+        if len(name) not in (0, NAME_LEN):
+            raise ValueError(f"invalid session ticket key name length: {len(name)}")
+        epoch = self.chain.epoch(now)
+        if epoch > self._epoch:
+            self.chain.advance(now)
+            self._forget(epoch - TICKET_PAST_EPOCHS)
+            self._epoch = epoch
+        if not name:
+            key = self._key(epoch)
+            return None if key is None else pack_key(key)
+        for candidate in (epoch, epoch - 1, epoch + 1):
+            key = self._key(candidate)
+            if key is not None and key.name == name:
+                return pack_key(key)
+        return None
+
+    def erase(self) -> None:
+        self._forget(None)
+
+    def _key(self, epoch: int) -> TicketKey | None:
+        key = self._keys.get(epoch)
+        if key is None:
+            if epoch < self.chain.floor:
+                return None
+            material = bytearray(self.chain.ticket_material(epoch))
+            key = self._keys[epoch] = TicketKey(material, tout(epoch, self.chain.period))
+        return key
+
+    def _forget(self, floor: int | None) -> None:
+        """Erase the keys of epochs before `floor` (None: all of them)."""
+        for epoch in [e for e in self._keys if floor is None or e < floor]:
+            self._keys.pop(epoch).erase()

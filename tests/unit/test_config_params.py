@@ -12,7 +12,7 @@ DIFFERENT = {
     "myhostname": "computed on the host; the row's empty text is never used",
 }
 # Rows that are minipostfix's own (no Postfix parameter of that name).
-OURS = {"tls_session_cache_max_entries"}
+OURS = {"tls_session_cache_max_entries", "tls_session_ticket_secret_file"}
 TYPES = {"str", "int", "long", "time", "bool", "list"}
 
 

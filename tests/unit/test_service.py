@@ -5,10 +5,11 @@ from __future__ import annotations
 import struct
 
 import pytest
-from common import Conn, Log, open_cache
+from common import Conn, Log, open_cache, reference_keybuf
 
-from tlsmgr import protocol, service
+from tlsmgr import keychain, protocol, service
 from tlsmgr.protocol import Reply, Request, Status
+from tlsmgr.tickets import SharedTicketKeys
 
 T0 = 1_700_000_000
 
@@ -128,6 +129,19 @@ def test_tktkey_disabled_by_smtpd_timeout():
     assert svc.handle(Request("tktkey"), T0) == Reply("tktkey", Status.ERR)
     name = b"\x02" * 16
     assert svc.handle(Request("tktkey", keyname=name), T0) == Reply("tktkey", Status.ERR)
+
+
+def test_tktkey_with_shared_keys():
+    secret = b"a secret shared by several hosts"
+    now = 1000 * 1800 + 5
+    tickets = SharedTicketKeys(keychain.Chain(1800, now, 0, keychain.genesis(secret)))
+    svc = service.Service([service.CacheSlot("smtpd", 3600)], rand=Rand(), tickets=tickets)
+    current = svc.handle(Request("tktkey"), now)
+    assert current == Reply("tktkey", Status.OK, reference_keybuf(secret, 1000, 1800))
+    named = svc.handle(Request("tktkey", keyname=current.data[:16]), now + 1800)
+    assert named == current  # the previous epoch's key still decrypts
+    gone = svc.handle(Request("tktkey", keyname=current.data[:16]), now + 3600)
+    assert gone == Reply("tktkey", Status.ERR, current.data[:16])
 
 
 def test_malformed_request_gets_fail_of_its_shape(env):

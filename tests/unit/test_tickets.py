@@ -1,12 +1,14 @@
-"""tlsmgr.tickets: Postfix's two-key RFC 5077 store (reference 2.8)."""
+"""tlsmgr.tickets: Postfix's two-key RFC 5077 store, and the keys shared through a key chain."""
 
 from __future__ import annotations
 
 import struct
 
 import pytest
+from common import reference_chain, reference_keybuf
 
-from tlsmgr.tickets import KEYBUF_SIZE, TicketKeys, pack_key, unpack_key
+from tlsmgr import keychain
+from tlsmgr.tickets import KEYBUF_SIZE, SharedTicketKeys, TicketKeys, pack_key, unpack_key
 
 
 class Counter:
@@ -80,3 +82,75 @@ def test_sanitised_minimum_timeout():
     keys = TicketKeys(120, Counter())
     keybuf = keys.lookup(b"", NOW)
     assert struct.unpack("<q", keybuf[80:])[0] == NOW + 59
+
+
+# Shared keys: every host derives the same keys from the same secret.
+
+SECRET = b"the fleet's shared secret, 32+ bytes"
+E = 1000  # an epoch, and a time in it (a small one keeps the chain walks short)
+NOW_E = E * H + 7
+
+
+def shared(now: float = NOW_E, secret: bytes = SECRET) -> SharedTicketKeys:
+    return SharedTicketKeys(keychain.Chain(H, now, 0, keychain.genesis(secret)))
+
+
+def test_shared_keys_are_the_chain_keys_with_the_epoch_tout():
+    keybuf = shared().lookup(b"", NOW_E)
+    assert keybuf == reference_keybuf(SECRET, E, H)
+    assert struct.unpack("<q", keybuf[80:])[0] == (E + 1) * H - 1
+    # Another host with the same secret, started at another time, agrees.
+    assert shared(NOW_E - 5 * H).lookup(b"", NOW_E) == keybuf
+    assert shared(secret=b"another secret of 32 bytes or more").lookup(b"", NOW_E) != keybuf
+
+
+def test_shared_encryption_key_follows_the_epoch():
+    keys = shared()
+    first = keys.lookup(b"", E * H)
+    assert keys.lookup(b"", (E + 1) * H - 1) == first  # its tout: smtpd asks again now
+    assert keys.lookup(b"", (E + 1) * H) == reference_keybuf(SECRET, E + 1, H)
+
+
+def test_shared_names_are_found_in_the_previous_current_and_next_epoch():
+    base = reference_chain(SECRET, E - 2)
+    names = {
+        d: reference_keybuf(SECRET, E + d, H, keychain.walk(base, d + 2))[:16]
+        for d in (-2, -1, 0, 1, 2)
+    }
+    keys = shared()
+    for d in (-1, 0, 1):
+        assert keys.lookup(names[d], NOW_E) == reference_keybuf(
+            SECRET, E + d, H, keychain.walk(base, d + 2)
+        )
+    assert keys.lookup(names[-2], NOW_E) is None  # too old
+    assert keys.lookup(names[2], NOW_E) is None  # too far ahead
+    assert keys.lookup(b"\x7f" * 16, NOW_E) is None
+    with pytest.raises(ValueError, match="length: 3"):
+        keys.lookup(b"abc", NOW_E)
+
+
+def test_shared_keys_leaving_the_window_are_erased():
+    keys = shared()
+    old = keys.lookup(b"", NOW_E)
+    held = keys._keys[E]  # the key object itself, to watch it being zeroed
+    assert keys.lookup(old[:16], NOW_E + H) == old  # previous epoch: still good
+    assert bytes(held.material) == old[:80]
+    assert keys.lookup(old[:16], NOW_E + 2 * H) is None
+    assert held.material == bytes(80)
+    assert keys.chain.floor == E + 1
+
+
+def test_shared_keys_after_the_clock_stepped_back():
+    keys = shared()
+    keys.lookup(b"", NOW_E + 10 * H)
+    # The chain cannot go back: no key to encrypt with until the clock catches up.
+    assert keys.lookup(b"", NOW_E) is None
+    assert keys.lookup(b"", NOW_E + 9 * H) == reference_keybuf(SECRET, E + 9, H)
+
+
+def test_shared_keys_at_epoch_zero():
+    keys = shared(now=0)
+    keybuf = keys.lookup(b"", 0)
+    assert keybuf == reference_keybuf(SECRET, 0, H)
+    assert keybuf[:80] != bytes(80) and len(set(keybuf[:80])) > 40
+    assert struct.unpack("<q", keybuf[80:])[0] == H - 1
