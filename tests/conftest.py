@@ -3,6 +3,7 @@
 Markers (registered in setup.cfg, --strict-markers):
     root     skipped unless running as uid 0
     postfix  skipped unless Debian's postfix package is installed
+    haproxy  skipped unless Debian's haproxy package is installed
     slow     runs anyway; lets `-m "not slow"` give a quick pass
 
 Fixtures:
@@ -33,11 +34,14 @@ def postfix_installed() -> bool:
 def pytest_collection_modifyitems(config, items):
     skip_root = pytest.mark.skip(reason="needs root (chroot/setuid checks)")
     skip_postfix = pytest.mark.skip(reason="Debian's postfix package is not installed")
+    skip_haproxy = pytest.mark.skip(reason="Debian's haproxy package is not installed")
     for item in items:
         if "root" in item.keywords and os.geteuid() != 0:
             item.add_marker(skip_root)
         if "postfix" in item.keywords and not postfix_installed():
             item.add_marker(skip_postfix)
+        if "haproxy" in item.keywords and shutil.which("haproxy") is None:
+            item.add_marker(skip_haproxy)
 
 
 @pytest.fixture
