@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+from dataclasses import dataclass
 
 import pytest
 from common import Log, reference_chain
@@ -185,103 +187,115 @@ def test_unusable_state_files_say_why(folder):
 # start_chain(): the start-up sequence.
 
 
+@dataclass
+class Started:
+    chain: keychain.Chain
+    roots: keychain.Roots
+    state_file: StateFile
+    path: str
+
+
+@contextlib.contextmanager
 def start(folder, secret: bytes = SECRET, now: float = NOW, log: Log | None = None):
+    """start_chain() in `folder`; the state file is closed afterwards."""
     path = os.path.join(folder, "tls_key_chain")
     buf = bytearray(secret)
     chain, roots, state_file = start_chain(buf, path, H, now, log=log or Log())
     assert buf == bytes(len(secret))  # the caller's copy of the secret is zeroed
-    return chain, roots, state_file, path
+    try:
+        yield Started(chain, roots, state_file, path)
+    finally:
+        state_file.close()
 
 
 def test_first_start_walks_from_the_secret_and_saves_the_floor(folder):
     log = Log()
-    chain, roots, state_file, path = start(folder, log=log)
-    try:
-        assert (chain.floor, chain.current) == (999, 1000)
-        assert chain.state(1000) == reference_chain(SECRET, 1000)
-        assert StateFile.read(path, roots) == (999, reference_chain(SECRET, 999))
+    with start(folder, log=log) as host:
+        assert (host.chain.floor, host.chain.current) == (999, 1000)
+        assert host.chain.state(1000) == reference_chain(SECRET, 1000)
+        assert StateFile.read(host.path, host.roots) == (999, reference_chain(SECRET, 999))
         assert log.lines == [
-            f"shared ticket keys: secret fingerprint {roots.fingerprint.hex()}, epoch 1000 of {H}s"
+            f"shared ticket keys: secret fingerprint {host.roots.fingerprint.hex()},"
+            f" epoch 1000 of {H}s"
         ]
         # As epochs pass, the floor state is saved in place.
-        chain.advance(NOW + 2 * H)
-        assert StateFile.read(path, roots) == (1001, reference_chain(SECRET, 1001))
-    finally:
-        state_file.close()
+        host.chain.advance(NOW + 2 * H)
+        assert StateFile.read(host.path, host.roots) == (1001, reference_chain(SECRET, 1001))
 
 
 def test_restart_resumes_from_the_saved_state(folder):
-    chain, roots, state_file, path = start(folder)
-    state_file.close()
+    with start(folder):
+        pass
     log = Log()
-    later, _, state_file, _ = start(folder, now=NOW + 5 * H, log=log)
-    try:
-        assert later.state(1005) == reference_chain(SECRET, 1005)
+    with start(folder, now=NOW + 5 * H, log=log) as host:
+        assert host.chain.state(1005) == reference_chain(SECRET, 1005)
         assert len(log.lines) == 1 and "warning" not in log.lines[0]
-        assert StateFile.read(path, roots)[0] == 1004
-    finally:
-        state_file.close()
+        assert StateFile.read(host.path, host.roots)[0] == 1004
 
 
-def test_corrupt_state_is_recomputed_from_the_secret_with_a_warning(folder):
-    _, roots, state_file, path = start(folder)
-    state_file.close()
+OTHER = b"another secret, 32 bytes or more"
+
+
+def flip_a_byte(path: str) -> None:
     with open(path, "r+b") as f:
         f.seek(40)
         f.write(b"\xff")
+
+
+@pytest.mark.parametrize(
+    "first_now, damage, secret, message",
+    [
+        pytest.param(
+            NOW,
+            flip_a_byte,
+            SECRET,
+            "warning: ticket key chain state {path} is unusable: it is damaged (bad MAC);"
+            " starting the chain from the secret",
+            id="damaged",
+        ),
+        pytest.param(
+            NOW,
+            None,
+            OTHER,
+            "warning: ticket key chain state {path} is unusable: it belongs to another secret"
+            " (fingerprint {fingerprint}); starting the chain from the secret",
+            id="another-secret",
+        ),
+        pytest.param(  # the clock went back, or the period grew
+            NOW + 10 * H,
+            None,
+            SECRET,
+            "ticket key chain state {path}: chain state of epoch 1009 is after the epoch"
+            " needed (999); starting from the secret",
+            id="newer-than-needed",
+        ),
+    ],
+)
+def test_an_unusable_saved_state_restarts_from_the_secret(
+    folder, first_now, damage, secret, message
+):
+    with start(folder, now=first_now) as first:
+        pass
+    if damage:
+        damage(first.path)
     log = Log()
-    chain, _, state_file, _ = start(folder, log=log)
-    try:
-        assert log.lines[0] == (
-            f"warning: ticket key chain state {path} is unusable: it is damaged (bad MAC);"
-            " starting the chain from the secret"
+    with start(folder, secret=secret, log=log) as host:
+        assert log.lines[0] == message.format(
+            path=host.path, fingerprint=first.roots.fingerprint.hex()
         )
-        assert chain.state(1000) == reference_chain(SECRET, 1000)
-        assert StateFile.read(path, roots) == (999, reference_chain(SECRET, 999))  # rewritten
-    finally:
-        state_file.close()
-
-
-def test_state_of_another_secret_is_ignored(folder):
-    start(folder)[2].close()
-    log = Log()
-    chain, roots, state_file, path = start(
-        folder, secret=b"another secret, 32 bytes or more", log=log
-    )
-    try:
-        assert "belongs to another secret" in log.lines[0]
-        assert chain.state(1000) == reference_chain(b"another secret, 32 bytes or more", 1000)
-        assert StateFile.read(path, roots)[0] == 999
-    finally:
-        state_file.close()
-
-
-def test_state_newer_than_the_window_restarts_from_the_secret(folder):
-    """The clock went back (or the period grew): the saved state is past the floor needed."""
-    start(folder, now=NOW + 10 * H)[2].close()
-    log = Log()
-    chain, _, state_file, path = start(folder, log=log)
-    try:
-        assert log.lines[0] == (
-            f"ticket key chain state {path}: chain state of epoch 1009 is after the epoch"
-            " needed (999); starting from the secret"
-        )
-        assert chain.state(999) == reference_chain(SECRET, 999)
-    finally:
-        state_file.close()
+        assert host.chain.state(1000) == reference_chain(secret, 1000)
+        # Rewritten from the new walk.
+        assert StateFile.read(host.path, host.roots) == (999, reference_chain(secret, 999))
 
 
 def test_a_failed_save_is_a_warning(folder):
     log = Log()
-    chain, _, state_file, path = start(folder, log=log)
-    full = os.open("/dev/full", os.O_WRONLY)  # every write fails: No space left on device
-    os.dup2(full, state_file.fileno())
-    os.close(full)
-    try:
-        chain.advance(NOW + H)
-    finally:
-        state_file.close()
+    with start(folder, log=log) as host:
+        full = os.open("/dev/full", os.O_WRONLY)  # every write fails: No space left on device
+        os.dup2(full, host.state_file.fileno())
+        os.close(full)
+        host.chain.advance(NOW + H)
     assert log.lines[-1] == (
-        f"warning: cannot save ticket key chain state {path}: No space left on device"
+        f"warning: cannot save ticket key chain state {host.path}: No space left on device"
     )
-    assert chain.state(1001) == reference_chain(SECRET, 1001)  # the keys are unaffected
+    assert host.chain.state(1001) == reference_chain(SECRET, 1001)  # the keys are unaffected
