@@ -101,6 +101,7 @@ class Tlsmgr:
         self.reseed_period = 0
         self.update_period = 0
         self.chain: keychain.Chain | None = None
+        self.tickets: SharedTicketKeys | None = None
         self.roots: keychain.Roots | None = None
         self.chain_file: keyfiles.StateFile | None = None
 
@@ -133,9 +134,10 @@ class Tlsmgr:
             service.CacheSlot(s.cache_type, s.timeout, self.caches.get(s.cache_type))
             for s in self.specs
         ]
-        tickets = SharedTicketKeys(self.chain) if self.chain is not None else None
+        if self.chain is not None:
+            self.tickets = SharedTicketKeys(self.chain)
         self.service = service.Service(
-            slots, rand=self.pool, log=log, started=time.time(), tickets=tickets
+            slots, rand=self.pool, log=log, started=time.time(), tickets=self.tickets
         )
         if self.source is not None:
             ctx.events.request_timer(0, self.reseed_event)
@@ -162,6 +164,8 @@ class Tlsmgr:
         self.caches.clear()
         if self.pool is not None:
             entropy.save_at_exit(self.exch, self.pool)
+        if self.tickets is not None:
+            self.tickets.erase()
         if self.chain is not None:
             self.chain.erase()
 

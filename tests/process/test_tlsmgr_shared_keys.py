@@ -183,3 +183,20 @@ def test_an_unusable_secret_file_is_fatal(folder, data, mode, message):
         with inst.client(attempts=1, timeout=2) as client:
             assert not client.tktkey().ok  # the master forks tlsmgr, which stops
         inst.wait_log(re.escape(f"fatal: ticket secret file {path} {message}"))
+
+
+def test_with_tickets_off_the_secret_is_unused_and_a_stale_state_removed(folder):
+    path = secret_file(folder, "fleet.key", SECRET)
+    settings = {"tls_session_ticket_secret_file": path, "smtpd_tls_session_cache_timeout": "0"}
+    with started(settings) as inst:
+        inst.data.mkdir(exist_ok=True)
+        stale = inst.data / STATE_FILE
+        stale.write_bytes(b"left by an earlier configuration")
+        result = tktkey(inst)  # the master forks tlsmgr now
+        assert not result.ok and result.data == b""  # tickets off: ERR
+        inst.wait_log(
+            "warning: tls_session_ticket_secret_file is not used:"
+            " smtpd_tls_session_cache_timeout is 0"
+        )
+        inst.wait_log(f"removed {re.escape(str(stale))}: shared ticket keys are off")
+        assert not stale.exists()
