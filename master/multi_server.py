@@ -10,10 +10,18 @@ SYNOPSIS
     class Handler(Protocol):                # what handler_factory(conn) returns
         def connection_made(self) -> bytes: ...        # greeting, may be b""
         def data_received(self, data: bytes) -> bytes: ...   # reply, may be b""
+        def resume(self) -> bytes: ...                 # after conn.hold()
         def connection_lost(self) -> None: ...
+        between_requests: bool              # no partial request, nothing pending
     conn.peer                  # "127.0.0.1:40000", "[::1]:40000", "local pid 123"
     conn.ctx                   # the ServerContext
+    conn.room                  # output bytes that fit below HIGH_WATER (may be <= 0)
+    conn.write(data)           # queue a late reply, after all output so far
+    conn.hold()                # input kept back: call resume() when there is room
+    conn.pause()               # waiting for a late reply: read nothing, call nothing
     conn.close_after_write()   # close once the pending output is written
+    conn.between_requests      # the handler's, and no input held back or paused
+    conn.received              # bytes read from the client so far
 
 DESCRIPTION
     The skeleton for servers such as tlsmgr (Postfix's multi_server.c).
@@ -32,17 +40,20 @@ DESCRIPTION
       privilege drop; connection_made() runs at once, its bytes are the
       greeting (the server speaks first when it likes).
     - data_received() gets the bytes in the order they came, in chunks of
-      any size; what it returns is written in order.  The skeleton owns
-      sockets, output buffers and partial writes: a client that does not
-      read stalls only itself (it is not read from while more than
-      256 KiB of its output is pending), and a half-written request
-      delays nobody else.
+      any size (at most READ_SIZE); what it returns is written in order.
+      The skeleton owns sockets, output buffers and partial writes: a
+      client that does not read stalls only itself (it is not read from
+      while more than HIGH_WATER bytes of its output are pending, and
+      again once they are down to LOW_WATER), and a half-written request
+      delays nobody else.  In the common case (the reply fits in the
+      socket) a request costs one read and one write, and nothing is
+      copied.
     - connection_lost() is called exactly once, after the socket is
       closed: on EOF (after pending output is flushed), on a reset or
       write error, after close_after_write(), and when the connection
       has been idle (no byte in or out) for longer than ipc_timeout.
-    - Status records: TAKEN before the first data_received() of a busy
-      spell, AVAIL when the loop is about to wait again or after
+    - Status records: TAKEN before the first data_received() or resume()
+      of a busy spell, AVAIL when the loop is about to wait again or after
       skeleton.MAX_BUSY_TURNS busy turns; none for a turn that only
       accepts, greets or disconnects (skeleton.run_loop).
     - Exit 0 (after pre_exit) when the master goes away or reloads (EOF
@@ -53,6 +64,41 @@ DESCRIPTION
     - Accepts up to 100 connections per turn, until EAGAIN; the
       RLIMIT_NOFILE soft limit is raised to the hard limit at start.
 
+    Flow control: the handler contract.  One read may hold many
+    pipelined requests, and their replies may be far larger than the
+    requests (a 40-byte lookup can fetch a 64 KiB session).  A handler
+    therefore answers only as much as fits, and keeps the rest:
+    - data_received() and resume() are only called while the pending
+      output is at most HIGH_WATER (conn.room >= 0), and may always
+      answer one request.  Before answering another, a handler looks at
+      conn.room less what it has produced in this call, and stops when
+      that is used up or when it has done its own bounded amount of work
+      for this call (tlsmgr: 32 requests).
+    - A handler that stops before the end of its input keeps the rest
+      undecoded and calls conn.hold(): the socket is no longer read (the
+      client's further writes wait in the kernel), and resume() is called
+      on a later loop turn once the pending output is down to LOW_WATER.
+      Held connections are resumed round-robin, each once per turn in
+      the order they were held, so one connection cannot take a whole
+      turn.  After a resume() that did not call hold() again, the socket
+      is read again.
+    - A request whose reply is not ready (it waits for another server):
+      the handler answers what came before it, keeps what comes after
+      it, and calls conn.pause(): nothing is read and nothing is called
+      until the handler, when the reply is ready, calls conn.write(reply)
+      and then conn.hold(), so that resume() goes on with the rest in
+      order.  conn.write() queues bytes after everything returned or
+      written before, whenever it is called.
+    - conn.between_requests is True when the connection has no request
+      in progress: no input held back, not paused, and the handler's own
+      between_requests (no partial request read, no reply pending, no
+      undecoded input).  A connection that has received bytes
+      (conn.received > 0) and is between requests has had every request
+      it sent answered: it may be closed without losing one.
+    A handler that never pipelines (one request, one reply) needs none
+    of this: its resume() returns b"" and between_requests says whether
+    it holds a partial request.
+
     With -S the one client is stdin/stdout (no master, no listener), and
     the process exits when it disconnects.
 
@@ -62,6 +108,9 @@ DIAGNOSTICS
 
 BUGS
     Transports unix and inet only (not pass).
+
+    NOTE: long because the connection's input, output and flow control
+    are one state machine; split, each half would reach into the other.
 
 SEE ALSO
     src/master/multi_server.c (Postfix), skeleton.py, events.py
@@ -86,7 +135,11 @@ from master.skeleton import Hook, ServerContext
 ACCEPT_BURST = 100  # connections accepted per listener per loop turn
 READ_SIZE = 65536
 HIGH_WATER = 256 * 1024  # stop reading a client with this much output pending
+LOW_WATER = HIGH_WATER // 2  # read it (or resume its handler) again at this much
 ACCEPT_PAUSE = 1.0  # rest after accept() ran out of resources
+
+# Connection._input: what the skeleton does with the client's input.
+READING, HELD, PAUSED = "reading", "held", "paused"
 
 
 class Handler(Protocol):
@@ -94,7 +147,12 @@ class Handler(Protocol):
 
     def data_received(self, data: bytes) -> bytes: ...
 
+    def resume(self) -> bytes: ...
+
     def connection_lost(self) -> None: ...
+
+    @property
+    def between_requests(self) -> bool: ...
 
 
 HandlerFactory = Callable[["Connection"], Handler]
@@ -137,6 +195,7 @@ class Connection:
     __slots__ = (
         "peer",
         "ctx",
+        "received",
         "_server",
         "_sock",
         "_rfd",
@@ -146,6 +205,7 @@ class Connection:
         "_closing",
         "_closed",
         "_reading",
+        "_input",
         "_last",
         "_timer",
     )
@@ -155,6 +215,7 @@ class Connection:
     ) -> None:
         self.peer = peer
         self.ctx = server.ctx
+        self.received = 0
         self._server = server
         self._sock = sock
         self._rfd, self._wfd = rfd, wfd
@@ -162,13 +223,43 @@ class Connection:
         self._out = bytearray()
         self._closing = self._closed = False
         self._reading = False
+        self._input = READING
         self._last = time.monotonic()
         self._timer: Any = None
+
+    # Called by the handler ----------------------------------------------
+
+    @property
+    def room(self) -> int:
+        """Output bytes that may still be queued before HIGH_WATER (<= 0: none)."""
+        return HIGH_WATER - len(self._out)
+
+    def write(self, data: bytes) -> None:
+        """Queue data after everything returned or written so far (a late reply)."""
+        self._queue(data)
+
+    def hold(self) -> None:
+        """Input was kept back: stop reading; resume() once there is room."""
+        self._stop_reading()
+        if self._input is not HELD and not self._closed:
+            self._input = HELD
+            self._server.resume_later(self)
+
+    def pause(self) -> None:
+        """A reply is pending: read nothing and call nothing until hold()."""
+        self._input = PAUSED
+        self._stop_reading()
 
     def close_after_write(self) -> None:
         """Close the connection once everything queued so far is written."""
         self._closing = True
         self._stop_reading()
+
+    @property
+    def between_requests(self) -> bool:
+        """No request in progress here or in the handler (see the module docstring)."""
+        handler = self._handler
+        return self._input is READING and handler is not None and handler.between_requests
 
     # Called by MultiServer ----------------------------------------------
 
@@ -177,6 +268,19 @@ class Connection:
         self._arm_timer(self.ctx.ipc_timeout)
         self._start_reading()
         self._queue(handler.connection_made())
+
+    def resume_turn(self) -> None:
+        """The handler's turn to go on with the input it held back."""
+        if self._input is not HELD or self._closing or self._closed:
+            return
+        if len(self._out) > LOW_WATER:
+            return  # _write_event() brings it back once the output has drained
+        self._input = READING
+        self.ctx.status.busy()
+        assert self._handler is not None
+        self._queue(self._handler.resume())
+        if len(self._out) <= HIGH_WATER:
+            self._start_reading()
 
     def close(self) -> None:
         if self._closed:
@@ -195,7 +299,7 @@ class Connection:
     # Input --------------------------------------------------------------
 
     def _start_reading(self) -> None:
-        if not self._reading and not self._closing:
+        if not self._reading and not self._closing and self._input is READING:
             self._reading = True
             self.ctx.events.enable_read(self._rfd, self._read_event)
 
@@ -216,6 +320,7 @@ class Connection:
             self._eof()
             return
         self._last = time.monotonic()
+        self.received += len(data)
         self.ctx.status.busy()
         assert self._handler is not None
         self._queue(self._handler.data_received(data))
@@ -270,8 +375,11 @@ class Connection:
             if self._closing:
                 self.close()
                 return
-        if len(self._out) <= HIGH_WATER // 2:
-            self._start_reading()
+        if len(self._out) <= LOW_WATER:
+            if self._input is HELD:
+                self._server.resume_later(self)
+            else:
+                self._start_reading()
 
     def _lost(self, err: OSError) -> None:
         if log.msg_verbose and err.errno not in (errno.ECONNRESET, errno.EPIPE):
@@ -297,7 +405,7 @@ class Connection:
 
 
 class MultiServer:
-    """The accept loop; one instance per process."""
+    """The accept loop and the held connections' turns; one instance per process."""
 
     def __init__(
         self,
@@ -310,16 +418,35 @@ class MultiServer:
         self.loop = loop
         self.client_count = 0
         self._listeners = {lsock.fileno(): lsock for lsock in ctx.listeners}
+        # Held connections due for resume(), in the order they were held (a dict
+        # as an ordered set: holding twice keeps the first place).
+        self._resumable: dict[Connection, None] = {}
 
     def serve(self) -> None:
         raise_nofile_limit()
         if self.ctx.options.stdin_client:
             self._new_connection(Connection(self, None, 0, 1, "stdin"))
-            skeleton.run_loop(self.ctx, lambda: self.client_count > 0, self.loop)
+            skeleton.run_loop(self.ctx, lambda: self.client_count > 0, self.turn)
             return
         for fd in self._listeners:
             self.ctx.events.enable_read(fd, self._accept_event)
-        skeleton.run_loop(self.ctx, self._keep_going, self.loop)
+        skeleton.run_loop(self.ctx, self._keep_going, self.turn)
+
+    def resume_later(self, conn: Connection) -> None:
+        """Give a held connection a resume() at the start of the next loop turn."""
+        self._resumable[conn] = None
+
+    def turn(self, ctx: ServerContext) -> float | None:
+        """The loop hook: each held connection that was due resumes once (round-robin:
+        one that holds again waits for the next turn), then the daemon's own hook.
+        Returns 0 while a connection waits for its turn."""
+        if self._resumable:
+            due = list(self._resumable)
+            self._resumable.clear()
+            for conn in due:
+                conn.resume_turn()
+        timeout = self.loop(ctx) if self.loop is not None else None
+        return 0 if self._resumable else timeout
 
     def _keep_going(self) -> bool:
         ctx = self.ctx
@@ -354,6 +481,7 @@ class MultiServer:
     def connection_closed(self, conn: Connection) -> None:
         if log.msg_verbose:
             msg_info(f"connection closed {conn.peer}")
+        self._resumable.pop(conn, None)
         self.client_count -= 1
         self.ctx.use_count += 1
         if self.client_count == 0:

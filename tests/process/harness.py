@@ -35,8 +35,10 @@ DESCRIPTION
 
     Echo protocol (one command per line): greeting "$echo_greeting\\n";
     "quit" -> "bye\\n" then close; "big N" -> N bytes of "x" and "\\n";
-    "sleep S" -> sleeps S seconds, then "slept\\n"; "crash" -> an
-    unexpected exception; anything else is echoed back.
+    "sleep S" -> sleeps S seconds, then "slept\\n"; "later S" (multi
+    only) -> "later\\n" after S seconds, from a timer, the lines after it
+    answered after it; "crash" -> an unexpected exception; anything else
+    is echoed back.
 
     Hang guards: every wait has a generous deadline (WAIT seconds) and
     fails the test with a message instead of hanging; nothing asserts on
@@ -440,26 +442,57 @@ def recv_all(sock: socket.socket) -> bytes:
 
 
 class EchoHandler:
-    """multi_server handler: line-based echo with a few test commands."""
+    """multi_server handler: line-based echo with a few test commands, on the
+    skeleton's flow-control contract: it answers lines while the output has
+    room (always one), holds the rest back, and "later S" is a late reply."""
 
     def __init__(self, conn: Any, state: dict[str, Any]) -> None:
         self.conn = conn
         self.state = state
         self.buffer = b""
+        self.waiting = False
 
     def connection_made(self) -> bytes:
         return self.state["greeting"]
 
     def data_received(self, data: bytes) -> bytes:
         self.buffer += data
+        return self.resume()
+
+    def resume(self) -> bytes:
         out = []
+        room = self.conn.room
         closing: list[int] = []
         while b"\n" in self.buffer and not closing:
+            if out and room <= 0:
+                self.conn.hold()
+                break
             line, self.buffer = self.buffer.split(b"\n", 1)
-            out.append(echo_command(line, self.state, lambda: closing.append(1)))
+            if line.startswith(b"later "):
+                self._later(float(line.split()[1]))
+                break
+            reply = echo_command(line, self.state, lambda: closing.append(1))
+            out.append(reply)
+            room -= len(reply)
         if closing:
             self.conn.close_after_write()
         return b"".join(out)
+
+    def _later(self, delay: float) -> None:
+        """Reply "later" after `delay` seconds; the lines after it wait."""
+        self.waiting = True
+        self.conn.pause()
+
+        def reply(_loop: Any) -> None:
+            self.waiting = False
+            self.conn.write(b"later\n")
+            self.conn.hold()
+
+        self.conn.ctx.events.request_timer(delay, reply)
+
+    @property
+    def between_requests(self) -> bool:
+        return not self.buffer and not self.waiting
 
     def connection_lost(self) -> None:
         self.state["lost"] += 1
