@@ -7,7 +7,7 @@ SYNOPSIS
     dec.feed(data)                        # any split of the byte stream
     pairs = dec.next_list()               # [(name, value), ...] or attr.NEED_DATA
     dec.buffered                          # bytes received and not yet returned
-    dec.whole_lists(data)                 # fast path: [pairs, ...] or None
+    dec.whole_lists(data, limit=0)        # fast path: [pairs, ...] or None
 
     attr.encode_list([(b"status", attr.format_int(-2))])   # -> bytes
     attr.format_int(-1)     -> b"4294967295"   (printf "%u" of an int)
@@ -172,8 +172,9 @@ class AttrDecoder:
         else:
             self._buf += data
 
-    def whole_lists(self, data: bytes) -> list[Pairs] | None:
-        """The lists in `data` when it is exactly whole lists and nothing is pending.
+    def whole_lists(self, data: bytes, limit: int = 0) -> list[Pairs] | None:
+        """The lists in `data` when it is exactly whole lists (at most `limit`
+        of them, unless 0) and nothing is pending.
 
         The fast path for one request in one read: returns them without
         touching the decoder's state, or None (then feed() as usual).  It
@@ -190,22 +191,22 @@ class AttrDecoder:
         ):
             return None
         fields = data.split(b"\0")
-        lists, start = self._walk(fields)
+        lists, start = self._walk(fields, limit)
         return lists if start == len(fields) - 1 else None
 
     def _feed_fast(self, data: bytes) -> None:
         """Whole lists straight from one split; the rest to the general path."""
         fields = data.split(b"\0")
-        lists, start = self._walk(fields)
+        lists, start = self._walk(fields, 0)
         self._ready.extend(lists)
         if start < len(fields) - 1 or fields[-1]:
             self._buf += b"\0".join(fields[start:])
 
-    def _walk(self, fields: list[bytes]) -> tuple[list[Pairs], int]:
-        """The complete lists at the start of split fields, and the index of the
-        field where the rest begins (an incomplete list, or a name too long,
-        which the general path must see).  The last field follows the last
-        NUL: it is never complete."""
+    def _walk(self, fields: list[bytes], limit: int) -> tuple[list[Pairs], int]:
+        """The complete lists at the start of split fields (at most `limit`,
+        unless 0), and the index of the field where the rest begins (an
+        incomplete list, or a name too long, which the general path must
+        see).  The last field follows the last NUL: it is never complete."""
         last = len(fields) - 1
         max_name = self._max_name
         lists: list[Pairs] = []
@@ -223,6 +224,8 @@ class AttrDecoder:
                 break
             lists.append(pairs)
             start = i + 1
+            if len(lists) == limit:
+                break
         return lists, start
 
     def next_list(self) -> Pairs | _NeedData:

@@ -9,7 +9,7 @@ SYNOPSIS
     sock.send(protocol.GREETING)          # b"protocol\\0tlsmgr_protocol\\0\\0"
     conn.receive_data(data)               # b"" means end of input
     event = conn.next_event()             # Request | Trigger | NEED_DATA
-    conn.whole_requests(data)             # fast path: [Request, ...] or None
+    conn.whole_requests(data, limit=0)    # fast path: [Request, ...] or None
     sock.send(protocol.encode_reply(reply))
 
     # client side
@@ -74,12 +74,14 @@ DESCRIPTION
     Replies are decoded as Postfix's clients do (ATTR_FLAG_MISSING):
     unexpected attributes are skipped, a missing one is an error.
 
-    Fast path.  ServerConnection.whole_requests(data) takes a read that
-    holds exactly whole requests while nothing is pending (how real
-    clients send them): one split, the frequent well-formed requests
-    recognised directly by parse_request(); otherwise it returns None and
-    the incremental path above runs.  Both give the same Requests
-    (tests/unit/test_protocol_fuzz.py).
+    Fast path.  ServerConnection.whole_requests(data, limit) takes a read
+    that holds exactly whole requests, at most `limit` of them, while
+    nothing is pending (how real clients send them): one split, the
+    frequent well-formed requests recognised directly by parse_request();
+    otherwise it returns None and the incremental path above runs.  Both
+    give the same Requests (tests/unit/test_protocol_fuzz.py).  tlsmgr's
+    handler asks for one: pipelined input goes to the incremental path,
+    which it feeds a slice at a time.
 
     NOTE: long because it holds the vocabulary, both state machines, the
     request parser with its fast path and the reply codec, which share
@@ -457,13 +459,14 @@ class ServerConnection:
         """Bytes received that are not part of an event yet (a partial request)."""
         return len(self._head) + self._decoder.buffered
 
-    def whole_requests(self, data: bytes) -> list[Request] | None:
+    def whole_requests(self, data: bytes, limit: int = 0) -> list[Request] | None:
         """The fast path: the Requests in `data` when it holds exactly whole
-        requests and nothing is pending, else None (state untouched; use
-        receive_data() and next_event()).  The same Requests either way."""
+        requests (at most `limit`, unless 0) and nothing is pending, else
+        None (state untouched; use receive_data() and next_event()).  The
+        same Requests either way."""
         if self._state != self._LISTS:
             return None
-        lists = self._decoder.whole_lists(data)
+        lists = self._decoder.whole_lists(data, limit)
         if lists is None:
             return None
         return [parse_request(pairs) for pairs in lists]

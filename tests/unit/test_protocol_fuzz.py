@@ -178,6 +178,10 @@ def test_fast_path_takes_whole_requests_and_declines_the_rest():
         Request("lookup", cache_type="smtp", cache_id="id"),
         Request("seed", size=32),
     ]
+    # With a limit: at most that many requests, else the general path.
+    assert conn.whole_requests(lookup + seed, 2) == conn.whole_requests(lookup + seed)
+    assert conn.whole_requests(lookup + seed, 1) is None
+    assert conn.whole_requests(lookup, 1) == [Request("lookup", cache_type="smtp", cache_id="id")]
     assert conn.whole_requests(lookup[:-1]) is None  # a partial request
     assert ServerConnection().whole_requests(lookup) is None  # first bytes: trigger check
     assert _primed(max_value=8).whole_requests(lookup) is None  # limits: the general path
