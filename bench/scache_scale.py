@@ -77,6 +77,10 @@ class Rand:
 
 class Conn:
     peer = "bench"
+    room = 256 * 1024
+
+    def hold(self) -> None:
+        pass
 
     def close_after_write(self) -> None:
         pass

@@ -10,8 +10,10 @@ SYNOPSIS
 DESCRIPTION
     Log stands in for master.log where a module takes a `log` object
     (scache, service): info lines as they are, warnings as "warning: ...".
-    Conn counts close_after_write() calls in `closed` and names its peer
-    as the multi_server skeleton would (`private/tlsmgr(pid 7)`).
+    Conn counts close_after_write() calls in `closed` and hold() calls in
+    `held`, keeps what write() was given in `written`, offers a fixed
+    `room` (the skeleton's high-water mark unless told) and names its
+    peer as the multi_server skeleton would (`private/tlsmgr(pid 7)`).
     open_cache() opens a real Berkeley DB session cache in `folder` with
     the caller's ids (mail_owner_uid = euid, so nothing is redirected);
     the caller closes it.  Fixtures (`folder`, `maillog`) are in
@@ -51,9 +53,18 @@ class Log:
 
 
 class Conn:
-    def __init__(self, peer: str = "private/tlsmgr(pid 7)") -> None:
+    def __init__(self, peer: str = "private/tlsmgr(pid 7)", room: int = 256 * 1024) -> None:
         self.peer = peer
         self.closed = 0
+        self.room = room
+        self.held = 0
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def hold(self) -> None:
+        self.held += 1
 
     def close_after_write(self) -> None:
         self.closed += 1

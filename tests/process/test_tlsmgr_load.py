@@ -1,5 +1,5 @@
 """Our tlsmgr under our master, under load: many clients, stalled and vanishing clients,
-and kill -9 with the client library in use.
+clients that pipeline and never read, and kill -9 with the client library in use.
 
 Each test runs its own instance (chroot y, as the embedded master.cf) so that
 a restart or a crash in one cannot hide in another.  Nothing here measures
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import resource
+import select
 import signal
 import socket
 import threading
@@ -26,6 +27,7 @@ from instance import (
     wait_until,
 )
 
+from tlsmgr import attr
 from tlsmgr.client import Status
 
 pytestmark = pytest.mark.root
@@ -306,3 +308,73 @@ def test_client_keeps_its_connection(inst):
         for _ in range(3):
             assert client.seed(8).ok
         assert client._sock is held
+
+
+# Clients that pipeline lookups of a big session and never read --------------------
+
+FLOODERS = 10
+# tlsmgr's peak RSS (VmHWM) while FLOODERS connections have each sent 64 KiB of pipelined
+# lookups of a 64 KiB session and read nothing.  Each read is 1,524 lookups, whose replies
+# come to 133 MB: answered in full, ten of them took well over a gigabyte.  With flow
+# control a connection holds at most its 256 KiB of output (plus one reply) and one read
+# of input, about 4 MB for all ten; tlsmgr itself starts at about 30 MB.  Generous: 100 MB.
+FLOOD_RSS_BOUND_KB = 100 * 1024
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fp:
+        for line in fp:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+def test_clients_that_pipeline_big_lookups_and_never_read_stay_bounded(inst):
+    session = os.urandom(attr.MAX_DATA)  # the largest session a request can carry
+    reply = b"status\0" + OK + b"\0session\0" + base64.b64encode(session) + b"\0\0"
+    good = connect(inst)
+    flooders: list[socket.socket] = []
+    try:
+        good.sendall(update(b"big", session))
+        assert read_reply(good) == [(b"status", OK)]
+        pid = inst.tlsmgr_pid()
+        one = lookup(b"big")
+        flood = one * (65536 // len(one))
+        for _ in range(FLOODERS):
+            sock = connect(inst)
+            sock.sendall(flood)
+            flooders.append(sock)
+        # Every flooder has been answered as far as its output has room...
+        for sock in flooders:
+            assert select.select([sock], [], [], WAIT)[0], "no reply to a flooder"
+        # ...and a well-behaved client is answered meanwhile, again and again.
+        for n in range(20):
+            good.sendall(update(b"good-%d" % n, b"session %d" % n))
+            assert read_reply(good) == [(b"status", OK)]
+            good.sendall(lookup(b"good-%d" % n))
+            want = base64.b64encode(b"session %d" % n)
+            assert read_reply(good) == [(b"status", OK), (b"session", want)]
+        assert _vm_hwm_kb(pid) < FLOOD_RSS_BOUND_KB
+        # The rest was kept, not lost: a flooder that reads gets every reply, in order,
+        # and its connection still works afterwards.
+        reader = flooders[0]
+        got = _recv_exactly(reader, len(reply) * (65536 // len(one)))
+        assert got[: len(reply)] == reply and got[-len(reply) :] == reply
+        assert got.count(b"status\0") == 65536 // len(one)
+        assert ask(reader, b"request", b"seed", b"size", b"8")[0] == (b"status", OK)
+        assert _vm_hwm_kb(pid) < FLOOD_RSS_BOUND_KB
+        assert inst.tlsmgr_pids() == [pid]
+    finally:
+        good.close()
+        for sock in flooders:
+            sock.close()
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = sock.recv(min(1 << 20, size - got))
+        assert chunk, f"EOF after {got} of {size} bytes"
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)

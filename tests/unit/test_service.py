@@ -295,3 +295,74 @@ def test_handler_logs_malformed_requests_with_the_peer(env):
     assert log.lines[-1] == (
         "warning: unexpected attribute x (expecting: (list terminator)) from private/tlsmgr(pid 7)"
     )
+
+
+# Flow control: the skeleton's handler contract ------------------------------------
+
+
+def _lookup(cache_id: bytes) -> bytes:
+    return b"request\0lookup\0cache_type\0smtp\0cache_id\0" + cache_id + b"\0\0"
+
+
+def _drain(handler, conn, first: bytes) -> tuple[bytes, int]:
+    """What the skeleton does: resume() while the handler holds input back.
+    Returns all output and the number of calls it took."""
+    out, calls = first, 1
+    while conn.held:
+        conn.held -= 1
+        out += handler.resume()
+        calls += 1
+    return out, calls
+
+
+def test_handler_stops_at_the_room_and_holds_the_rest_undecoded(env):
+    svc, _, _ = env
+    session = bytes(range(256)) * 8  # 2 KiB: 2.7 KiB of reply
+    svc.handle(Request("update", cache_type="smtp", cache_id="big", session=session), T0)
+    reply = protocol.encode_reply(Reply("lookup", Status.OK, session))
+    conn = Conn(room=len(reply) * 2 + 10)
+    handler = svc.handler_factory(lambda: T0)(conn)
+    pipelined = _lookup(b"big") * 200  # 8 KiB
+    first = handler.data_received(pipelined)
+    # The first two replies fit; the third passes the mark; the rest waits.
+    assert first == reply * 3
+    assert conn.held == 1
+    assert not handler.between_requests
+    # Undecoded: the decoder has been given one slice of the input, no more.
+    assert handler.proto.buffered < service.FEED_SIZE < len(pipelined)
+    out, calls = _drain(handler, conn, first)
+    assert out == reply * 200 and calls == -(-200 // 3)
+    assert handler.between_requests
+
+
+def test_handler_answers_at_most_a_budget_of_requests_per_call(env):
+    svc, _, _ = env
+    conn = Conn()
+    handler = svc.handler_factory(lambda: T0)(conn)
+    seed = b"request\0seed\0size\x001\0\0"
+    reply = b"status\x000\x00seed\x00pQ==\x00\x00"
+    first = handler.data_received(seed * 100)
+    assert first == reply * service.REQUEST_BUDGET
+    out, calls = _drain(handler, conn, first)
+    assert out == reply * 100
+    assert calls == -(-100 // service.REQUEST_BUDGET)
+
+
+def test_handler_one_request_per_read_never_holds(env):
+    svc, _, _ = env
+    conn = Conn(room=0)  # even with no room left: one request is always answered
+    handler = svc.handler_factory(lambda: T0)(conn)
+    for _ in range(3):
+        assert handler.data_received(_lookup(b"none")).startswith(b"status\x004294967295\x00")
+    assert conn.held == 0 and handler.between_requests
+
+
+def test_handler_between_requests(env):
+    svc, _, _ = env
+    handler = svc.handler_factory(lambda: T0)(Conn())
+    assert handler.between_requests
+    request = _lookup(b"x")
+    assert handler.data_received(request[:10]) == b""
+    assert not handler.between_requests
+    assert handler.data_received(request[10:]).startswith(b"status\x00")
+    assert handler.between_requests

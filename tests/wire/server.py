@@ -31,6 +31,7 @@ import socket
 import sys
 import time
 
+from master.multi_server import HIGH_WATER
 from tlsmgr import scache, service
 
 
@@ -65,6 +66,17 @@ class Conn:
         self.peer = "test-client"
         self.out = bytearray()
         self.closing = False
+        self.held = False
+
+    @property
+    def room(self) -> int:
+        return HIGH_WATER - len(self.out)
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def hold(self) -> None:
+        self.held = True
 
     def close_after_write(self) -> None:
         self.closing = True
@@ -140,9 +152,18 @@ def main() -> None:
         )
         sel.modify(conn.sock, events, (conn, handler))
 
+    held: list[tuple[Conn, service.TlsmgrHandler]] = []
     print("READY", flush=True)
     while not stop:
-        for key, mask in sel.select(0.5):
+        # Held connections: resume() once per turn while their output has room
+        # (the handler takes what is read meanwhile after what it held back).
+        for conn, handler in held[:]:
+            if len(conn.out) <= HIGH_WATER // 2 and not conn.closing:
+                held.remove((conn, handler))
+                conn.held = False
+                conn.out += handler.resume()
+                flush(conn, handler)
+        for key, mask in sel.select(0 if held else 0.5):
             if key.data is None:
                 try:
                     sock, _ = listener.accept()
@@ -167,6 +188,8 @@ def main() -> None:
                 if not data:
                     conn.closing = True
             flush(conn, handler)
+            if conn.held and (conn, handler) not in held:
+                held.append((conn, handler))
     for cache in stores.values():
         cache.close()
     sys.exit(0)
