@@ -41,6 +41,9 @@ DESCRIPTION
         chain_event       at every epoch boundary: advance the key chain
                           (erasing the states that left its window, saving
                           the new floor state in place).
+        warning_flush_event  every 60 s: the "N more warnings ...
+                          suppressed" line, when client warnings were
+                          rate-limited (service.WarningLimit).
     loop (every loop turn):
         mix the time of day; advance each running cleanup scan by
         CLEANUP_BUDGET entries; return 0 while a scan has work left.
@@ -147,6 +150,7 @@ class Tlsmgr:
             ctx.events.request_timer(0, self._cache_run_event(cache_type))
         if self.chain is not None:
             ctx.events.request_timer(self._next_epoch_delay(), self.chain_event)
+        ctx.events.request_timer(service.WARN_INTERVAL, self.warning_flush_event)
 
     def loop(self, ctx: ServerContext) -> float | None:
         assert self.pool is not None
@@ -199,6 +203,11 @@ class Tlsmgr:
         now = time.time()
         end = keychain.tout(self.chain.epoch(now), self.chain.period) + 1
         return end - now + EPOCH_SLACK
+
+    def warning_flush_event(self, events: EventLoop) -> None:
+        assert self.service is not None
+        self.service.warnings.flush(time.time())
+        events.request_timer(service.WARN_INTERVAL, self.warning_flush_event)
 
     def _cache_run_event(self, cache_type: str) -> Any:
         def cache_run_event(events: EventLoop) -> None:

@@ -111,6 +111,13 @@ MAX_SEED = 255
 # pipelined input decodes into at most a few hundred objects at a time.
 REQUEST_BUDGET = 32  # requests answered per connection per loop turn
 FEED_SIZE = 4096  # pipelined input handed to the decoder at a time
+# Real clients never send a malformed request; three let a person typing at
+# the socket see the FAIL replies, and bound a flood's warnings per connection.
+MAX_MALFORMED = 3
+# Warnings a client can cause, per process: the first WARN_BURST lines of a
+# WARN_INTERVAL are written, the rest counted and summed up in one line.
+WARN_BURST = 20
+WARN_INTERVAL = 60.0
 
 
 class Random(Protocol):
@@ -140,6 +147,41 @@ class _NullLog:
 
 
 NULL_LOG = _NullLog()
+
+
+class WarningLimit:
+    """At most `burst` warnings per `interval` seconds; see the module docstring."""
+
+    def __init__(self, log: Any, burst: int = WARN_BURST, interval: float = WARN_INTERVAL) -> None:
+        self.log = log
+        self.burst = burst
+        self.interval = interval
+        self.suppressed = 0  # lines not written, since start (for stats)
+        self._start = 0.0  # the current interval began then
+        self._written = 0  # lines written in it
+        self._held = 0  # lines suppressed in it
+
+    def warn(self, text: str, now: float) -> None:
+        """Log `text` as a warning unless this interval's lines are used up."""
+        self.flush(now)
+        if self._written < self.burst:
+            self._written += 1
+            self.log.msg_warn(text)
+        else:
+            self._held += 1
+            self.suppressed += 1
+
+    def flush(self, now: float) -> None:
+        """Once the interval is over: the summary line (if any were suppressed),
+        and a new interval.  A clock that went back starts one too."""
+        if self._start <= now < self._start + self.interval:
+            return
+        if self._held:
+            self.log.msg_warn(
+                f"{self._held} more warnings about client requests suppressed"
+                f" (at most {self.burst} per {self.interval:g}s)"
+            )
+        self._start, self._written, self._held = now, 0, 0
 
 
 def sanitise_timeout(seconds: int) -> int:
@@ -217,10 +259,12 @@ class Service:
         log: Any = NULL_LOG,
         started: float = 0.0,
         tickets: TicketKeys | SharedTicketKeys | None = None,
+        warnings: WarningLimit | None = None,
     ) -> None:
         self.slots = {slot.cache_type: slot for slot in slots}
         self.rand = rand
         self.log = log
+        self.warnings = warnings or WarningLimit(log)
         self.started = started
         smtpd = self.slots.get("smtpd")
         self.tickets = tickets or TicketKeys(smtpd.timeout if smtpd else 0, rand)
@@ -243,25 +287,29 @@ class Service:
         self.counts[request.name] += 1
         return self._dispatch[request.name](request, now)
 
+    def warn(self, text: str, now: float) -> None:
+        """A warning that a client caused: rate-limited (WarningLimit)."""
+        self.warnings.warn(text, now)
+
     def handler_factory(self, clock: Callable[[], float]) -> Callable[[Any], TlsmgrHandler]:
         """A factory for multi_server.main(): conn -> TlsmgrHandler."""
         return lambda conn: TlsmgrHandler(self, conn, clock)
 
-    def _slot(self, request: Request) -> CacheSlot | None:
+    def _slot(self, request: Request, now: float) -> CacheSlot | None:
         slot = self.slots.get(request.cache_type)
         if slot is None:
             shown = protocol.printable(request.cache_type.encode("utf-8", "surrogateescape"))
-            self.log.msg_warn(f'bogus cache type "{shown}" in "{request.name}" request')
+            self.warn(f'bogus cache type "{shown}" in "{request.name}" request', now)
         return slot
 
     def _seed(self, request: Request, now: float) -> Reply:
         if not 0 < request.size <= MAX_SEED:
-            self.log.msg_warn(f'bogus seed length "{request.size}" in "{REQ_SEED}" request')
+            self.warn(f'bogus seed length "{request.size}" in "{REQ_SEED}" request', now)
             return Reply(REQ_SEED, Status.FAIL)
         return Reply(REQ_SEED, Status.OK, self.rand.draw(request.size))
 
     def _lookup(self, request: Request, now: float) -> Reply:
-        slot = self._slot(request)
+        slot = self._slot(request, now)
         if slot is None or slot.store is None:
             return Reply(REQ_LOOKUP, Status.FAIL)
         session = slot.store.lookup(request.cache_id, now)
@@ -270,7 +318,7 @@ class Service:
         return Reply(REQ_LOOKUP, Status.OK, session)
 
     def _update(self, request: Request, now: float) -> Reply:
-        slot = self._slot(request)
+        slot = self._slot(request, now)
         if slot is None or slot.store is None:
             return Reply(REQ_UPDATE, Status.FAIL)
         slot.store.update(request.cache_id, request.session, now)
@@ -279,7 +327,7 @@ class Service:
         return Reply(REQ_UPDATE, Status.OK)
 
     def _delete(self, request: Request, now: float) -> Reply:
-        slot = self._slot(request)
+        slot = self._slot(request, now)
         if slot is None or slot.store is None:
             return Reply(REQ_DELETE, Status.FAIL)
         return Reply(REQ_DELETE, Status.OK if slot.store.delete(request.cache_id) else Status.ERR)
@@ -287,7 +335,7 @@ class Service:
     def _tktkey(self, request: Request, now: float) -> Reply:
         name = request.keyname
         if len(name) not in (0, NAME_LEN):
-            self.log.msg_warn(f"invalid session ticket key name length: {len(name)}")
+            self.warn(f"invalid session ticket key name length: {len(name)}", now)
             return Reply(REQ_TKTKEY, Status.FAIL)
         if not self.tickets.enabled:
             return Reply(REQ_TKTKEY, Status.ERR)
@@ -298,7 +346,7 @@ class Service:
         return Reply(REQ_TKTKEY, Status.OK, keybuf)
 
     def _policy(self, request: Request, now: float) -> Reply:
-        slot = self._slot(request)
+        slot = self._slot(request, now)
         if slot is None:
             return Reply(REQ_POLICY, Status.FAIL)
         cachable = 1 if slot.store is not None else 0
@@ -308,6 +356,7 @@ class Service:
         items: list[tuple[str, str]] = [("uptime", str(max(0, int(now - self.started))))]
         for name in (*protocol.REQUESTS, "malformed"):
             items.append((f"requests.{name}", str(self.counts[name])))
+        items.append(("warnings.suppressed", str(self.warnings.suppressed)))
         for cache_type, slot in self.slots.items():
             items.append((f"{cache_type}.enabled", "1" if slot.store is not None else "0"))
             items.append((f"{cache_type}.timeout", str(slot.timeout)))
@@ -332,6 +381,7 @@ class TlsmgrHandler:
         self.peer = str(getattr(conn, "peer", "") or "private/tlsmgr")
         self.proto = protocol.ServerConnection()
         self.closing = False
+        self.malformed = 0
         self._input = b""  # received, not yet handed to the decoder
         self._offset = 0  # how much of it was
 
@@ -411,19 +461,29 @@ class TlsmgrHandler:
         return True
 
     def _answer(self, request: Request) -> Reply:
+        now = self.clock()
         if request.warnings or request.error is not None:
-            self._complain(request)
-        return self.service.handle(request, self.clock())
+            self._complain(request, now)
+        return self.service.handle(request, now)
 
-    def _complain(self, request: Request) -> None:
+    def _complain(self, request: Request, now: float) -> None:
         for warning in request.warnings:
-            self._warn(f"{warning} from {self.peer}")
-        if request.error is not None:
-            what = f'"{request.name}" request' if request.name else "request"
-            self._warn(f"malformed {what} from {self.peer}: {request.error}")
+            self.service.warn(f"{warning} from {self.peer}", now)
+        if request.error is None:
+            return
+        what = f'"{request.name}" request' if request.name else "request"
+        self.service.warn(f"malformed {what} from {self.peer}: {request.error}", now)
+        self.malformed += 1
+        if self.malformed >= MAX_MALFORMED:
+            self.service.warn(
+                f"closing the connection from {self.peer} after {self.malformed}"
+                " malformed requests",
+                now,
+            )
+            self._close()
 
     def _warn(self, text: str) -> None:
-        self.service.log.msg_warn(text)
+        self.service.warn(text, self.clock())
 
     def _close(self) -> None:
         self.closing = True

@@ -1,5 +1,6 @@
 """Our tlsmgr under our master, under load: many clients, stalled and vanishing clients,
-clients that pipeline and never read, and kill -9 with the client library in use.
+clients that pipeline and never read, malformed floods, and kill -9 with the client
+library in use.
 
 Each test runs its own instance (chroot y, as the embedded master.cf) so that
 a restart or a crash in one cannot hide in another.  Nothing here measures
@@ -27,7 +28,7 @@ from instance import (
     wait_until,
 )
 
-from tlsmgr import attr
+from tlsmgr import attr, service
 from tlsmgr.client import Status
 
 pytestmark = pytest.mark.root
@@ -378,3 +379,50 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+# Malformed requests -----------------------------------------------------------------
+
+FAIL_STATUS_ONLY = b"status\x004294967294\x00\x00"
+
+
+def _recv_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:  # closed with the flood unread
+        pass
+    return data
+
+
+def _client_warnings(inst: TlsmgrInstance) -> list[str]:
+    return [line for line in inst.log().splitlines() if "tlsmgr" in line and "warning:" in line]
+
+
+def test_a_flood_of_nul_bytes_gets_three_fail_replies_and_a_closed_connection(inst):
+    other = connect(inst)
+    flooder = connect(inst)
+    try:
+        flooder.sendall(b"\0" * 5000)  # 5,000 empty attribute lists
+        assert _recv_until_closed(flooder) == FAIL_STATUS_ONLY * 3
+        inst.wait_log(r"tlsmgr.*closing the connection from .* after 3 malformed requests")
+        assert len(_client_warnings(inst)) == 4  # three malformed requests and the close
+        # Everybody else carries on.
+        assert ask(other, b"request", b"seed", b"size", b"8")[0] == (b"status", OK)
+    finally:
+        other.close()
+        flooder.close()
+
+
+def test_malformed_request_warnings_are_rate_limited(inst):
+    for _ in range(30):  # 30 connections, each flooding: 120 warnings without a limit
+        with connect(inst) as flooder:
+            flooder.sendall(b"\0" * 5000)
+            assert _recv_until_closed(flooder) == FAIL_STATUS_ONLY * 3
+    with inst.client(timeout=WAIT) as client:
+        stats = dict(client.stats().items)
+    assert stats["requests.malformed"] == "90"
+    suppressed = int(stats["warnings.suppressed"])
+    assert suppressed == 120 - len(_client_warnings(inst))
+    assert 0 < len(_client_warnings(inst)) <= service.WARN_BURST

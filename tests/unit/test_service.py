@@ -366,3 +366,71 @@ def test_handler_between_requests(env):
     assert not handler.between_requests
     assert handler.data_received(request[10:]).startswith(b"status\x00")
     assert handler.between_requests
+
+
+def test_handler_closes_after_three_malformed_requests(env):
+    svc, log, _ = env
+    conn = Conn()
+    handler = svc.handler_factory(lambda: T0)(conn)
+    # 5,000 empty attribute lists: each one a malformed request.
+    out = handler.data_received(b"\0" * 5000)
+    assert out == b"status\x004294967294\x00\x00" * service.MAX_MALFORMED
+    assert conn.closed == 1 and conn.held == 0
+    assert handler.data_received(b"\0") == b""
+    assert log.lines == [
+        "warning: malformed request from private/tlsmgr(pid 7): missing attribute request"
+    ] * service.MAX_MALFORMED + [
+        "warning: closing the connection from private/tlsmgr(pid 7) after 3 malformed requests"
+    ]
+
+
+def test_handler_malformed_requests_one_per_read_count_too(env):
+    svc, _, _ = env
+    conn = Conn()
+    handler = svc.handler_factory(lambda: T0)(conn)
+    bad = b"request\0seed\0sizex\x0032\0\0"
+    for _ in range(service.MAX_MALFORMED - 1):
+        handler.data_received(bad)
+        assert handler.data_received(b"request\0seed\0size\x001\0\0").startswith(b"status\x000")
+    assert conn.closed == 0
+    assert handler.data_received(bad) == b"status\x004294967294\x00seed\x00\x00\x00"
+    assert conn.closed == 1
+
+
+def test_client_warnings_are_rate_limited_per_process(env):
+    svc, log, _ = env
+    now = [T0]
+    factory = svc.handler_factory(lambda: now[0])
+    for _ in range(50):  # 50 connections, 2 malformed requests each (not closed)
+        handler = factory(Conn())
+        handler.data_received(b"\0\0")
+    assert len(log.lines) == service.WARN_BURST
+    stats = dict(svc.handle(Request("stats"), now[0]).items)
+    assert stats["warnings.suppressed"] == str(100 - service.WARN_BURST)
+    assert stats["requests.malformed"] == "100"
+    # The next interval: one line sums up what was suppressed, then warnings again.
+    now[0] += service.WARN_INTERVAL
+    factory(Conn()).data_received(b"request\0seed\0size\x000\0\0")
+    assert log.lines[service.WARN_BURST :] == [
+        f"warning: {100 - service.WARN_BURST} more warnings about client requests suppressed"
+        f" (at most {service.WARN_BURST} per 60s)",
+        'warning: bogus seed length "0" in "seed" request',
+    ]
+
+
+def test_warning_limit_flush_writes_the_summary_once_the_interval_is_over():
+    log = Log()
+    limit = service.WarningLimit(log, burst=2, interval=10)
+    for n in range(5):
+        limit.warn(f"w{n}", 100 + n)
+    assert log.lines == ["warning: w0", "warning: w1"]
+    limit.flush(109)  # not over yet
+    assert len(log.lines) == 2
+    limit.flush(110)
+    assert log.lines[2:] == [
+        "warning: 3 more warnings about client requests suppressed (at most 2 per 10s)"
+    ]
+    limit.flush(130)  # nothing suppressed since: no line
+    assert len(log.lines) == 3 and limit.suppressed == 3
+    limit.warn("after a clock step back", 50)
+    assert log.lines[-1] == "warning: after a clock step back"
