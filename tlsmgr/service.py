@@ -12,7 +12,12 @@ SYNOPSIS
     handler = factory(conn)                           # one per connection
     handler.connection_made() -> bytes                # the greeting
     handler.data_received(data) -> bytes              # replies, in order
+    handler.resume() -> bytes                         # after conn.hold()
+    handler.between_requests -> bool
     handler.connection_lost()
+
+    svc.warn(text, now)                               # a client's doing: rate-limited
+    svc.warnings.flush(now)                           # the "suppressed" line, when due
 
     service.sanitise_timeout(seconds) -> int          # 1..119 -> 120, <= 0 -> 0
     service.cache_logging(loglevel_text) -> bool      # TLS_LOG_CACHE
@@ -47,7 +52,8 @@ DESCRIPTION
       policy  OK, cachable 1/0 (cache open or not), the sanitised timeout
               even when the cache is disabled.
       stats   OK and NAME=VALUE pairs: uptime, requests.<name> per request
-              type (plus requests.malformed), and per cache type
+              type (plus requests.malformed), warnings.suppressed (see
+              below), and per cache type
               <type>.enabled, <type>.timeout and, when enabled, the
               store's entries, hits, misses, evictions, expired; prng.*
               when rand has a stats() method.  minipostfix only
@@ -59,12 +65,30 @@ DESCRIPTION
     reply shape; FAIL and ERR replies never carry data (the tktkey echo
     aside).
 
-    TlsmgrHandler is the per-connection glue multi_server.main() wants:
-    it owns a protocol.ServerConnection, answers pipelined requests in
-    order, and calls conn.close_after_write() after a master trigger
-    (no reply) or a protocol error (a FAIL reply when the error allows
-    one, e.g. an over-limit request).  Protocol problems are logged as
-    warnings naming the peer (conn.peer when the handle has one).
+    TlsmgrHandler is the per-connection glue multi_server.main() wants
+    (its handler contract: conn.room, conn.hold(), resume(),
+    between_requests).  It owns a protocol.ServerConnection, answers
+    pipelined requests in order, and calls conn.close_after_write()
+    after a master trigger (no reply), a protocol error (a FAIL reply
+    when the error allows one, e.g. an over-limit request), or the
+    MAX_MALFORMED-th (3rd) malformed request on the connection (after
+    its FAIL reply).  A read that is exactly one request takes the fast
+    path; other input goes to the decoder FEED_SIZE (4 KiB) at a time,
+    and answering stops after REQUEST_BUDGET (32) requests or once the
+    replies have filled conn.room: the rest stays undecoded, and the
+    handler calls conn.hold() to be resumed when the output has
+    drained.  Its replies are never pending, so between_requests means
+    no partial request and no undecoded input.
+
+    Warnings a client can cause (malformed requests, protocol errors,
+    bogus seed length, cache type or key name length) name the peer
+    (conn.peer when the handle has one) and go through svc.warn(): a
+    WarningLimit writes at most WARN_BURST (20) of them per WARN_INTERVAL
+    (60 s) per process; at the end of an interval that dropped some, one
+    line `N more warnings about client requests suppressed (at most 20
+    per 60s)`, written by the next warning or by flush() (tlsmgr calls
+    it from a timer).  The count since start is warnings.suppressed in
+    stats.
 
     plan_caches() is the pure half of tlsmgr_pre_init(): it sanitises
     the timeouts, decides which caches are enabled (database set and
