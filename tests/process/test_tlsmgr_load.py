@@ -336,10 +336,10 @@ def test_clients_that_pipeline_big_lookups_and_never_read_stay_bounded(inst):
     good = connect(inst)
     flooders: list[socket.socket] = []
     try:
-        good.sendall(update(b"big", session))
+        good.sendall(update(b"x", session))
         assert read_reply(good) == [(b"status", OK)]
         pid = inst.tlsmgr_pid()
-        one = lookup(b"big")
+        one = lookup(b"x")  # 43 bytes: 1,524 of them in 64 KiB
         flood = one * (65536 // len(one))
         for _ in range(FLOODERS):
             sock = connect(inst)
