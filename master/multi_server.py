@@ -286,7 +286,10 @@ class Connection:
         if self._closed:
             return
         self._closed = True
+        self._reading = False
         events = self.ctx.events
+        # Safety: the descriptor number is free for the next accept() from here on;
+        # a late call from the handler (hold, pause, write) must not touch it.
         events.disable(self._rfd)
         events.disable(self._wfd)
         events.cancel_timer(self._timer)
@@ -299,7 +302,7 @@ class Connection:
     # Input --------------------------------------------------------------
 
     def _start_reading(self) -> None:
-        if not self._reading and not self._closing and self._input is READING:
+        if not self._reading and not self._closing and not self._closed and self._input is READING:
             self._reading = True
             self.ctx.events.enable_read(self._rfd, self._read_event)
 

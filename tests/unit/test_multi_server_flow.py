@@ -232,3 +232,31 @@ def test_resume_counts_as_busy(srv):
 def test_the_constants_of_the_contract():
     assert multi_server.LOW_WATER < multi_server.HIGH_WATER
     assert multi_server.READ_SIZE <= multi_server.HIGH_WATER
+
+
+def test_a_client_gone_while_its_input_is_held(srv):
+    a = srv.client("a")
+    a.sendall(b"1\n2\n")
+    srv.turn()  # 1 answered, 2 held back
+    a.close()  # gone without reading: answering 2 meets a closed socket
+    srv.turn()
+    assert srv.conns["a"]._closed  # white box
+    b = srv.client("b")
+    b.sendall(b"still served\n")
+    srv.turn()
+    assert recv_exactly(b, 13) == b"still served\n"
+
+
+def test_calls_on_a_closed_connection_leave_its_descriptor_number_alone(srv):
+    a = srv.client("a")
+    a.close()
+    srv.turn()  # EOF: closed; its descriptor number is free for the next client
+    old = srv.conns["a"]
+    b = srv.client("b")  # most likely the same number
+    old.pause()  # a late call from a handler that has not noticed
+    old.hold()
+    old.close_after_write()
+    old.write(b"late\n")
+    b.sendall(b"still served\n")
+    srv.turn()
+    assert recv_exactly(b, 13) == b"still served\n"
