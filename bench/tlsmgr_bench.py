@@ -687,20 +687,13 @@ def run_flood(inst: Instance, loader: Loader, args: argparse.Namespace) -> dict:
     loader.populate(inst, args.ids)
     big = os.urandom(FLOOD_SESSION)
     update = attr_list(
-        b"request",
-        b"update",
-        b"cache_type",
-        b"smtp",
-        b"cache_id",
-        b"x",
-        b"session",
-        base64.b64encode(big),
+        *b"request update cache_type smtp cache_id x session".split(), base64.b64encode(big)
     )
     with flood_connect(inst) as sock:
         sock.sendall(update)
         if not read_list(sock).startswith(b"status\x000\x00"):
             raise RunError(f"{inst.label}: the {FLOOD_SESSION}-byte session was not stored")
-    one = attr_list(b"request", b"lookup", b"cache_type", b"smtp", b"cache_id", b"x")
+    one = attr_list(*b"request lookup cache_type smtp cache_id x".split())
     flood = one * (65536 // len(one))
     out["requests_per_flooder"] = 65536 // len(one)
     pid = inst.server_pid()
