@@ -758,7 +758,7 @@ def ratio(report: dict, key: str) -> float | None:
 
 
 def targets(report: dict) -> list[dict]:
-    """Issue 4's targets, evaluated on what ran (None = not measured)."""
+    """The targets, evaluated on what ran (None = not measured)."""
     rows = []
     for workload, want in (("seed", 1.0), ("lookup", 1.0), ("update", 3.0)):
         got = ratio(report, f"{workload}/8")

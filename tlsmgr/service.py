@@ -19,6 +19,7 @@ SYNOPSIS
     svc.warn(text, now)                               # a client's doing: rate-limited
     svc.warnings.flush(now)                           # the "suppressed" line, when due
 
+    service.Handle                                    # what the handler uses of conn
     service.sanitise_timeout(seconds) -> int          # 1..119 -> 120, <= 0 -> 0
     service.cache_logging(loglevel_text) -> bool      # TLS_LOG_CACHE
     service.NULL_LOG
@@ -160,6 +161,18 @@ class SessionStore(Protocol):
     def delete(self, cache_id: str) -> bool: ...
 
     def stats(self) -> dict[str, int]: ...
+
+
+class Handle(Protocol):
+    """What TlsmgrHandler uses of the skeleton's per-connection handle
+    (multi_server.Connection; its `peer` too, when it has one)."""
+
+    @property
+    def room(self) -> int: ...
+
+    def hold(self) -> None: ...
+
+    def close_after_write(self) -> None: ...
 
 
 class _NullLog:
@@ -315,7 +328,7 @@ class Service:
         """A warning that a client caused: rate-limited (WarningLimit)."""
         self.warnings.warn(text, now)
 
-    def handler_factory(self, clock: Callable[[], float]) -> Callable[[Any], TlsmgrHandler]:
+    def handler_factory(self, clock: Callable[[], float]) -> Callable[[Handle], TlsmgrHandler]:
         """A factory for multi_server.main(): conn -> TlsmgrHandler."""
         return lambda conn: TlsmgrHandler(self, conn, clock)
 
@@ -398,7 +411,7 @@ _FAIL = protocol.encode_reply(Reply("", Status.FAIL))
 class TlsmgrHandler:
     """One client connection, for the multi_server skeleton; see the module docstring."""
 
-    def __init__(self, service: Service, conn: Any, clock: Callable[[], float]) -> None:
+    def __init__(self, service: Service, conn: Handle, clock: Callable[[], float]) -> None:
         self.service = service
         self.conn = conn
         self.clock = clock
