@@ -86,7 +86,14 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(BIN)/pip install -q -e '.[test,dev]'
 	touch $@
 
-setup: $(VENV)/.installed mail-owner
+# tests/support is the package `support` that the tests and bench/ share: a .pth file puts
+# tests/ on the venv's import path, so that bench scripts and the programs tests start import
+# it as the test suite does (pytest itself finds it through setup.cfg's pythonpath).
+$(VENV)/.support: $(VENV)/.installed
+	echo "$(CURDIR)/tests" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/minipostfix-tests.pth"
+	touch $@
+
+setup: $(VENV)/.installed $(VENV)/.support mail-owner
 
 # The runtime configuration, rendered from the embedded default.
 $(RUN_CONF)/main.cf: etc/main.cf etc/master.cf $(VENV)/.installed

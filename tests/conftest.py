@@ -10,8 +10,7 @@ Fixtures:
     folder   a world-searchable (0755) temporary folder under /tmp, removed after
     maillog  master.log lines sent to a file; returns a function that reads it
 
-This folder is on sys.path (pytest's prepend import mode), so tests import
-the shared helpers of tests/common.py as `common`.
+Shared helpers are in tests/support, imported as `support` (setup.cfg's pythonpath).
 """
 
 from __future__ import annotations
@@ -23,12 +22,7 @@ import tempfile
 import pytest
 
 from master import log
-
-POSTFIX_SBIN = "/usr/lib/postfix/sbin"
-
-
-def postfix_installed() -> bool:
-    return shutil.which("postconf") is not None and os.path.isdir(POSTFIX_SBIN)
+from support import postfix
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,7 +32,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "root" in item.keywords and os.geteuid() != 0:
             item.add_marker(skip_root)
-        if "postfix" in item.keywords and not postfix_installed():
+        if "postfix" in item.keywords and not postfix.installed():
             item.add_marker(skip_postfix)
         if "haproxy" in item.keywords and shutil.which("haproxy") is None:
             item.add_marker(skip_haproxy)

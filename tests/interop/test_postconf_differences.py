@@ -10,7 +10,8 @@ import os
 import stat
 
 import pytest
-from test_postconf_oracle import mini, real
+
+from support.postconf_diff import mini, real
 
 pytestmark = pytest.mark.postfix
 

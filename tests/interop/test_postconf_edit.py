@@ -14,7 +14,8 @@ import os
 import shutil
 
 import pytest
-from test_postconf_oracle import DATA, mini, normalized, real
+
+from support.postconf_diff import DATA, mini, normalized, real
 
 pytestmark = pytest.mark.postfix
 

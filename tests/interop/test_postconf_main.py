@@ -18,18 +18,18 @@ import subprocess
 import sys
 
 import pytest
-from test_postconf_oracle import (
+
+from master.config import ConfigError, parse_main_cf
+from support.postconf_diff import (
     DATA,
     DEBIAN_MASTER_CF,
     EXPECT,
     assert_same,
-    backdate,
     first_line,
     mini,
     real,
 )
-
-from master.config import ConfigError, parse_main_cf
+from support.postfix import settled
 
 pytestmark = pytest.mark.postfix
 
@@ -138,7 +138,7 @@ def test_the_console_script_with_mail_config_matches(confdir, monkeypatch):
     (confdir / "main.cf").write_text("relayhost = r\n")
     monkeypatch.setenv("MAIL_CONFIG", str(confdir))
     script = os.path.join(os.path.dirname(sys.executable), "minipostconf")
-    backdate(str(confdir))
+    settled(confdir / "main.cf", confdir / "master.cf")
     theirs = subprocess.run(["postconf", "-n"], capture_output=True, text=True, check=False)
     ours = subprocess.run([script, "-n"], capture_output=True, text=True, check=False)
     assert ours.stdout == theirs.stdout == f"config_directory = {confdir}\nrelayhost = r\n"

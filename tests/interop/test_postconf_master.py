@@ -14,7 +14,8 @@ import os
 import shutil
 
 import pytest
-from test_postconf_oracle import DATA, DEBIAN_MASTER_CF, EXPECT, assert_same, first_line
+
+from support.postconf_diff import DATA, DEBIAN_MASTER_CF, EXPECT, assert_same, first_line
 
 pytestmark = pytest.mark.postfix
 

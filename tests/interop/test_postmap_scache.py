@@ -16,8 +16,9 @@ import struct
 import time
 
 import pytest
-from instance import TlsmgrInstance, postmap_list, started
 
+from support.instance import MiniInstance, running_tlsmgr
+from support.postfix import postmap_list
 from tlsmgr.client import Status
 
 pytestmark = [pytest.mark.postfix, pytest.mark.root]
@@ -33,11 +34,11 @@ SMTPD_ID = f"{HEX64}&s=10026&l=805306672"
 
 @pytest.fixture
 def inst():
-    with started(MAIN_CF) as instance:
+    with running_tlsmgr(MAIN_CF) as instance:
         yield instance
 
 
-def client(inst: TlsmgrInstance):
+def client(inst: MiniInstance):
     return inst.client(timeout=20.0)
 
 
@@ -50,7 +51,7 @@ def decode(value: bytes, start: float, end: float) -> bytes:
     return raw[8:]
 
 
-def listed(inst: TlsmgrInstance, table: str, start: float, end: float) -> dict[bytes, bytes]:
+def listed(inst: MiniInstance, table: str, start: float, end: float) -> dict[bytes, bytes]:
     kind, name = table.split(":")
     entries = postmap_list(f"{kind}:{inst.data / name}")
     return {key: decode(value, start, end) for key, value in entries.items()}

@@ -1,6 +1,6 @@
 """Inbound: two real Postfix smtpd behind haproxy resume each other's sessions through our tlsmgr.
 
-Two private Postfix 3.7 instances (instance.PostfixInstance(tlsmgr="ours"): Debian's
+Two private Postfix 3.7 instances (support.instance.PostfixInstance(tlsmgr=OUR_TLSMGR): Debian's
 master and smtpd, our tlsmgr) are the backends, A on 127.0.0.2 and B on 127.0.0.3.
 Both have the same myhostname, the same certificate and the same service names
 (`PORT` and `PORT12`, with inet_interfaces naming the backend's address), because
@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from instance import PostfixInstance
-from test_master_helpers import free_port, wait_until
 
+from support.instance import OUR_TLSMGR, PostfixInstance
+from support.sockets import free_port
+from support.waiting import wait_until
 from tlsmgr.client import TlsmgrClient
 from tlsmgr.clients import smtp
 from tlsmgr.clients.mkcert import CERT_NAME, KEY_NAME, ensure_certificate
@@ -239,7 +240,7 @@ def balancer(same_secret: bool) -> Iterator[Balancer]:
             ):
                 pfx = stack.enter_context(
                     PostfixInstance(
-                        tlsmgr="ours", main_cf=MAIN_CF, master_cf=MASTER_CF.format(**ports)
+                        main_cf=MAIN_CF, master_cf=MASTER_CF.format(**ports), tlsmgr=OUR_TLSMGR
                     )
                 )
                 start_backend(pfx, name, secret, Path(folder))

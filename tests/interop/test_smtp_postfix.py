@@ -1,13 +1,13 @@
 """The smtp test client resumes its session with a real Postfix smtpd, through our tlsmgr.
 
 A private Postfix 3.7 instance under /tmp (decisions.md 6, postfix-facts.md 6), made by
-instance.PostfixInstance(tlsmgr="ours"): the real master (`/usr/lib/postfix/sbin/master -c
-DIR -w`), a real smtpd with STARTTLS on a free loopback port (chroot n), anvil and
-postlogd; daemon_directory is a folder of symlinks to /usr/lib/postfix/sbin/* in which
-`tlsmgr` points to OUR tlsmgr instead.  So the real smtpd takes its seed, ticket keys and
-smtpd cache from our tlsmgr, and the smtp test client keeps its session in our tlsmgr's
-smtp cache.  Stopped by TERM to the pid in queue/pid/master.pid; a process of the instance
-still there afterwards fails the test, and is killed.
+support.instance.PostfixInstance(tlsmgr=OUR_TLSMGR): the real master
+(`/usr/lib/postfix/sbin/master -c DIR -w`), a real smtpd with STARTTLS on a free loopback
+port (chroot n), anvil and postlogd; daemon_directory is a folder of symlinks to
+/usr/lib/postfix/sbin/* in which `tlsmgr` points to OUR tlsmgr instead. So the real smtpd
+takes its seed, ticket keys and smtpd cache from our tlsmgr, and the smtp test client keeps
+its session in our tlsmgr's smtp cache. Stopped by TERM to the pid in queue/pid/master.pid;
+a process of the instance still there afterwards fails the test, and is killed.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import subprocess
 import sys
 
 import pytest
-from instance import OUR_TLSMGR, PostfixInstance
-from test_master_helpers import free_port
 
+from support.instance import OUR_TLSMGR, PostfixInstance
+from support.sockets import free_port
 from tlsmgr.clients.mkcert import CERT_NAME, KEY_NAME
 
 pytestmark = [pytest.mark.postfix, pytest.mark.root]
@@ -50,7 +50,7 @@ def postfix():
     assert OUR_TLSMGR.exists(), f"{OUR_TLSMGR}: our tlsmgr console script is missing"
     port = free_port()
     with PostfixInstance(
-        tlsmgr="ours", main_cf=MAIN_CF, master_cf=MASTER_CF.format(port=port)
+        main_cf=MAIN_CF, master_cf=MASTER_CF.format(port=port), tlsmgr=OUR_TLSMGR
     ) as pfx:
         pfx.write_main_cf(
             smtpd_tls_cert_file=str(pfx.etc / CERT_NAME),

@@ -1,12 +1,12 @@
 """Differential test: Postfix 3.7's tlsmgr and ours, byte for byte, on the same requests.
 
-Two servers on identical main.cf (tests/wire/cases.py SETUP) and the same
+Two servers on identical main.cf (support/wire_cases.py SETUP) and the same
 master.cf line (`tlsmgr unix - - y 1000? 1 tlsmgr`):
     real   Debian's /usr/lib/postfix/sbin/tlsmgr under Postfix's own master
            (`master -c DIR -w`, stopped by TERM to pid/master.pid), with
            postlogd for maillog_file;
     ours   .venv/bin/tlsmgr under our master (`minipostfix start`).
-Every wire case (tests/wire/cases.py: the probe transcript, the request
+Every wire case (support/wire_cases.py: the probe transcript, the request
 table, number and base64 parsing, strictness, pipelining, triggers, limits,
 error cases included) goes to both, in order, each on a fresh connection.
 Replies are compared byte for byte after normalising only random data: an OK
@@ -32,15 +32,11 @@ import struct
 import termios
 
 import pytest
-from cases import CASES, GREETING, SETUP, STALE, Case, exchange, matches
-from instance import (
-    PostfixInstance,
-    TlsmgrInstance,
-    parse_list,
-    read_reply,
-    request,
-    wait_until,
-)
+
+from support.attrs import parse_list, read_reply, request
+from support.instance import OUR_TLSMGR, MiniInstance, PostfixInstance
+from support.waiting import wait_until
+from support.wire_cases import CASES, GREETING, SETUP, STALE, Case, exchange, matches
 
 pytestmark = [pytest.mark.postfix, pytest.mark.root]
 
@@ -51,7 +47,10 @@ OK = b"0"
 
 @pytest.fixture(scope="module")
 def servers():
-    with TlsmgrInstance(main_cf=dict(SETUP)) as ours, PostfixInstance(main_cf=dict(SETUP)) as real:
+    with (
+        MiniInstance(main_cf=dict(SETUP), tlsmgr=OUR_TLSMGR) as ours,
+        PostfixInstance(main_cf=dict(SETUP)) as real,
+    ):
         ours.cli("start").check()
         real.start()
         yield ours, real

@@ -12,43 +12,46 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_master_helpers import free_port, processes_of, wait_until
 
+from support.instance import VENV_BIN, MiniInstance
+from support.sockets import free_port
+from support.waiting import wait_until
 from tlsmgr.clients import tlsutil
 
 pytestmark = pytest.mark.root
 
-BIN = Path(sys.executable).parent
 WAIT = 60
 
 
-@dataclass
-class Instance:
-    root: Path
-    port: int
+class ClientsInstance(MiniInstance):
+    """Our master's tree as `minipostfix create-instance` renders it, with the testsmtpd
+    service on a free port, daemon_directory = this venv's bin/ and a certificate."""
 
-    @property
-    def etc(self) -> Path:
-        return self.root / "etc"
+    prefix = "clients."
 
-    @property
-    def queue(self) -> Path:
-        return self.root / "queue"
+    def __init__(self, **edits: str) -> None:
+        super().__init__()
+        self.port = free_port()
+        settings = {
+            "queue_directory": self.queue,
+            "data_directory": self.data,
+            "daemon_directory": VENV_BIN,
+            "maillog_file": self.maillog,
+            **edits,
+        }
+        self.cli("create-instance", *(f"{k}={v}" for k, v in settings.items())).check()
+        master_cf = self.etc / "master.cf"
+        text = master_cf.read_text()
+        assert "127.0.0.1:10025 " in text
+        master_cf.write_text(text.replace("127.0.0.1:10025 ", f"127.0.0.1:{self.port} "))
+        self.run(sys.executable, "-m", "tlsmgr.clients.mkcert", self.etc, check=True)
 
-    @property
-    def maillog(self) -> Path:
-        return self.root / "maillog"
-
-    def run(self, *argv: str, check: bool = False) -> subprocess.CompletedProcess:
+    def run(self, *argv: object, check: bool = False) -> subprocess.CompletedProcess:
         res = subprocess.run(
             [str(a) for a in argv], capture_output=True, text=True, timeout=WAIT * 3
         )
@@ -56,79 +59,22 @@ class Instance:
             assert res.returncode == 0, f"{argv}: {res.returncode}\n{res.stdout}\n{res.stderr}"
         return res
 
-    def control(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run(BIN / "minipostfix", "-c", self.etc, *args, check=check)
-
     def probe(self, *args: str) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", "tlsmgr.clients.probe", "-c", self.etc, *args)
 
     def smtp(self, *args: str) -> subprocess.CompletedProcess:
         return self.run(
-            sys.executable,
-            "-m",
-            "tlsmgr.clients.smtp",
-            "-c",
-            self.etc,
-            "--port",
-            str(self.port),
-            *args,
+            sys.executable, "-m", "tlsmgr.clients.smtp", "-c", self.etc, "--port", self.port, *args
         )
-
-    def log(self) -> str:
-        return self.maillog.read_text() if self.maillog.exists() else ""
-
-    def pids(self) -> list[int]:
-        """Processes of this instance: MAIL_CONFIG or the command line names its root."""
-        return processes_of(self.root)
-
-
-def make_instance(**edits: str) -> Instance:
-    root = Path(tempfile.mkdtemp(prefix="clients.", dir="/tmp"))
-    root.chmod(0o755)
-    inst = Instance(root, free_port())
-    settings = {
-        "queue_directory": inst.queue,
-        "data_directory": root / "data",
-        "daemon_directory": BIN,
-        "maillog_file": inst.maillog,
-        **edits,
-    }
-    inst.control("create-instance", *(f"{k}={v}" for k, v in settings.items()))
-    master_cf = inst.etc / "master.cf"
-    text = master_cf.read_text()
-    assert "127.0.0.1:10025 " in text
-    master_cf.write_text(text.replace("127.0.0.1:10025 ", f"127.0.0.1:{inst.port} "))
-    inst.run(sys.executable, "-m", "tlsmgr.clients.mkcert", inst.etc, check=True)
-    return inst
-
-
-def destroy_instance(inst: Instance) -> list[int]:
-    """Stop it; kill (and return) whatever is left; remove the files."""
-    try:
-        inst.control("stop", check=False)
-    finally:
-        left = inst.pids()
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(inst.root, ignore_errors=True)
-    return left
 
 
 @pytest.fixture(scope="module")
 def inst():
-    inst = make_instance(smtpd_tls_loglevel="2")
-    try:
-        inst.control("start")
+    with ClientsInstance(smtpd_tls_loglevel="2") as inst, inst.running():
         yield inst
-    finally:
-        left = destroy_instance(inst)
-    assert not left, f"processes left behind after stop: {left}"
 
 
-def _stats(inst: Instance) -> dict[str, str]:
+def _stats(inst: ClientsInstance) -> dict[str, str]:
     res = inst.probe("stats")
     assert res.returncode == 0, res.stderr
     return dict(line.split(" = ", 1) for line in res.stdout.splitlines()[1:])
@@ -199,7 +145,7 @@ def test_smtpd_children_are_jailed_and_unprivileged(inst):
 
     owner = pwd.getpwnam("postfix")
     children = [
-        pid for pid in inst.pids() if b"testsmtpd" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        pid for pid in inst.processes() if b"testsmtpd" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert children
     for pid in children:
@@ -211,7 +157,7 @@ def test_smtpd_children_are_jailed_and_unprivileged(inst):
 
 def test_status_view_shows_tlsmgr_figures(inst):
     inst.smtp()
-    res = inst.control("status", "-v")
+    res = inst.cli("status", "-v").check()
     assert "tlsmgr: uptime " in res.stdout
     assert re.search(r"tlsmgr: requests served \d+ \(seed \d+, lookup \d+", res.stdout)
     assert re.search(r"tlsmgr: smtp cache: entries \d+, hits \d+, misses \d+", res.stdout)

@@ -15,16 +15,16 @@ import sys
 import textwrap
 
 import pytest
-from test_master_helpers import MINIPOSTFIX, Instance
 
 from master import embedded, statusview
+from support.instance import MINIPOSTFIX, MiniInstance
 
 ECHO = "echo unix - n n - 0 testd echo 30\n"
 
 
 @pytest.fixture
 def inst():
-    with Instance(master_cf=ECHO) as instance:
+    with MiniInstance(master_cf=ECHO) as instance:
         yield instance
 
 

@@ -2,7 +2,7 @@
 
 Real processes: `minipostfix` (the installed console script) on a temporary
 instance under /tmp, with the stdlib test daemon `testd` as the service.
-Every test ends with no process of its instance left (Instance.close kills
+Every test ends with no process of its instance left (MiniInstance.close kills
 and checks; the tests also assert it after a clean stop).
 """
 
@@ -16,18 +16,19 @@ import threading
 import time
 
 import pytest
-from test_master_helpers import MINIPOSTFIX, Instance
+
+from support.instance import MINIPOSTFIX, MiniInstance
 
 ECHO = "echo unix - n n - 0 testd echo 30\n"
 
 
 @pytest.fixture
 def inst():
-    with Instance(master_cf=ECHO) as instance:
+    with MiniInstance(master_cf=ECHO) as instance:
         yield instance
 
 
-def ask(inst: Instance, line: bytes = b"ping") -> list[bytes]:
+def ask(inst: MiniInstance, line: bytes = b"ping") -> list[bytes]:
     """One request to private/echo; returns the reply's fields (pid, generation, text)."""
     with inst.connect("private/echo") as sock:
         sock.sendall(line + b"\n")

@@ -11,7 +11,10 @@ from __future__ import annotations
 import base64
 
 import pytest
-from instance import SBIN, TlsmgrInstance, read_reply
+
+from support.attrs import read_reply
+from support.instance import MiniInstance
+from support.postfix import SBIN
 
 pytestmark = [pytest.mark.postfix, pytest.mark.root]
 
@@ -27,10 +30,10 @@ def read_attrs(sock) -> dict[bytes, bytes]:
 
 @pytest.fixture
 def inst():
-    with TlsmgrInstance(
+    with MiniInstance(
         main_cf={"maillog_file_prefixes": "/tmp", "tls_random_source": "dev:/dev/urandom"},
         master_cf=MASTER_CF,
-        program=SBIN / "tlsmgr",
+        tlsmgr=SBIN / "tlsmgr",
     ) as instance:
         (instance.bin / "postlogd").symlink_to(SBIN / "postlogd")
         yield instance

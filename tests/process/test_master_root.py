@@ -1,8 +1,8 @@
 """As root: the master's directories, files and sockets, and what its children run as.
 
 Checked through the file system and /proc, with the real master (console
-script) and a child on the project's multi_server skeleton (harness.py's
-echo daemon) asked for -u and -c by master.cf.
+script) and a child on the project's multi_server skeleton (the echo daemon of
+support/echo_daemon.py) asked for -u and -c by master.cf.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import grp
 import os
 import pwd
 import stat
-import sys
 
 import pytest
-from test_master_helpers import Instance
+
+from support.echo_daemon import write_daemon_script
+from support.instance import MiniInstance
 
 pytestmark = pytest.mark.root
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def owner_ids() -> tuple[int, int, int]:
@@ -29,19 +29,10 @@ def owner_ids() -> tuple[int, int, int]:
     return pw.pw_uid, pw.pw_gid, setgid_gid
 
 
-def install_echo(inst: Instance) -> None:
-    script = inst.bin / "mecho"
-    script.write_text(
-        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {HERE!r})\n"
-        "import harness\nharness.daemon_main('multi')\n"
-    )
-    script.chmod(0o755)
-
-
 @pytest.fixture
 def inst():
-    with Instance() as instance:
-        install_echo(instance)
+    with MiniInstance() as instance:
+        write_daemon_script(instance.bin / "mecho", "multi")
         yield instance
 
 

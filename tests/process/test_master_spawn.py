@@ -1,7 +1,7 @@
 """Spawning as the master does it: fds, argv, environment, throttling, maxproc, wake-ups.
 
 Real master from the console script, real children (the stdlib test daemon
-`testd`, or the project's own single_server skeleton through harness.py).
+`testd`, or the project's own single_server skeleton through support/echo_daemon.py).
 """
 
 from __future__ import annotations
@@ -10,28 +10,28 @@ import os
 import signal
 import socket
 import stat
-import sys
 
 import pytest
-from test_master_helpers import Instance, free_port
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from support.echo_daemon import write_daemon_script
+from support.instance import MiniInstance
+from support.sockets import free_port
 
 
 @pytest.fixture
 def inst():
-    with Instance(main_cf={"service_throttle_time": "2s"}) as instance:
+    with MiniInstance(main_cf={"service_throttle_time": "2s"}) as instance:
         yield instance
 
 
-def spawns(inst: Instance, name: str) -> int:
+def spawns(inst: MiniInstance, name: str) -> int:
     for svc in inst.state()["services"]:
         if svc["name"] == name:
             return svc["spawns"]
     raise AssertionError(f"no service {name} in {inst.state()}")
 
 
-def service_state(inst: Instance, name: str) -> dict:
+def service_state(inst: MiniInstance, name: str) -> dict:
     return next(s for s in inst.state()["services"] if s["name"] == name)
 
 
@@ -135,13 +135,8 @@ def test_death_after_serving_is_logged_not_throttled(inst):
 
 
 def test_maxproc_concurrency_and_idle_exit(inst):
-    """maxproc 3 on the project's single_server skeleton (harness echo daemon)."""
-    script = inst.bin / "secho"
-    script.write_text(
-        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {HERE!r})\n"
-        "import harness\nharness.daemon_main('single')\n"
-    )
-    script.chmod(0o755)
+    """maxproc 3 on the project's single_server skeleton (the echo daemon)."""
+    write_daemon_script(inst.bin / "secho", "single")
     inst.write_master_cf("secho unix - n n - 3 secho -o max_idle=2s\n")
     inst.cli("start").check()
     clients = []

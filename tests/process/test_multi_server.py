@@ -11,10 +11,13 @@ import struct
 import subprocess
 import time
 
-import harness
 import pytest
 
 from master import proto, skeleton
+from support.echo_daemon import write_daemon_script
+from support.fake_master import daemon_env
+from support.sockets import recv_all, recv_line
+from support.waiting import WAIT
 
 
 @pytest.fixture
@@ -25,7 +28,7 @@ def echo(lab):
 
 def _exchange(sock, line):
     sock.sendall(line + b"\n")
-    assert harness.recv_line(sock) == line + b"\n"
+    assert recv_line(sock) == line + b"\n"
 
 
 def _reset(sock):
@@ -49,7 +52,7 @@ def test_pipelined_lines_are_answered_in_order(echo):
     inst, fm, child = echo()
     sock = fm.greeted()
     sock.sendall(b"a\nb\nc\n")
-    assert b"".join(harness.recv_line(sock) for _ in range(3)) == b"a\nb\nc\n"
+    assert b"".join(recv_line(sock) for _ in range(3)) == b"a\nb\nc\n"
 
 
 def test_a_request_split_into_single_bytes(echo):
@@ -57,7 +60,7 @@ def test_a_request_split_into_single_bytes(echo):
     sock = fm.greeted()
     for byte in b"bytewise\n":
         sock.send(bytes([byte]))
-    assert harness.recv_line(sock) == b"bytewise\n"
+    assert recv_line(sock) == b"bytewise\n"
 
 
 @pytest.mark.slow
@@ -70,13 +73,13 @@ def test_1000_concurrent_connections(echo):
         inst, fm, child = echo()
         clients = [fm.connect() for _ in range(1000)]
         for sock in clients:
-            assert harness.recv_line(sock) == b"hello\n"
+            assert recv_line(sock) == b"hello\n"
         # All 1000 are open in the child at once.
         assert len(os.listdir(f"/proc/{child.pid}/fd")) > 1000
         for n, sock in enumerate(clients):
             sock.sendall(b"%d\n" % n)
         for n, sock in enumerate(clients):
-            assert harness.recv_line(sock) == b"%d\n" % n
+            assert recv_line(sock) == b"%d\n" % n
         for sock in clients:
             sock.close()
         assert child.alive()
@@ -91,7 +94,7 @@ def test_half_written_request_does_not_delay_others(echo):
     other = fm.greeted()
     _exchange(other, b"served meanwhile")
     slow.sendall(b"ial\n")
-    assert harness.recv_line(slow) == b"partial\n"
+    assert recv_line(slow) == b"partial\n"
 
 
 def test_client_that_does_not_read_does_not_delay_others(echo):
@@ -119,14 +122,14 @@ def test_disconnect_mid_reply(echo):
     other = fm.greeted()
     _exchange(other, b"still fine")
     assert child.alive()
-    assert "error" not in inst.log_text()
+    assert "error" not in inst.log()
 
 
 def test_close_after_write(echo):
     inst, fm, child = echo()
     sock = fm.greeted()
     sock.sendall(b"quit\nignored after quit\n")
-    assert harness.recv_all(sock) == b"bye\n"
+    assert recv_all(sock) == b"bye\n"
 
 
 def test_eof_with_pending_output_still_delivers_it(echo):
@@ -134,7 +137,7 @@ def test_eof_with_pending_output_still_delivers_it(echo):
     sock = fm.greeted()
     sock.sendall(b"big 5000000\n")
     sock.shutdown(socket.SHUT_WR)  # half-close: the client still reads
-    assert harness.recv_all(sock) == b"x" * 5000000 + b"\n"
+    assert recv_all(sock) == b"x" * 5000000 + b"\n"
 
 
 def test_idle_connection_closed_after_ipc_timeout(echo):
@@ -142,8 +145,8 @@ def test_idle_connection_closed_after_ipc_timeout(echo):
     idle = fm.greeted()
     partial = fm.greeted()
     partial.sendall(b"no end of line")
-    assert harness.recv_all(idle) == b""
-    assert harness.recv_all(partial) == b""
+    assert recv_all(idle) == b""
+    assert recv_all(partial) == b""
     assert child.alive()
 
 
@@ -166,9 +169,9 @@ def test_status_records_under_sustained_load(echo):
         for sock in socks:  # four requests in flight: the loop rarely waits
             sock.sendall(b"%d\n" % n)
         for sock in socks:
-            assert harness.recv_line(sock) == b"%d\n" % n
+            assert recv_line(sock) == b"%d\n" % n
         data += _pending(fm)  # as a master does: a full channel would block the child
-    deadline = time.monotonic() + harness.WAIT
+    deadline = time.monotonic() + WAIT
     while (
         len(data) % proto.STATUS_SIZE or proto.decode_status(data[-proto.STATUS_SIZE :]).avail != 1
     ):
@@ -212,7 +215,7 @@ def test_inet_listener_and_peer_name(echo):
     sock.close()
     fm.close_status()
     assert child.wait() == 0
-    assert f"connection established {host}:{port}" in inst.log_text()
+    assert f"connection established {host}:{port}" in inst.log()
 
 
 def test_two_listeners(echo):
@@ -224,13 +227,13 @@ def test_two_listeners(echo):
 
 def test_stdin_client_mode(lab):
     inst = lab.instance()
-    path = inst.install_daemon("echo", "multi")
+    path = write_daemon_script(inst.bin / "echo", "multi")
     result = subprocess.run(
         [path, "-S", "-l"],
         input=b"abc\nquit\n",
-        env=harness.daemon_env(inst),
+        env=daemon_env(inst),
         capture_output=True,
         timeout=60,
     )
-    assert result.returncode == 0, inst.log_text()
+    assert result.returncode == 0, inst.log()
     assert result.stdout == b"hello\nabc\nbye\n"

@@ -7,8 +7,11 @@ import signal
 import socket
 import struct
 
-import harness
 import pytest
+
+from support.echo_daemon import write_daemon_script
+from support.sockets import recv_all, recv_line
+from support.waiting import WAIT
 
 
 @pytest.fixture
@@ -20,7 +23,7 @@ def echo(lab):
 def _serve_one(fm, line=b"once"):
     sock = fm.greeted()
     sock.sendall(line + b"\nquit\n")
-    assert harness.recv_all(sock) == line + b"\nbye\n"
+    assert recv_all(sock) == line + b"\nbye\n"
 
 
 @pytest.mark.parametrize("transport", ["unix", "inet"])
@@ -30,10 +33,10 @@ def test_one_client_with_status_records(echo, transport):
     taken = fm.read_status()  # written at accept, before the service ran
     assert (taken.pid, taken.generation, taken.avail) == (child.pid, fm.generation, 0)
     sock.sendall(b"echo me\n")
-    assert harness.recv_line(sock) == b"echo me\n"
+    assert recv_line(sock) == b"echo me\n"
     assert fm.pending_status() == b""  # still busy with this client
     sock.sendall(b"quit\n")
-    assert harness.recv_all(sock) == b"bye\n"
+    assert recv_all(sock) == b"bye\n"
     avail = fm.read_status()
     assert (avail.pid, avail.avail) == (child.pid, 1)
     _serve_one(fm, b"next client")
@@ -45,10 +48,10 @@ def test_clients_are_served_one_after_another(echo):
     waiting = fm.connect()  # queued in the listener while the first is served
     waiting.setblocking(False)
     first.sendall(b"quit\n")
-    assert harness.recv_all(first) == b"bye\n"
+    assert recv_all(first) == b"bye\n"
     waiting.setblocking(True)
-    waiting.settimeout(harness.WAIT)
-    assert harness.recv_line(waiting) == b"hello\n"
+    waiting.settimeout(WAIT)
+    assert recv_line(waiting) == b"hello\n"
 
 
 def test_max_use(echo):
@@ -70,9 +73,9 @@ def test_master_eof_during_a_client_is_noticed_after_it(echo):
     sock = fm.greeted()
     fm.close_status()
     sock.sendall(b"still served\n")
-    assert harness.recv_line(sock) == b"still served\n"
+    assert recv_line(sock) == b"still served\n"
     sock.sendall(b"quit\n")
-    assert harness.recv_all(sock) == b"bye\n"
+    assert recv_all(sock) == b"bye\n"
     assert child.wait() == 0
     assert inst.trace_lines()[-1] == f"pre_exit {child.pid}"
 
@@ -84,19 +87,19 @@ def test_term_interrupts_a_blocked_service(echo, signum):
     child.kill(signum)
     assert child.wait() == 0
     assert inst.trace_lines()[-1] == f"pre_exit {child.pid}"
-    assert harness.recv_all(sock) == b""
+    assert recv_all(sock) == b""
 
 
 def test_children_share_a_listener(lab):
     inst = lab.instance()
-    inst.install_daemon("echo", "single")
+    write_daemon_script(inst.bin / "echo", "single")
     fm = lab.master(inst, "echo", maxproc=2)
     children = {fm.spawn().pid, fm.spawn().pid}
     clients = [fm.greeted(), fm.greeted()]  # both open: two children serve
     assert {fm.read_status().pid, fm.read_status().pid} == children
     for sock in clients:
         sock.sendall(b"quit\n")
-        assert harness.recv_all(sock) == b"bye\n"
+        assert recv_all(sock) == b"bye\n"
 
 
 def test_client_reset_is_a_warning_not_a_crash(echo):
@@ -108,15 +111,15 @@ def test_client_reset_is_a_warning_not_a_crash(echo):
     sock.close()
     _serve_one(fm, b"after the reset")
     assert child.alive()
-    assert "warning: local pid" in inst.log_text()
+    assert "warning: local pid" in inst.log()
 
 
 def test_client_timeout_is_a_warning(echo):
     inst, fm, child = echo(main_cf={"ipc_timeout": "1s"})
     silent = fm.greeted()
-    assert harness.recv_all(silent) == b""  # closed by the server's timeout
+    assert recv_all(silent) == b""  # closed by the server's timeout
     _serve_one(fm, b"next")
-    assert "timed out" in inst.log_text()
+    assert "timed out" in inst.log()
 
 
 def test_unexpected_exception_exits_1(echo):
@@ -124,4 +127,4 @@ def test_unexpected_exception_exits_1(echo):
     sock = fm.greeted()
     sock.sendall(b"crash\n")
     assert child.wait() == 1
-    assert "unexpected exception: RuntimeError" in inst.log_text()
+    assert "unexpected exception: RuntimeError" in inst.log()

@@ -1,7 +1,7 @@
 """master/skeleton.py through real children: start-up checks, status records, exit paths, jail.
 
-Each test starts the echo daemon (harness.py) under the fake master, with fds 3-6 placed as
-Postfix's master places them.
+Each test starts the echo daemon (support/echo_daemon.py) under the fake master, with fds 3-6
+placed as Postfix's master places them.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import subprocess
 import sys
 import time
 
-import harness
 import pytest
 
 from master import proto
+from support.echo_daemon import write_daemon_script
+from support.fake_master import can_run_as, daemon_env
+from support.sockets import recv_all, recv_line
+from support.waiting import WAIT
 
 
 def _wait_for_trace(inst, entry):
-    deadline = time.monotonic() + harness.WAIT
+    deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         if any(line.startswith(entry) for line in inst.trace_lines()):
             return
@@ -30,7 +33,7 @@ def _wait_for_trace(inst, entry):
 
 def _fatal(inst, child, text, where="maillog"):
     assert child.wait() == 1
-    log = inst.log_text() if where == "maillog" else child.stderr_text()
+    log = inst.log() if where == "maillog" else child.stderr_text()
     assert f"fatal: {text}" in log, log
     assert "Traceback" not in log + child.stderr_text()
 
@@ -43,7 +46,7 @@ def test_status_records_carry_pid_generation_and_availability(lab):
     child = fm.spawn()
     sock = fm.greeted()
     sock.sendall(b"one\n")
-    assert harness.recv_line(sock) == b"one\n"
+    assert recv_line(sock) == b"one\n"
     taken, avail = fm.read_status(), fm.read_status()
     assert taken == proto.StatusRecord(child.pid, 0o1234, proto.STATUS_TAKEN)
     assert avail == proto.StatusRecord(child.pid, 0o1234, proto.STATUS_AVAIL)
@@ -55,7 +58,7 @@ def test_no_status_record_at_startup_accept_or_greeting(lab):
     fm.greeted()  # a connection that only accepts and greets
     second = fm.greeted()
     second.sendall(b"x\n")
-    assert harness.recv_line(second) == b"x\n"
+    assert recv_line(second) == b"x\n"
     # Anything written for the first connection would come before these.
     assert [fm.read_status().avail, fm.read_status().avail] == [0, 1]
     assert fm.pending_status() == b""
@@ -71,7 +74,7 @@ def test_master_eof_runs_pre_exit_and_exits_0(lab, kind):
     sock = fm.greeted()
     if kind == "single":  # between clients
         sock.sendall(b"quit\n")
-        assert harness.recv_all(sock) == b"bye\n"
+        assert recv_all(sock) == b"bye\n"
         fm.read_status(), fm.read_status()
     fm.close_status()
     assert child.wait() == 0
@@ -106,7 +109,7 @@ def test_max_use_exits_after_that_many_clients(lab):
     for _ in range(2):
         sock = fm.greeted()
         sock.sendall(b"quit\n")
-        assert harness.recv_all(sock) == b"bye\n"
+        assert recv_all(sock) == b"bye\n"
     assert child.wait() == 0
     assert inst.trace_lines()[-1] == f"pre_exit {child.pid}"
 
@@ -117,7 +120,7 @@ def test_post_init_may_turn_off_max_use_and_max_idle(lab):
     for _ in range(3):
         sock = fm.greeted()
         sock.sendall(b"quit\n")
-        assert harness.recv_all(sock) == b"bye\n"
+        assert recv_all(sock) == b"bye\n"
     assert child.alive()
     fm.close_status()
     assert child.wait() == 0
@@ -136,7 +139,7 @@ def test_unexpected_exception_is_logged_with_traceback_exit_1(lab):
     sock = fm.greeted()
     sock.sendall(b"crash\n")
     assert child.wait() == 1
-    log = inst.log_text()
+    log = inst.log()
     assert "error: unexpected exception: RuntimeError: crash requested by the client" in log
     assert "error: traceback: Traceback (most recent call last):" in log
     assert "pre_exit" not in " ".join(inst.trace_lines())
@@ -148,9 +151,7 @@ def test_exception_in_pre_exit_exits_1(lab):
     fm.greeted()
     fm.close_status()
     assert child.wait() == 1
-    assert "error: unexpected exception: RuntimeError: pre_exit crash requested" in (
-        inst.log_text()
-    )
+    assert "error: unexpected exception: RuntimeError: pre_exit crash requested" in (inst.log())
 
 
 def test_watchdog_kills_a_stuck_request(lab):
@@ -168,7 +169,7 @@ def test_bad_main_cf_value_is_fatal_before_serving(lab):
     inst, fm = lab.echo(main_cf={"echo_count": "many"})
     early = fm.connect()  # waits in the listener's backlog
     child = fm.spawn()
-    _fatal(inst, child, f"{inst.config_dir}/main.cf:7: bad numerical configuration: echo_count")
+    _fatal(inst, child, f"{inst.etc}/main.cf:7: bad numerical configuration: echo_count")
     early.setblocking(False)
     with pytest.raises(BlockingIOError):
         early.recv(10)  # never greeted
@@ -177,12 +178,12 @@ def test_bad_main_cf_value_is_fatal_before_serving(lab):
 
 def test_value_out_of_bounds_is_fatal(lab):
     inst, fm = lab.echo(main_cf={"echo_count": "5000"})
-    _fatal(inst, fm.spawn(), f"{inst.config_dir}/main.cf:7: invalid echo_count: 5000 (max 1000)")
+    _fatal(inst, fm.spawn(), f"{inst.etc}/main.cf:7: invalid echo_count: 5000 (max 1000)")
 
 
 def test_bad_skeleton_parameter_is_fatal(lab):
     inst, fm = lab.echo(main_cf={"ipc_timeout": "soon"})
-    text = f"{inst.config_dir}/main.cf:7: parameter ipc_timeout: bad time value or unit: soon"
+    text = f"{inst.etc}/main.cf:7: parameter ipc_timeout: bad time value or unit: soon"
     _fatal(inst, fm.spawn(), text)
 
 
@@ -193,10 +194,10 @@ def test_bad_override_names_the_service_and_option(lab):
 
 def test_main_cf_syntax_error_names_file_and_line(lab):
     inst, fm = lab.echo()
-    with open(os.path.join(inst.config_dir, "main.cf"), "a") as fp:
+    with open(os.path.join(inst.etc, "main.cf"), "a") as fp:
         fp.write("this line has no equals sign\n")
     # No logging configuration yet: the complaint goes to stderr (and syslog).
-    text = f"{inst.config_dir}/main.cf:7: missing '=' after attribute name"
+    text = f"{inst.etc}/main.cf:7: missing '=' after attribute name"
     _fatal(inst, fm.spawn(), text, where="stderr")
 
 
@@ -218,7 +219,7 @@ def test_unsupported_transport_is_fatal(lab):
 
 def test_solitary_service_requires_process_limit_1(lab):
     inst = lab.instance()
-    inst.install_daemon("echo", "multi", solitary=True)
+    write_daemon_script(inst.bin / "echo", "multi", solitary=True)
     fm = lab.master(inst, "echo", maxproc=2)
     _fatal(inst, fm.spawn(), "service echo requires a process limit of 1")
     ok = lab.master(inst, "echo", service="echo1", maxproc=1)
@@ -247,17 +248,17 @@ def test_refuses_to_run_by_hand_on_a_tty(lab):
 
 def test_without_the_master_fds_is_fatal(lab):
     inst = lab.instance()
-    path = inst.install_daemon("echo", "multi")
+    path = write_daemon_script(inst.bin / "echo", "multi")
     result = subprocess.run(
         [path, "-l", "-t", "unix"],
-        env=harness.daemon_env(inst),
+        env=daemon_env(inst),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 1
-    assert "fatal: status channel (fd 5) is not open" in inst.log_text()
+    assert "fatal: status channel (fd 5) is not open" in inst.log()
 
 
 @pytest.mark.root
@@ -285,12 +286,12 @@ def test_jail_and_privilege_drop_as_root(lab):
     assert sorted(map(int, status["Groups"].split())) == sorted(
         set(os.getgrouplist("postfix", pw.pw_gid))
     )
-    assert child.proc_root() == inst.queue_dir
+    assert child.proc_root() == str(inst.queue)
     assert inst.trace_lines()[:2] == [
         f"pre_init euid=0 {child.pid}",
         f"post_init euid={pw.pw_uid} {child.pid}",
     ]
-    assert "warning" not in inst.log_text()
+    assert "warning" not in inst.log()
 
 
 @pytest.mark.root
@@ -314,24 +315,21 @@ def test_neither_flag_stays_root_unjailed(lab):
 def test_not_root_gives_one_warning_and_no_jail(lab):
     run_as = None
     if os.geteuid() == 0:
-        if not harness.can_run_as("nobody"):
+        if not can_run_as("nobody"):
             pytest.skip("needs setpriv, and this Python runnable by nobody")
         run_as = "nobody"
     inst, fm = lab.echo(unpriv=True, chroot=True)
     child = fm.spawn(run_as=run_as)
     sock = fm.greeted()
     sock.sendall(b"still serving\n")
-    assert harness.recv_line(sock) == b"still serving\n"
+    assert recv_line(sock) == b"still serving\n"
     assert child.proc_root() == "/"
     assert child.proc_status()["Uid"].split()[0] == str(os.geteuid() if run_as is None else 65534)
-    warnings = [line for line in inst.log_text().splitlines() if "warning:" in line]
+    warnings = [line for line in inst.log().splitlines() if "warning:" in line]
     assert len(warnings) == 1, warnings
-    assert (
-        f"not started as root: no chroot to {inst.queue_dir} and no drop to postfix"
-        in (warnings[0])
-    )
+    assert f"not started as root: no chroot to {inst.queue} and no drop to postfix" in (warnings[0])
 
 
 def test_daemon_script_uses_this_python():
-    # The harness's scripts must run the interpreter that has the package installed.
+    # The echo daemon's scripts must run the interpreter that has the package installed.
     assert os.access(sys.executable, os.X_OK)

@@ -14,7 +14,9 @@ import pwd
 import stat
 
 import pytest
-from instance import TlsmgrInstance, read_reply, request, started
+
+from support.attrs import read_reply, request
+from support.instance import MiniInstance, running_tlsmgr
 
 pytestmark = pytest.mark.root
 
@@ -28,11 +30,11 @@ MAIN_CF = {
 
 @pytest.fixture
 def inst():
-    with started(MAIN_CF) as instance:
+    with running_tlsmgr(MAIN_CF) as instance:
         yield instance
 
 
-def served(inst: TlsmgrInstance) -> int:
+def served(inst: MiniInstance) -> int:
     """Send one request (starting tlsmgr if needed); the pid that answered."""
     with inst.connect("private/tlsmgr") as sock:
         read_reply(sock)
@@ -41,12 +43,12 @@ def served(inst: TlsmgrInstance) -> int:
     return inst.tlsmgr_pid()
 
 
-def snapshot(inst: TlsmgrInstance) -> tuple[bytes, int]:
+def snapshot(inst: MiniInstance) -> tuple[bytes, int]:
     path = inst.data / "prng_exch"
     return path.read_bytes(), os.stat(path).st_mtime_ns
 
 
-def check_exchange_file(inst: TlsmgrInstance) -> None:
+def check_exchange_file(inst: MiniInstance) -> None:
     st = os.stat(inst.data / "prng_exch")
     owner = pwd.getpwnam("postfix")
     assert (st.st_size, stat.S_IMODE(st.st_mode)) == (1024, 0o600)

@@ -18,7 +18,11 @@ import socket
 import stat
 
 import pytest
-from instance import TlsmgrInstance, proc_ids, read_reply, request, tlsmgr_args, wait_until
+
+from support.attrs import read_reply, request
+from support.instance import OUR_TLSMGR, MiniInstance
+from support.procs import proc_ids, tlsmgr_args
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -37,7 +41,7 @@ OK, ERR, FAIL = b"0", b"4294967295", b"4294967294"
 
 @pytest.fixture(scope="module")
 def jailed():
-    with TlsmgrInstance(main_cf=MAIN_CF) as inst:
+    with MiniInstance(main_cf=MAIN_CF, tlsmgr=OUR_TLSMGR) as inst:
         inst.cli("start").check()
         with inst.connect("private/tlsmgr") as sock:  # the master forks tlsmgr now
             assert read_reply(sock) == [(b"protocol", b"tlsmgr_protocol")]
@@ -49,7 +53,7 @@ def jailed():
         assert_clean_log(inst)
 
 
-def assert_clean_log(inst: TlsmgrInstance) -> None:
+def assert_clean_log(inst: MiniInstance) -> None:
     text = inst.log()
     for bad in ("fatal:", "panic:", "error:", "Traceback", "bad command startup", "killed"):
         assert bad not in text, f"{bad!r} in the log:\n{text}"
@@ -58,7 +62,7 @@ def assert_clean_log(inst: TlsmgrInstance) -> None:
 class Conn:
     """One client connection, one request at a time, as real clients do."""
 
-    def __init__(self, inst: TlsmgrInstance) -> None:
+    def __init__(self, inst: MiniInstance) -> None:
         self.sock = inst.connect("private/tlsmgr")
         assert read_reply(self.sock) == [(b"protocol", b"tlsmgr_protocol")]
 

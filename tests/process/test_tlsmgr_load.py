@@ -19,15 +19,11 @@ import threading
 import time
 
 import pytest
-from instance import (
-    WAIT,
-    TlsmgrInstance,
-    read_reply,
-    request,
-    socket_fds,
-    wait_until,
-)
 
+from support.attrs import read_reply, request
+from support.instance import OUR_TLSMGR, MiniInstance
+from support.procs import socket_fds
+from support.waiting import WAIT, wait_until
 from tlsmgr import attr, service
 from tlsmgr.client import Status
 
@@ -41,7 +37,7 @@ CLIENTS = 1000
 
 @pytest.fixture
 def inst():
-    with TlsmgrInstance(main_cf=MAIN_CF) as instance:
+    with MiniInstance(main_cf=MAIN_CF, tlsmgr=OUR_TLSMGR) as instance:
         instance.cli("start").check()
         yield instance
         assert "bad command startup" not in instance.log()
@@ -61,7 +57,7 @@ def nofile():
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def connect(inst: TlsmgrInstance, greeting: bool = True) -> socket.socket:
+def connect(inst: MiniInstance, greeting: bool = True) -> socket.socket:
     """A new connection; with `greeting`, the greeting read and checked."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(WAIT)
@@ -231,7 +227,7 @@ def _parts(data: bytes) -> list[bytes]:
 class Load(threading.Thread):
     """A client library user asking for seeds until told to stop."""
 
-    def __init__(self, inst: TlsmgrInstance, stop: threading.Event) -> None:
+    def __init__(self, inst: MiniInstance, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.client = inst.client(timeout=WAIT)
         self.stop = stop
@@ -396,7 +392,7 @@ def _recv_until_closed(sock: socket.socket) -> bytes:
     return data
 
 
-def _client_warnings(inst: TlsmgrInstance) -> list[str]:
+def _client_warnings(inst: MiniInstance) -> list[str]:
     return [line for line in inst.log().splitlines() if "tlsmgr" in line and "warning:" in line]
 
 

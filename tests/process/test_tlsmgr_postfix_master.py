@@ -26,17 +26,12 @@ import struct
 import subprocess
 
 import pytest
-from instance import (
-    WAIT,
-    PostfixInstance,
-    environ,
-    postmap_list,
-    proc_ids,
-    read_reply,
-    request,
-    tlsmgr_args,
-    wait_until,
-)
+
+from support.attrs import read_reply, request
+from support.instance import OUR_TLSMGR, PostfixInstance
+from support.postfix import postmap_list
+from support.procs import environ, proc_ids, tlsmgr_args
+from support.waiting import WAIT, wait_until
 
 pytestmark = [pytest.mark.postfix, pytest.mark.root]
 
@@ -48,7 +43,7 @@ MAIN_CF = {
 
 @pytest.fixture
 def pfx():
-    with PostfixInstance(tlsmgr="ours", main_cf=MAIN_CF) as instance:
+    with PostfixInstance(main_cf=MAIN_CF, tlsmgr=OUR_TLSMGR) as instance:
         instance.start()
         yield instance
         if instance.processes():

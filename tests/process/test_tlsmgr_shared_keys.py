@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
-from common import reference_chain, reference_keybuf
-from instance import TlsmgrInstance, started
 
+from support.instance import MiniInstance, running_tlsmgr
+from support.keychain_reference import reference_chain, reference_keybuf
 from tlsmgr import keychain
 from tlsmgr.keyfiles import STATE_FILE, StateFile
 
@@ -50,14 +50,14 @@ def fleet():
     try:
         with contextlib.ExitStack() as stack:
             yield [
-                stack.enter_context(started({"tls_session_ticket_secret_file": path}))
+                stack.enter_context(running_tlsmgr({"tls_session_ticket_secret_file": path}))
                 for path in (same, same, same, other)
             ]
     finally:
         shutil.rmtree(keys)
 
 
-def tktkey(host: TlsmgrInstance, name: bytes = b""):
+def tktkey(host: MiniInstance, name: bytes = b""):
     with host.client() as client:
         return client.tktkey(name)
 
@@ -179,7 +179,7 @@ def read_memory(pid: int) -> bytes:
 )
 def test_an_unusable_secret_file_is_fatal(folder, data, mode, message):
     path = secret_file(folder, "bad.key", data, mode)
-    with started({"tls_session_ticket_secret_file": path}) as inst:
+    with running_tlsmgr({"tls_session_ticket_secret_file": path}) as inst:
         with inst.client(attempts=1, timeout=2) as client:
             assert not client.tktkey().ok  # the master forks tlsmgr, which stops
         inst.wait_log(re.escape(f"fatal: ticket secret file {path} {message}"))
@@ -188,7 +188,7 @@ def test_an_unusable_secret_file_is_fatal(folder, data, mode, message):
 def test_with_tickets_off_the_secret_is_unused_and_a_stale_state_removed(folder):
     path = secret_file(folder, "fleet.key", SECRET)
     settings = {"tls_session_ticket_secret_file": path, "smtpd_tls_session_cache_timeout": "0"}
-    with started(settings) as inst:
+    with running_tlsmgr(settings) as inst:
         inst.data.mkdir(exist_ok=True)
         stale = inst.data / STATE_FILE
         stale.write_bytes(b"left by an earlier configuration")

@@ -1,6 +1,6 @@
 """Our tlsmgr started by an ordinary user: no jail, no drop, one warning, files its own.
 
-As root the test runs the child as `nobody` through setpriv (harness.can_run_as), with the
+As root the test runs the child as `nobody` through setpriv (can_run_as), with the
 instance's data directory and queue owned by nobody, as `make run` for an ordinary user has
 them: nothing may be redirected, and the caches and the exchange file belong to that user.
 """
@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import pwd
 
-import harness
 import pytest
+
+from support.fake_master import can_run_as
+from support.instance import OUR_TLSMGR
+from support.lab import Lab
 
 SEED = b"request\0seed\0size\x0032\0\0"
 UPDATE = b"request\0update\0cache_type\0smtp\0cache_id\0id-1\0session\0AQJzZXNzaW9u\0\0"
@@ -31,18 +34,18 @@ def _ask(sock, request: bytes) -> bytes:
 def test_unprivileged_tlsmgr_keeps_its_own_files():
     run_as = None
     if os.geteuid() == 0:
-        if not harness.can_run_as("nobody"):
+        if not can_run_as("nobody"):
             pytest.skip("needs setpriv, and this Python runnable by nobody")
         run_as = "nobody"
     uid = os.geteuid() if run_as is None else pwd.getpwnam(run_as).pw_uid
     gid = os.getegid() if run_as is None else pwd.getpwnam(run_as).pw_gid
-    with harness.Lab() as lab:
+    with Lab() as lab:
         inst = lab.instance(smtp_tls_session_cache_database="btree:${data_directory}/smtp_scache")
-        for path in (inst.data_dir, inst.queue_dir, os.path.join(inst.queue_dir, "private")):
+        for path in (inst.data, inst.queue, os.path.join(inst.queue, "private")):
             os.chown(path, uid, gid)
         os.symlink(
-            os.path.join(os.path.dirname(harness.sys.executable), "tlsmgr"),
-            os.path.join(inst.daemon_dir, "tlsmgr"),
+            OUR_TLSMGR,
+            os.path.join(inst.bin, "tlsmgr"),
         )
         fm = lab.master(inst, "tlsmgr", unpriv=True, chroot=True)
         child = fm.spawn(run_as=run_as)
@@ -54,9 +57,9 @@ def test_unprivileged_tlsmgr_keeps_its_own_files():
         assert child.proc_root() == "/"
         assert child.proc_status()["Uid"].split()[0] == str(uid)
         for name in ("smtp_scache.db", "prng_exch"):
-            st = os.stat(os.path.join(inst.data_dir, name))
+            st = os.stat(os.path.join(inst.data, name))
             assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o600), name
-        warnings = [line for line in inst.log_text().splitlines() if "warning:" in line]
+        warnings = [line for line in inst.log().splitlines() if "warning:" in line]
         assert len(warnings) == 1, warnings
         assert "not started as root" in warnings[0]
         sock.close()

@@ -5,42 +5,21 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 
 import pytest
 
+from support import tlsmgr_server
+from support.wire_cases import GREETING
 from tlsmgr.client import Result, Status, TlsmgrClient
-
-SERVER = os.path.join(os.path.dirname(__file__), "..", "wire", "server.py")
-GREETING = b"protocol\0tlsmgr_protocol\0\0"
-
-
-def start_server(folder: str, *extra: str, fd: int | None = None) -> subprocess.Popen:
-    args = [sys.executable, SERVER, os.path.join(folder, "tlsmgr"), folder, *extra]
-    if fd is not None:
-        args += ["--fd", str(fd)]
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, text=True, pass_fds=() if fd is None else (fd,)
-    )
-    assert proc.stdout.readline().strip() == "READY"
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
-    proc.stdout.close()
 
 
 @pytest.fixture
 def server(folder):
-    proc = start_server(folder)
+    proc = tlsmgr_server.start(folder)
     yield os.path.join(folder, "tlsmgr")
-    stop(proc)
+    tlsmgr_server.stop(proc)
 
 
 def test_six_requests_and_stats(server):
@@ -107,22 +86,22 @@ def test_tlsmgr_killed_and_restarted_on_the_same_listener(folder):
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(16)
-    first = start_server(folder, fd=listener.fileno())
+    first = tlsmgr_server.start(folder, fd=listener.fileno())
     try:
         tlsmgr = TlsmgrClient(path)
         assert tlsmgr.update("smtp", "id", b"s").ok
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-        second = start_server(folder, fd=listener.fileno())
+        second = tlsmgr_server.start(folder, fd=listener.fileno())
         try:
             # The old connection reads as closed: the client reconnects at once.
             assert tlsmgr.seed(8).ok
             assert tlsmgr.lookup("smtp", "id").status == Status.ERR  # caches are new
         finally:
-            stop(second)
+            tlsmgr_server.stop(second)
         tlsmgr.close()
     finally:
-        stop(first)
+        tlsmgr_server.stop(first)
         listener.close()
 
 

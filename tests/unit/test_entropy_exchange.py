@@ -8,8 +8,8 @@ import os
 import stat
 
 import pytest
-from test_prng import KEY, RefPool  # tests/unit is on sys.path (prepend mode)
 
+from support.prng_reference import KEY, RefPool
 from tlsmgr import entropy, prng
 
 SIZE = entropy.EXCH_SIZE

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from common import reference_chain, reference_hkdf, reference_keybuf
 
+from support.keychain_reference import reference_chain, reference_hkdf, reference_keybuf
 from tlsmgr import keychain
 from tlsmgr.keychain import Chain, ChainError, Roots
 

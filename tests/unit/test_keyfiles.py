@@ -8,8 +8,9 @@ import pwd
 from dataclasses import dataclass
 
 import pytest
-from common import Log, reference_chain
 
+from support.keychain_reference import reference_chain
+from support.stand_ins import Log
 from tlsmgr import keychain
 from tlsmgr.keyfiles import (
     STATE_RECORD_SIZE,

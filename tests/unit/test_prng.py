@@ -1,25 +1,22 @@
 """tlsmgr/prng.py: known answers, fast key erasure, mixing, schedules.
 
-The reference ChaCha20 below is written from RFC 8439 in pure Python and
-checked against the RFC's own vectors, so the known-answer tests do not
-trust pycryptodome (which the pool uses) to check itself.
+The reference ChaCha20 (support/prng_reference.py) is written from RFC 8439
+in pure Python and checked here against the RFC's own vectors, so the
+known-answer tests do not trust pycryptodome (which the pool uses) to check
+itself.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import struct
 
 import pytest
 from Crypto.Cipher import ChaCha20
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.prng_reference import KEY, RefPool, ref_block, ref_keystream
 from tlsmgr import prng
-
-KEY = bytes(range(32))
-M32 = 0xFFFFFFFF
 
 # RFC 8439 section 2.3.2: key 00..1f, nonce 000000090000004a00000000, block counter 1.
 RFC_2_3_2_NONCE = bytes.fromhex("000000090000004a00000000")
@@ -39,79 +36,6 @@ RFC_2_4_2_CIPHER = bytes.fromhex(
     "07ca0dbf500d6a6156a38e088a22b65e52bc514d16ccf806818ce91ab7793736"
     "5af90bbf74a35be6b40b8eedf2785e42874d"
 )
-
-
-# -- an independent ChaCha20 (RFC 8439 section 2.3) ------------------------
-
-
-def _rotl(v: int, c: int) -> int:
-    return ((v << c) & M32) | (v >> (32 - c))
-
-
-def _quarter(s: list[int], a: int, b: int, c: int, d: int) -> None:
-    s[a] = (s[a] + s[b]) & M32
-    s[d] = _rotl(s[d] ^ s[a], 16)
-    s[c] = (s[c] + s[d]) & M32
-    s[b] = _rotl(s[b] ^ s[c], 12)
-    s[a] = (s[a] + s[b]) & M32
-    s[d] = _rotl(s[d] ^ s[a], 8)
-    s[c] = (s[c] + s[d]) & M32
-    s[b] = _rotl(s[b] ^ s[c], 7)
-
-
-def ref_block(key: bytes, counter: int, nonce: bytes) -> bytes:
-    state = [
-        *struct.unpack("<4I", b"expand 32-byte k"),
-        *struct.unpack("<8I", key),
-        counter,
-        *struct.unpack("<3I", nonce),
-    ]
-    w = list(state)
-    for _ in range(10):
-        _quarter(w, 0, 4, 8, 12)
-        _quarter(w, 1, 5, 9, 13)
-        _quarter(w, 2, 6, 10, 14)
-        _quarter(w, 3, 7, 11, 15)
-        _quarter(w, 0, 5, 10, 15)
-        _quarter(w, 1, 6, 11, 12)
-        _quarter(w, 2, 7, 8, 13)
-        _quarter(w, 3, 4, 9, 14)
-    return struct.pack("<16I", *((x + y) & M32 for x, y in zip(w, state, strict=True)))
-
-
-def ref_keystream(key: bytes, n: int, nonce: bytes = bytes(12), counter: int = 0) -> bytes:
-    blocks = (n + 63) // 64
-    return b"".join(ref_block(key, counter + i, nonce) for i in range(blocks))[:n]
-
-
-class RefPool:
-    """The construction as the docstring states it, in a few lines."""
-
-    def __init__(self, key: bytes) -> None:
-        self.key, self.buf, self.pending = key, b"", None
-
-    def mix(self, data: bytes, now: bool = False) -> None:
-        if self.pending is None:
-            self.pending = hashlib.blake2b(person=prng.MIX_PERSON)
-        self.pending.update(struct.pack(">Q", len(data)) + data)
-        if now:
-            self.buf = b""
-            self.fold()
-
-    def fold(self) -> None:
-        digest = self.pending.digest() if self.pending else b""
-        self.pending = None
-        h = hashlib.blake2b(self.key + digest, digest_size=32, person=prng.FOLD_PERSON)
-        self.key = h.digest()
-
-    def draw(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            if self.pending is not None:
-                self.fold()
-            ks = ref_keystream(self.key, prng.REFILL_SIZE)
-            self.key, self.buf = ks[:32], self.buf + ks[32:]
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
 
 
 # -- ChaCha20 itself -------------------------------------------------------

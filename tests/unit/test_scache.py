@@ -12,8 +12,9 @@ import tempfile
 
 import pytest
 from berkeleydb import db
-from common import TIMEOUT, Log, open_cache
 
+from support.caches import TIMEOUT, open_cache
+from support.stand_ins import Log
 from tlsmgr import scache
 from tlsmgr.scache import EntryError, SessionCache, decode_entry, encode_entry
 

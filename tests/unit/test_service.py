@@ -5,8 +5,10 @@ from __future__ import annotations
 import struct
 
 import pytest
-from common import Conn, Log, open_cache, reference_keybuf
 
+from support.caches import open_cache
+from support.keychain_reference import reference_keybuf
+from support.stand_ins import Conn, Log, Rand
 from tlsmgr import keychain, protocol, service
 from tlsmgr.protocol import Reply, Request, Status
 from tlsmgr.tickets import SharedTicketKeys
@@ -14,25 +16,9 @@ from tlsmgr.tickets import SharedTicketKeys
 T0 = 1_700_000_000
 
 
-class Rand:
-    def __init__(self) -> None:
-        self.mixed: list[bytes] = []
-        self.drawn = 0
-
-    def draw(self, n: int) -> bytes:
-        self.drawn += n
-        return bytes([0xA5]) * n
-
-    def mix(self, data: bytes) -> None:
-        self.mixed.append(bytes(data))
-
-    def stats(self) -> dict[str, int]:
-        return {"draws": 1}
-
-
 @pytest.fixture
 def env(folder):
-    log, rand = Log(), Rand()
+    log, rand = Log(), Rand(0xA5)
     stores = {
         name: open_cache(folder, name=name, kind="btree", max_entries=100, log=log)
         for name in ("smtpd", "smtp")
@@ -125,7 +111,7 @@ def test_tktkey(env):
 
 def test_tktkey_disabled_by_smtpd_timeout():
     slots = [service.CacheSlot("smtpd", 0), service.CacheSlot("smtp", 3600)]
-    svc = service.Service(slots, rand=Rand())
+    svc = service.Service(slots, rand=Rand(0xA5))
     assert svc.handle(Request("tktkey"), T0) == Reply("tktkey", Status.ERR)
     name = b"\x02" * 16
     assert svc.handle(Request("tktkey", keyname=name), T0) == Reply("tktkey", Status.ERR)
@@ -135,7 +121,7 @@ def test_tktkey_with_shared_keys():
     secret = b"a secret shared by several hosts"
     now = 1000 * 1800 + 5
     tickets = SharedTicketKeys(keychain.Chain(1800, now, 0, keychain.genesis(secret)))
-    svc = service.Service([service.CacheSlot("smtpd", 3600)], rand=Rand(), tickets=tickets)
+    svc = service.Service([service.CacheSlot("smtpd", 3600)], rand=Rand(0xA5), tickets=tickets)
     current = svc.handle(Request("tktkey"), now)
     assert current == Reply("tktkey", Status.OK, reference_keybuf(secret, 1000, 1800))
     named = svc.handle(Request("tktkey", keyname=current.data[:16]), now + 1800)

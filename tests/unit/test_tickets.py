@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-from common import reference_chain, reference_keybuf
 
+from support.keychain_reference import reference_chain, reference_keybuf
 from tlsmgr import keychain
 from tlsmgr.tickets import KEYBUF_SIZE, SharedTicketKeys, TicketKeys, pack_key, unpack_key
 

@@ -1,31 +1,21 @@
 """Every wire case, through the pure handler and through a real socket server.
 
-The same table (cases.py) will drive the differential test against the real
-tlsmgr; here it checks minipostfix's own replies, byte for byte.
+The same table (support/wire_cases.py) drives the differential test against the
+real tlsmgr (tests/interop/test_tlsmgr_diff.py); here it checks minipostfix's own
+replies, byte for byte.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
-from cases import CASES, GREETING, exchange, matches
-from common import Conn, Log, open_cache
-
+from support import tlsmgr_server
+from support.caches import open_cache
+from support.stand_ins import Conn, Log, Rand
+from support.wire_cases import CASES, GREETING, exchange, matches
 from tlsmgr import service
-
-SERVER = os.path.join(os.path.dirname(__file__), "server.py")
-
-
-class Rand:
-    def draw(self, n: int) -> bytes:
-        return os.urandom(n)
-
-    def mix(self, data: bytes) -> None:
-        pass
 
 
 def test_table_is_consistent():
@@ -67,11 +57,8 @@ def test_cases_through_handler(folder):
 
 def test_cases_over_a_socket(folder):
     path = os.path.join(folder, "tlsmgr")
-    proc = subprocess.Popen(
-        [sys.executable, SERVER, path, folder], stdout=subprocess.PIPE, text=True
-    )
+    proc = tlsmgr_server.start(folder)
     try:
-        assert proc.stdout.readline().strip() == "READY"
         for case in CASES:
             got = exchange(path, case.sent)
             assert matches(case.reply, got), (case.name, got[:200])

@@ -1,21 +1,32 @@
-"""A test-only tlsmgr server: ServerConnection + Service + real caches on a unix socket.
+"""A test-only tlsmgr server: the per-connection handler and real caches on a unix socket.
 
 SYNOPSIS
-    python tests/wire/server.py SOCKET DATA_DIR [--max-entries N] [--timeout T]
+    from support import tlsmgr_server
+
+    proc = tlsmgr_server.start(folder)           # serves folder/tlsmgr; READY read
+    proc = tlsmgr_server.start(folder, "--lmtp-db", fd=listener.fileno())
+    tlsmgr_server.stop(proc)                     # SIGKILL and reap
+
+    python tests/support/tlsmgr_server.py SOCKET DATA_DIR [--max-entries N] [--timeout T]
         [--lmtp-db] [--smtpd-db] [--log FILE] [--fd N]
 
 DESCRIPTION
-    Stands in for tlsmgr/daemon.py (not written yet) in the client and
-    wire tests: one process, non-blocking sockets, a selectors loop, the
-    per-connection service.TlsmgrHandler exactly as multi_server.main()
-    will drive it (connection_made / data_received / connection_lost,
-    conn.close_after_write()).  The smtp cache is enabled (hash file in
-    DATA_DIR); lmtp and smtpd are disabled unless asked for; the smtpd
-    timeout is T (tickets on).  Prints "READY" on stdout once listening.
-    With --fd N it serves the inherited listening socket N instead of
-    binding SOCKET, as a daemon started by the master does (the listener
-    outlives the server: kill -9 and restart tests).
-    TERM closes the caches and exits 0.
+    The client and wire tests' server without master or skeleton: one
+    process, non-blocking sockets, a selectors loop, the per-connection
+    service.TlsmgrHandler driven as multi_server.main() drives it
+    (connection_made / data_received / connection_lost,
+    conn.close_after_write()), and tlsmgr's own PRNG pool. It runs as a
+    program of its own, by path, so it imports only the product. The smtp
+    cache is enabled (hash file in DATA_DIR); lmtp and smtpd are disabled
+    unless asked for; the smtpd timeout is T (tickets on). Prints "READY" on
+    stdout once listening. With --fd N it serves the inherited listening
+    socket N instead of binding SOCKET, as a daemon started by the master
+    does (the listener outlives the server: kill -9 and restart tests). TERM
+    closes the caches and exits 0.
+
+    start() runs it with this Python, waits for READY and returns the
+    Popen; with fd=N the listener is passed on.  stop() kills it and
+    reaps it.
 
     Test code only: it uses selectors and signal directly, which the
     product keeps in master/events.py.
@@ -28,19 +39,34 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import time
 
 from master.multi_server import HIGH_WATER
-from tlsmgr import scache, service
+from tlsmgr import prng, scache, service
 
 
-class Rand:
-    def draw(self, n: int) -> bytes:
-        return os.urandom(n)
+def start(folder: str, *extra: str, fd: int | None = None) -> subprocess.Popen:
+    """Run this server on folder/tlsmgr (or on listener fd) with data in folder."""
+    args = [sys.executable, __file__, os.path.join(folder, "tlsmgr"), folder, *extra]
+    if fd is not None:
+        args += ["--fd", str(fd)]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, text=True, pass_fds=() if fd is None else (fd,)
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "READY"
+    return proc
 
-    def mix(self, data: bytes) -> None:
-        pass
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill the server (unless it has exited) and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 class FileLog:
@@ -115,7 +141,7 @@ def main() -> None:
         service.CacheSlot("smtp", args.timeout, store("smtp")),
         service.CacheSlot("lmtp", args.timeout, store("lmtp") if args.lmtp_db else None),
     ]
-    svc = service.Service(slots, rand=Rand(), log=log, started=time.time())
+    svc = service.Service(slots, rand=prng.Pool(), log=log, started=time.time())
     factory = svc.handler_factory(time.time)
 
     if args.fd is not None:

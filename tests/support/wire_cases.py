@@ -1,7 +1,7 @@
 """The tlsmgr wire cases: request bytes -> expected reply bytes, ours and Postfix 3.7.11's.
 
 SYNOPSIS
-    from cases import CASES, Case, SETUP, exchange, matches
+    from support.wire_cases import CASES, GREETING, SETUP, Case, exchange, matches
 
     for case in CASES:                      # in order: later cases need earlier state
         got = exchange(socket_path, case.sent)
@@ -33,6 +33,8 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass
+
+from support.attrs import request
 
 GREETING = b"protocol\0tlsmgr_protocol\0\0"
 SETUP = {
@@ -67,10 +69,6 @@ class Case:
         return self.reply if self.postfix is None else self.postfix
 
 
-def _req(*attrs: bytes) -> bytes:
-    return b"".join(a + b"\0" for a in attrs) + b"\0"
-
-
 def _rx(pattern: bytes) -> re.Pattern[bytes]:
     return re.compile(pattern, re.S)
 
@@ -81,8 +79,8 @@ def matches(expected: bytes | re.Pattern[bytes], got: bytes) -> bool:
     return expected.fullmatch(got) is not None
 
 
-LOOKUP_PROBE = _req(b"request", b"lookup", b"cache_type", b"smtp", b"cache_id", b"probe-id")
-POLICY_SMTP = _req(b"request", b"policy", b"cache_type", b"smtp")
+LOOKUP_PROBE = request(b"request", b"lookup", b"cache_type", b"smtp", b"cache_id", b"probe-id")
+POLICY_SMTP = request(b"request", b"policy", b"cache_type", b"smtp")
 POLICY_SMTP_REPLY = OK + b"cachable\x001\x00timeout\x003600\x00\x00"
 SEED_SIZE = b"request\x00seed\x00size\x00"
 
@@ -90,20 +88,20 @@ CASES: tuple[Case, ...] = (
     # The probe transcript, in its order.
     Case(
         "seed32",
-        _req(b"request", b"seed", b"size", b"32"),
+        request(b"request", b"seed", b"size", b"32"),
         _rx(OK + b"seed\x00" + B64 + rb"{43}=\x00\x00"),
     ),
-    Case("seed0", _req(b"request", b"seed", b"size", b"0"), FAIL + b"seed\x00\x00\x00"),
-    Case("seed256", _req(b"request", b"seed", b"size", b"256"), FAIL + b"seed\x00\x00\x00"),
+    Case("seed0", request(b"request", b"seed", b"size", b"0"), FAIL + b"seed\x00\x00\x00"),
+    Case("seed256", request(b"request", b"seed", b"size", b"256"), FAIL + b"seed\x00\x00\x00"),
     Case(
         "seed255",
-        _req(b"request", b"seed", b"size", b"255"),
+        request(b"request", b"seed", b"size", b"255"),
         _rx(OK + b"seed\x00" + B64 + rb"{340}\x00\x00"),
     ),
     Case("lookup-miss", LOOKUP_PROBE, ERR + b"session\x00\x00\x00"),
     Case(
         "update",
-        _req(
+        request(
             b"request",
             b"update",
             b"cache_type",
@@ -118,54 +116,54 @@ CASES: tuple[Case, ...] = (
     Case("lookup-hit", LOOKUP_PROBE, OK + b"session\x00AQJzZXNzaW9uYnl0ZXM=\x00\x00"),
     Case(
         "delete",
-        _req(b"request", b"delete", b"cache_type", b"smtp", b"cache_id", b"probe-id"),
+        request(b"request", b"delete", b"cache_type", b"smtp", b"cache_id", b"probe-id"),
         OK + b"\x00",
     ),
     Case("lookup-after-delete", LOOKUP_PROBE, ERR + b"session\x00\x00\x00"),
     Case(
         "lookup-lmtp-disabled",
-        _req(b"request", b"lookup", b"cache_type", b"lmtp", b"cache_id", b"x"),
+        request(b"request", b"lookup", b"cache_type", b"lmtp", b"cache_id", b"x"),
         FAIL + b"session\x00\x00\x00",
     ),
     Case(
         "lookup-bogus-type",
-        _req(b"request", b"lookup", b"cache_type", b"bogus", b"cache_id", b"x"),
+        request(b"request", b"lookup", b"cache_type", b"bogus", b"cache_id", b"x"),
         FAIL + b"session\x00\x00\x00",
     ),
     Case(
         "tktkey-new",
-        _req(b"request", b"tktkey", b"keyname", b""),
+        request(b"request", b"tktkey", b"keyname", b""),
         _rx(OK + b"keybuf\x00" + B64 + rb"{118}==\x00\x00"),
     ),
     Case(
         "tktkey-badname",
-        _req(b"request", b"tktkey", b"keyname", b"YWJj"),
+        request(b"request", b"tktkey", b"keyname", b"YWJj"),
         FAIL + b"keybuf\x00\x00\x00",
     ),
     Case(
         "tktkey-unknown",
-        _req(b"request", b"tktkey", b"keyname", b"AAAAAAAAAAAAAAAAAAAAAA=="),
+        request(b"request", b"tktkey", b"keyname", b"AAAAAAAAAAAAAAAAAAAAAA=="),
         ERR + b"keybuf\x00AAAAAAAAAAAAAAAAAAAAAA==\x00\x00",
     ),
     Case("policy-smtp", POLICY_SMTP, POLICY_SMTP_REPLY),
-    Case("unknown-request", _req(b"request", b"frobnicate"), FAIL + b"\x00", b"", UNKNOWN),
+    Case("unknown-request", request(b"request", b"frobnicate"), FAIL + b"\x00", b"", UNKNOWN),
     Case(
         "missing-attr",
-        _req(b"request", b"lookup", b"cache_type", b"smtp"),
+        request(b"request", b"lookup", b"cache_type", b"smtp"),
         FAIL + b"session\x00\x00\x00",
         _rx(FAIL + b"session\x00" + B64 + rb"*=*\x00\x00"),
         STALE,
     ),
     Case(
         "wrong-attr-name",
-        _req(b"request", b"seed", b"sizex", b"32"),
+        request(b"request", b"seed", b"sizex", b"32"),
         FAIL + b"seed\x00\x00\x00",
         _rx(FAIL + b"seed\x00" + B64 + rb"*=*\x00\x00"),
         STALE,
     ),
     Case(
         "bad-base64",
-        _req(
+        request(
             b"request",
             b"update",
             b"cache_type",
@@ -182,49 +180,53 @@ CASES: tuple[Case, ...] = (
     # The request table, reference 1.4.
     Case(
         "policy-bogus",
-        _req(b"request", b"policy", b"cache_type", b"bogus"),
+        request(b"request", b"policy", b"cache_type", b"bogus"),
         FAIL + b"cachable\x000\x00timeout\x000\x00\x00",
     ),
     Case(
         "policy-lmtp-disabled",
-        _req(b"request", b"policy", b"cache_type", b"lmtp"),
+        request(b"request", b"policy", b"cache_type", b"lmtp"),
         OK + b"cachable\x000\x00timeout\x003600\x00\x00",
     ),
     Case(
         "policy-smtpd-no-database",
-        _req(b"request", b"policy", b"cache_type", b"smtpd"),
+        request(b"request", b"policy", b"cache_type", b"smtpd"),
         OK + b"cachable\x000\x00timeout\x003600\x00\x00",
     ),
     Case(
         "delete-missing",
-        _req(b"request", b"delete", b"cache_type", b"smtp", b"cache_id", b"no-such-id"),
+        request(b"request", b"delete", b"cache_type", b"smtp", b"cache_id", b"no-such-id"),
         ERR + b"\x00",
     ),
     Case(
         "update-lmtp-disabled",
-        _req(b"request", b"update", b"cache_type", b"lmtp", b"cache_id", b"x", b"session", b"QQ=="),
+        request(
+            b"request", b"update", b"cache_type", b"lmtp", b"cache_id", b"x", b"session", b"QQ=="
+        ),
         FAIL + b"\x00",
     ),
     Case(
         "delete-lmtp-disabled",
-        _req(b"request", b"delete", b"cache_type", b"lmtp", b"cache_id", b"x"),
+        request(b"request", b"delete", b"cache_type", b"lmtp", b"cache_id", b"x"),
         FAIL + b"\x00",
     ),
     Case(
         "update-bogus-type",
-        _req(
+        request(
             b"request", b"update", b"cache_type", b"bogus", b"cache_id", b"x", b"session", b"QQ=="
         ),
         FAIL + b"\x00",
     ),
     Case(
         "update-empty-session",
-        _req(b"request", b"update", b"cache_type", b"smtp", b"cache_id", b"empty", b"session", b""),
+        request(
+            b"request", b"update", b"cache_type", b"smtp", b"cache_id", b"empty", b"session", b""
+        ),
         OK + b"\x00",
     ),
     Case(
         "lookup-empty-session",
-        _req(b"request", b"lookup", b"cache_type", b"smtp", b"cache_id", b"empty"),
+        request(b"request", b"lookup", b"cache_type", b"smtp", b"cache_id", b"empty"),
         OK + b"session\x00\x00\x00",
     ),
     # Number parsing: sscanf("%u%c") == 1 (reference 1.2).
@@ -264,7 +266,7 @@ CASES: tuple[Case, ...] = (
     # Base64: decoding stops at the first "=" (reference 1.2).
     Case(
         "update-b64-stops-at-pad",
-        _req(
+        request(
             b"request",
             b"update",
             b"cache_type",
@@ -278,23 +280,25 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "lookup-b64-stops-at-pad",
-        _req(b"request", b"lookup", b"cache_type", b"smtp", b"cache_id", b"pad"),
+        request(b"request", b"lookup", b"cache_type", b"smtp", b"cache_id", b"pad"),
         OK + b"session\x00QQ==\x00\x00",
     ),
     Case(
         "update-b64-bad-length",
-        _req(b"request", b"update", b"cache_type", b"smtp", b"cache_id", b"x", b"session", b"QQ="),
+        request(
+            b"request", b"update", b"cache_type", b"smtp", b"cache_id", b"x", b"session", b"QQ="
+        ),
         FAIL + b"\x00",
     ),
     # Strictness: extra attributes after the expected ones are ignored.
     Case(
         "lookup-extra-attribute",
-        _req(b"request", b"lookup", b"cache_type", b"smtp", b"cache_id", b"pad", b"extra", b"x"),
+        request(b"request", b"lookup", b"cache_type", b"smtp", b"cache_id", b"pad", b"extra", b"x"),
         OK + b"session\x00QQ==\x00\x00",
     ),
     Case(
         "lookup-out-of-order",
-        _req(b"request", b"lookup", b"cache_id", b"pad", b"cache_type", b"smtp"),
+        request(b"request", b"lookup", b"cache_id", b"pad", b"cache_type", b"smtp"),
         FAIL + b"session\x00\x00\x00",
         _rx(FAIL + b"session\x00" + B64 + rb"*=*\x00\x00"),
         STALE,
@@ -302,7 +306,7 @@ CASES: tuple[Case, ...] = (
     # Pipelining.
     Case(
         "pipelined",
-        POLICY_SMTP + _req(b"request", b"delete", b"cache_type", b"smtp", b"cache_id", b"pad"),
+        POLICY_SMTP + request(b"request", b"delete", b"cache_type", b"smtp", b"cache_id", b"pad"),
         POLICY_SMTP_REPLY + OK + b"\x00",
         POLICY_SMTP_REPLY,
         PIPELINE,
@@ -328,14 +332,14 @@ CASES: tuple[Case, ...] = (
     # Limits (attr.py).
     Case(
         "name-too-long",
-        _req(b"request", b"seed", b"s" * 65, b"32"),
+        request(b"request", b"seed", b"s" * 65, b"32"),
         FAIL + b"\x00",
         _rx(FAIL + b"seed\x00" + B64 + rb"*=*\x00\x00"),
         LIMIT,
     ),
     Case(
         "value-too-long",
-        _req(
+        request(
             b"request",
             b"update",
             b"cache_type",
@@ -352,7 +356,7 @@ CASES: tuple[Case, ...] = (
     # minipostfix's stats request (decisions 24).
     Case(
         "stats",
-        _req(b"request", b"stats"),
+        request(b"request", b"stats"),
         _rx(OK + rb"uptime\x00\d+\x00requests\.seed\x00\d+\x00.*\x00\x00"),
         b"",
         UNKNOWN + "; stats is minipostfix's own request",

@@ -1,16 +1,25 @@
-"""Helpers shared by the test_postconf_*.py differential tests: run both tools, normalise.
+"""postconf against minipostconf: run both on one configuration, compare, normalise.
 
-(A test module too: the normalisation itself is tested at the end.)
+SYNOPSIS
+    from support.postconf_diff import DATA, assert_same, mini, normalized, real
 
-What may differ by design is normalised here and nowhere else:
-  - the program name ("postconf: " / "minipostconf: ");
-  - the location in front of a warning or error: Postfix writes
-    "DIR/main.cf, line N: " or "DIR/main.cf: ", minipostconf "main.cf:N: ";
-  - duplicate warnings (Postfix re-reads a main.cf younger than a second and
-    repeats them; backdate() avoids that, the set comparison tolerates it);
-  - the order of warnings (Postfix's follows a randomly seeded hash table).
-Everything on stdout is compared byte for byte.  The differences that remain
-are asserted, one by one, in test_postconf_differences.py.
+    real(confdir, "-n")            # Postfix's postconf: (status, stdout, stderr)
+    mini(confdir, "-n")            # minipostconf, in this process: the same triple
+    assert_same(confdir, "-n")     # both agree (see below); returns mini's triple
+
+DESCRIPTION
+    What may differ by design is normalised here and nowhere else:
+      - the program name ("postconf: " / "minipostconf: ");
+      - the location in front of a warning or error: Postfix writes
+        "DIR/main.cf, line N: " or "DIR/main.cf: ", minipostconf "main.cf:N: ";
+      - duplicate warnings (Postfix re-reads a main.cf younger than a second and
+        repeats them; support.postfix.settled() avoids that, the set comparison
+        tolerates it);
+      - the order of warnings (Postfix's follows a randomly seeded hash table).
+    Everything on stdout is compared byte for byte.  The differences that remain
+    are asserted, one by one, in tests/interop/test_postconf_differences.py.
+    DATA is the configuration corpus (tests/data/config), EXPECT the marker of
+    an expected error in a corpus file, DEBIAN_MASTER_CF Debian's master.cf.
 """
 
 from __future__ import annotations
@@ -19,10 +28,10 @@ import io
 import os
 import re
 import subprocess
-import time
 from contextlib import redirect_stderr, redirect_stdout
 
 from master import postconf
+from support.postfix import settled
 
 DEBIAN_MASTER_CF = "/usr/share/postfix/master.cf.dist"
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "config")
@@ -39,18 +48,8 @@ def environment() -> dict[str, str]:
     return env
 
 
-def backdate(confdir: str) -> None:
-    """Workaround: Postfix re-reads a main.cf younger than a second, 300 ms at a time
-    (dict_load_file waits for an editor to finish), so fresh test files cost ~2 s."""
-    past = time.time() - 60
-    for name in ("main.cf", "master.cf"):
-        path = os.path.join(confdir, name)
-        if os.path.exists(path):
-            os.utime(path, (past, past))
-
-
 def real(confdir: str, *args: str) -> tuple[int, str, str]:
-    backdate(confdir)
+    settled(os.path.join(confdir, "main.cf"), os.path.join(confdir, "master.cf"))
     proc = subprocess.run(
         ["postconf", "-c", confdir, *args],
         capture_output=True,
@@ -99,26 +98,3 @@ def assert_same(confdir: str, *args: str) -> tuple[int, str, str]:
 def first_line(path: str) -> str:
     with open(path, errors="surrogateescape") as fp:
         return fp.readline().rstrip("\n")
-
-
-def test_normalisation_of_locations_and_program_names():
-    theirs = (
-        "postconf: warning: /tmp/x/main.cf, line 4: overriding earlier entry: a=1\n"
-        "postconf: warning: ./main.cf: unused parameter: b=2\n"
-        "postconf: warning: ./main.cf: unused parameter: b=2\n"
-        "postconf: warning: nosuch: unknown parameter\n"
-    )
-    ours = (
-        "minipostconf: warning: main.cf:4: overriding earlier entry: a=1\n"
-        "minipostconf: warning: main.cf:7: unused parameter: b=2\n"
-        "minipostconf: warning: nosuch: unknown parameter\n"
-    )
-    assert (
-        normalized(theirs)
-        == normalized(ours)
-        == {
-            "warning: overriding earlier entry: a=1",
-            "warning: unused parameter: b=2",
-            "warning: nosuch: unknown parameter",
-        }
-    )

@@ -1,0 +1,54 @@
+"""A real Berkeley DB session cache in a test's folder, opened as the caller.
+
+SYNOPSIS
+    from support.caches import TIMEOUT, open_cache
+
+    cache = open_cache(folder, name="smtp", kind="hash", max_entries=0, log=log)
+    ...
+    cache.close()
+
+DESCRIPTION
+    open_cache() opens tlsmgr.scache.SessionCache `name` on
+    `kind:folder/FILE` (FILE is NAME_scache unless given) with
+    data_directory = folder and mail_owner_uid = the caller's euid, so
+    nothing is redirected and no privilege is needed.  Other keyword
+    arguments (cache_size, index_cache_size) go to SessionCache.open().
+    TIMEOUT (3600 s) is the default session timeout.  The caller closes
+    the cache; the folder fixture removes the files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from support.stand_ins import Log
+from tlsmgr.scache import SessionCache
+
+TIMEOUT = 3600
+
+
+def open_cache(
+    folder: str,
+    *,
+    name: str = "smtp",
+    kind: str = "hash",
+    file: str | None = None,
+    timeout: int = TIMEOUT,
+    max_entries: int = 0,
+    verbose: bool = False,
+    log: Any = None,
+    **sizes: int,
+) -> SessionCache:
+    """A real cache `kind:folder/file`, opened as the caller."""
+    return SessionCache.open(
+        name,
+        f"{kind}:{folder}/{file or name + '_scache'}",
+        timeout=timeout,
+        max_entries=max_entries,
+        data_directory=folder,
+        mail_owner_uid=os.geteuid(),
+        verbose=verbose,
+        log=log or Log(),
+        **sizes,
+    )

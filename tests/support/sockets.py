@@ -1,0 +1,56 @@
+"""Small socket helpers: a free loopback port, reading a line or to EOF, a connect probe.
+
+SYNOPSIS
+    from support.sockets import connectable, free_port, recv_all, recv_line
+
+    port = free_port()              # no fixed ports in tests
+    recv_line(sock)                 # up to and including b"\\n" (or EOF)
+    recv_all(sock)                  # until EOF
+    connectable(path)               # a unix stream socket accepts a connection
+
+DESCRIPTION
+    free_port() binds 127.0.0.1:0 and returns the port the kernel chose;
+    it was free a moment ago, which is as good as it gets.  recv_line()
+    reads one byte at a time, so that it never takes more than the line.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def recv_line(sock: socket.socket) -> bytes:
+    """Read up to and including the next newline (or EOF)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    """Read until EOF."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def connectable(path: Path | str) -> bool:
+    """Whether a unix stream socket at `path` accepts a connection now."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
