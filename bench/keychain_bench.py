@@ -38,15 +38,12 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from prng_bench import rate
 
-from prng_bench import rate  # noqa: E402
-
-from tlsmgr import keychain, keyfiles, prng, service  # noqa: E402
-from tlsmgr.protocol import Request  # noqa: E402
-from tlsmgr.tickets import SharedTicketKeys  # noqa: E402
+from tlsmgr import keychain, keyfiles, prng, service
+from tlsmgr.protocol import Request
+from tlsmgr.tickets import SharedTicketKeys
 
 H = 1800
 

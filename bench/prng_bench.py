@@ -38,11 +38,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tlsmgr import entropy, prng  # noqa: E402
+from tlsmgr import entropy, prng
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:

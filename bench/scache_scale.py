@@ -48,42 +48,14 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from tlsmgr import scache, service  # noqa: E402
-from tlsmgr.protocol import GREETING  # noqa: E402
+from support import caches
+from support.stand_ins import Conn, Rand
+from tlsmgr import scache, service
+from tlsmgr.protocol import GREETING
 
 T0 = 1_700_000_000
 TIMEOUT = 3600
 REF_ENTRIES = 1000
-
-
-class NullLog:
-    def msg_info(self, text: str) -> None:
-        pass
-
-    def msg_warn(self, text: str) -> None:
-        pass
-
-
-class Rand:
-    def draw(self, n: int) -> bytes:
-        return bytes(n)
-
-    def mix(self, data: bytes) -> None:
-        pass
-
-
-class Conn:
-    peer = "bench"
-    room = 256 * 1024
-
-    def hold(self) -> None:
-        pass
-
-    def close_after_write(self) -> None:
-        pass
 
 
 def memory() -> dict[str, float]:
@@ -122,16 +94,14 @@ def rates(runs: dict[str, tuple], duration: float, rounds: int = 10) -> dict[str
 
 
 def open_cache(args: argparse.Namespace, folder: str, name: str, n: int) -> scache.SessionCache:
-    return scache.SessionCache.open(
-        "smtp",
-        f"{args.db_type}:{folder}/{name}",
+    return caches.open_cache(
+        folder,
+        kind=args.db_type,
+        file=name,
         timeout=TIMEOUT,
         max_entries=n,
-        data_directory=folder,
-        mail_owner_uid=os.geteuid(),
         cache_size=args.cache_size,
         index_cache_size=args.index_cache_size,
-        log=NullLog(),
     )
 
 
@@ -139,7 +109,7 @@ def lookups(cache: scache.SessionCache, n: int, now: int) -> tuple[list, list, o
     """Random ids of `cache` (50000, whatever n is), their requests, a handler."""
     rng = random.Random(1)
     ids = [cache_id(rng.randrange(n)) for _ in range(50000)]
-    svc = service.Service([service.CacheSlot("smtp", TIMEOUT, cache)], rand=Rand(), started=T0)
+    svc = service.Service([service.CacheSlot("smtp", TIMEOUT, cache)], rand=Rand(0), started=T0)
     handler = svc.handler_factory(lambda: now)(Conn())
     assert handler.connection_made() == GREETING
     wire = [b"request\0lookup\0cache_type\0smtp\0cache_id\0%s\0\0" % c.encode() for c in ids]

@@ -23,14 +23,16 @@ DESCRIPTION
     instances run interleaved (each workload on null, real and ours back to back); with
     --repeat N each cell runs N times and the fastest run is reported.
 
-    Instances (pluggable; each has start(), stop(), socket_path and server_pid()):
+    Instances (each has start(), stop(), socket_path, server_pid() and master_pid()):
         null   bench/nullserver: a do-nothing C server with fixed replies, the ceiling that
                shows the load generator is not the bottleneck
         real   Postfix's master(8) (/usr/lib/postfix/sbin/master -c DIR -w) running the real
                /usr/lib/postfix/sbin/tlsmgr, plus postlogd for maillog_file
-        ours   our tlsmgr (.venv/bin/tlsmgr) under the same real master, through a
-               daemon_directory of symlinks to /usr/lib/postfix/sbin/* with tlsmgr replaced;
-               with --ours-master minipostfix, under our own master (`minipostfix -c DIR start`)
+        ours   our tlsmgr (.venv/bin/tlsmgr) under the same real master; with --ours-master
+               minipostfix, under our own master (`minipostfix -c DIR start`)
+    real and ours are the test suite's instances (tests/support/instance.py: PostfixInstance
+    and MiniInstance, with `tlsmgr unix - - n 1000? 1 tlsmgr`): a private root under /tmp
+    whose daemon_directory holds links to the programs, bin/tlsmgr to the tlsmgr measured.
     An instance whose programs are missing is skipped with a message saying why.
 
     --scale   on fresh real/ours instances: lookup rate (8 connections) with 1,000 cached
@@ -78,8 +80,8 @@ DIAGNOSTICS
 
 BUGS
     Figures depend on what else runs on the machine: the load average is recorded before and
-    after. One file on purpose (a benchmark script that can be read and run alone), hence
-    longer than the usual module.
+    after. Needs the venv's Python: `support` (tests/support) is on its import path through
+    the .pth file `make setup` writes.
 
 SEE ALSO
     bench/README.md, docs/performance.md, bench/loadgen.c, bench/nullserver.c
@@ -91,7 +93,6 @@ import argparse
 import base64
 import contextlib
 import ctypes
-import grp
 import json
 import os
 import platform
@@ -106,13 +107,24 @@ import tempfile
 import time
 from pathlib import Path
 
+from support import postfix, procs
+from support.attrs import read_reply, request
+from support.instance import (
+    MINIPOSTFIX,
+    OUR_TLSMGR,
+    MasterInstance,
+    MiniInstance,
+    PostfixInstance,
+    StartError,
+)
+from support.postfix import SBIN
+from support.sockets import connectable
+
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-POSTFIX_SBIN = Path("/usr/lib/postfix/sbin")
-OUR_BIN = REPO / ".venv" / "bin"
 SOURCES = {"loadgen": BENCH / "loadgen.c", "nullserver": BENCH / "nullserver.c"}
 CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-pthread"]
 MAIL_OWNER = "postfix"
+TLSMGR_BENCH_LINE = "tlsmgr unix - - n 1000? 1 tlsmgr\n"
 SCAN_TIMEOUT = 120  # Postfix raises any smaller positive cache timeout to 120 s
 FLOOD_SESSION = 65536  # the largest session a request can carry
 
@@ -158,131 +170,26 @@ def become_subreaper() -> None:
         log("warning: prctl(PR_SET_CHILD_SUBREAPER) failed; stopped daemons may stay zombies")
 
 
-def proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (field 3 onward), or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-
-
-def proc_cpu(pid: int | None) -> float | None:
-    """User + system CPU seconds of a process."""
-    fields = proc_stat(pid) if pid else None
-    if fields is None:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = proc_stat(int(entry))
-            if fields and int(fields[1]) == pid:
-                kids.append(int(entry))
-    return kids
-
-
-def proc_memory(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in kB."""
-    mem = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                mem[key] = int(value.split()[0])
-    return mem
-
-
-def gone(pid: int) -> bool:
-    """True when pid has exited; reaps it when it is our child."""
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return True
-    except ChildProcessError:
-        pass
-    fields = proc_stat(pid)
-    return fields is None or fields[0] in ("Z", "X")
-
-
-def stop_pids(pids: list[int], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-    """Signal pids, wait up to timeout for them to go, then SIGKILL and reap what is left."""
-    for pid in pids:
-        if not gone(pid):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not all(gone(p) for p in pids):
-        time.sleep(0.05)
-    for pid in pids:
-        if not gone(pid):
-            log(f"warning: pid {pid} ignored signal {sig}; killing it")
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not all(gone(p) for p in pids):
-        time.sleep(0.05)
-
-
-def connectable(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-    return True
+def reap_zombies() -> None:
+    """Reap the adopted processes that have exited (a stopped master and its children)."""
+    for pid in procs.children_of(os.getpid()):
+        fields = procs.proc_stat(pid)
+        if fields and fields[0] == "Z":
+            procs.gone(pid)
 
 
 # ---------------------------------------------------------------- instances
 
 
-class Instance:
-    """A server under test: start(), stop(), socket_path, server_pid(), master_pid()."""
+class NullServer:
+    """bench/nullserver in a private folder: start(), stop(), socket_path, server_pid()."""
 
-    label = "?"
-    description = "?"
-
-    def __init__(self, keep: bool = False) -> None:
-        self.keep = keep
-        self.root = Path(tempfile.mkdtemp(prefix="tlsbench-", dir="/tmp"))
-        self.root.chmod(0o755)  # files opened as mail_owner need searchable parents
-        self.socket_path = self.root / "queue" / "private" / "tlsmgr"
-
-    def start(self) -> None:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        if not self.keep:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def master_pid(self) -> int | None:
-        return None
-
-    def server_pid(self) -> int | None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Instance:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class NullInstance(Instance):
     label = "null"
     description = "bench/nullserver (C, fixed replies, no work)"
 
     def __init__(self, binary: Path, session_size: int, keep: bool = False) -> None:
-        super().__init__(keep)
-        self.binary, self.session_size = binary, session_size
+        self.binary, self.session_size, self.keep = binary, session_size, keep
+        self.root = Path(tempfile.mkdtemp(prefix="tlsbench-", dir="/tmp"))
         self.socket_path = self.root / "null.sock"
         self.proc: subprocess.Popen | None = None
 
@@ -297,215 +204,135 @@ class NullInstance(Instance):
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_pids([self.proc.pid])
+            for pid in procs.stop_pids([self.proc.pid]):
+                log(f"warning: pid {pid} ignored SIGTERM; killed it")
             self.proc.wait()
-        super().stop()
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def master_pid(self) -> int | None:
+        return None
 
     def server_pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def __enter__(self) -> NullServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
-class PostfixStyleInstance(Instance):
-    """A private instance directory: main.cf, master.cf, queue, data, maillog."""
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
-    tlsmgr_names = ("tlsmgr",)
 
-    def __init__(self, main_extra: dict[str, str], keep: bool = False) -> None:
-        super().__init__(keep)
+class MasterServer:
+    """A tlsmgr under a master, as a tests/support instance: Postfix's master(8) with
+    Postfix's tlsmgr ("real") or ours ("ours"), or ours under our own master."""
+
+    def __init__(
+        self, label: str, master: str, main_extra: dict[str, str], keep: bool = False
+    ) -> None:
+        self.label, self.master, self.keep = label, master, keep
         self.main_extra = main_extra
-        self.conf, self.queue, self.data = (
-            self.root / "etc",
-            self.root / "queue",
-            self.root / "data",
-        )
-        self.maillog = self.root / "maillog"
-        self._master: int | None = None
-        self._children: set[int] = set()
+        self.tlsmgr = SBIN / "tlsmgr" if label == "real" else OUR_TLSMGR
+        if master == "minipostfix":
+            self.description = "our tlsmgr under our master (minipostfix start)"
+        elif label == "ours":
+            self.description = f"our tlsmgr ({OUR_TLSMGR}) under Postfix's master"
+        else:
+            self.description = f"Postfix {postfix.version()} tlsmgr under Postfix's master"
+        self.inst: MasterInstance | None = None
+        self._master_pid: int | None = None
 
-    def make_dirs(self) -> None:
-        """Postfix's layout and modes (decisions.md, item 13)."""
+    def check(self) -> None:
+        """Skip, saying why, when this instance cannot run here."""
         if os.geteuid() != 0:
             raise Skip("a private instance needs root (directories owned by mail_owner)")
         try:
-            owner = pwd.getpwnam(MAIL_OWNER)
+            pwd.getpwnam(MAIL_OWNER)
         except KeyError:
             raise Skip(f"mail_owner account {MAIL_OWNER} does not exist (make setup)") from None
-        try:
-            setgid_gid = grp.getgrnam("postdrop").gr_gid
-        except KeyError:
-            setgid_gid = owner.pw_gid
-        for path, mode, uid, gid in (
-            (self.conf, 0o755, 0, 0),
-            (self.queue, 0o755, 0, 0),
-            (self.queue / "pid", 0o755, 0, 0),
-            (self.queue / "private", 0o700, owner.pw_uid, 0),
-            (self.queue / "public", 0o2710, owner.pw_uid, setgid_gid),
-            (self.data, 0o755, owner.pw_uid, owner.pw_gid),
-        ):
-            path.mkdir(exist_ok=True)
-            os.chown(path, uid, gid)
-            path.chmod(mode)
+        if self.master == "postfix" and not (SBIN / "master").exists():
+            raise Skip(f"Debian's postfix is not installed ({SBIN}/master missing)")
+        if not self.tlsmgr.exists():
+            raise Skip(f"{self.tlsmgr} is missing (make setup)")
+        if self.master == "minipostfix" and not Path(MINIPOSTFIX).exists():
+            raise Skip(f"{MINIPOSTFIX} is missing (make setup)")
 
-    def write_config(self, daemon_directory: Path, services: list[str]) -> None:
+    def start(self) -> None:
+        self.check()
         main = {
-            "compatibility_level": "3.6",
-            "config_directory": str(self.conf),
-            "queue_directory": str(self.queue),
-            "data_directory": str(self.data),
-            "daemon_directory": str(daemon_directory),
-            "mail_owner": MAIL_OWNER,
             "myhostname": "tlsbench.localdomain",
-            "inet_interfaces": "loopback-only",
-            "maillog_file": str(self.maillog),
-            "maillog_file_prefixes": str(self.root),
             "smtp_tls_session_cache_timeout": "3600s",
             **self.main_extra,
         }
-        text = "".join(f"{k} = {v}\n" for k, v in main.items())
-        (self.conf / "main.cf").write_text(text)
-        (self.conf / "master.cf").write_text("".join(line + "\n" for line in services))
+        kind = PostfixInstance if self.master == "postfix" else MiniInstance
+        self.inst = kind(
+            main_cf=main, master_cf=TLSMGR_BENCH_LINE, tlsmgr=self.tlsmgr, keep=self.keep
+        )
+        try:
+            self.inst.start()
+        except StartError as e:
+            raise Skip(f"{e}\nmaillog:\n{self.maillog_tail()}") from None
+        if not os.path.exists(self.inst.socket_path):
+            raise Skip(f"{self.inst.socket_path} did not appear; maillog:\n{self.maillog_tail()}")
+
+    def stop(self) -> None:
+        if self.inst is None:
+            return
+        try:
+            self.inst.stop()
+        except AssertionError as e:
+            log(f"warning: {self.label}: {e}")
+        finally:
+            self.inst.close()  # kills whatever is left, removes the root unless --keep
+            reap_zombies()
+
+    @property
+    def socket_path(self) -> str:
+        assert self.inst is not None
+        return self.inst.socket_path
+
+    @property
+    def data(self) -> Path | None:
+        return self.inst.data if self.inst else None
 
     def master_pid(self) -> int | None:
-        if self._master is None:
+        if self._master_pid is None and self.inst is not None:
             try:
-                self._master = int((self.queue / "pid" / "master.pid").read_text().strip())
-            except (FileNotFoundError, ValueError):
+                self._master_pid = self.inst.master_pid()
+            except (OSError, ValueError):
                 return None
-        return self._master
+        return self._master_pid
 
     def server_pid(self) -> int | None:
         """The tlsmgr child of the master (forked at the first connection)."""
-        master = self.master_pid()
-        for _ in range(100):
-            for pid in proc_children(master) if master else []:
-                self._children.add(pid)
-                try:
-                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
-                except FileNotFoundError:
-                    continue
-                if any(os.path.basename(a.decode()) in self.tlsmgr_names for a in argv):
-                    return pid
-            time.sleep(0.05)
-        return None
+        assert self.inst is not None
+        try:
+            return self.inst.tlsmgr_pid(timeout=5)
+        except AssertionError:
+            return None
 
     def maillog_tail(self, lines: int = 8) -> str:
+        text = self.inst.log() if self.inst else ""
+        return "\n".join(text.splitlines()[-lines:]) or "(no maillog)"
+
+    def __enter__(self) -> MasterServer:
         try:
-            return "\n".join(self.maillog.read_text().splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no maillog)"
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
-    def run_master(self, cmd: list[str]) -> None:
-        """Start a master with cmd (it returns once ready); Skip with its reason if it fails."""
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if proc.returncode != 0:
-            self.kill_leftovers()
-            raise Skip(f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr.strip()}")
-        self.wait_socket()
-
-    def wait_socket(self) -> None:
-        deadline = time.monotonic() + 10
-        while not self.socket_path.exists():
-            if time.monotonic() > deadline:
-                raise Skip(f"{self.socket_path} did not appear; maillog:\n{self.maillog_tail()}")
-            time.sleep(0.02)
-
-    def kill_leftovers(self) -> None:
-        master = self.master_pid()
-        if master is None:
-            return
-        self._children.update(proc_children(master))
-        stop_pids([master], timeout=10)
-        stop_pids(sorted(self._children), timeout=5)
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
-class PostfixMasterInstance(PostfixStyleInstance):
-    """Postfix's real master(8) running the real tlsmgr, or ours through a symlink farm."""
-
-    def __init__(self, ours: bool, main_extra: dict[str, str], keep: bool = False) -> None:
-        super().__init__(main_extra, keep)
-        self.ours = ours
-        self.label = "ours" if ours else "real"
-        self.description = (
-            "our tlsmgr (.venv/bin/tlsmgr) under Postfix's master"
-            if ours
-            else f"Postfix {postfix_version()} tlsmgr under Postfix's master"
-        )
-
-    def start(self) -> None:
-        if os.geteuid() != 0:
-            raise Skip("Postfix's master must run as root")
-        if not (POSTFIX_SBIN / "master").exists() or not (POSTFIX_SBIN / "tlsmgr").exists():
-            raise Skip(f"Debian's postfix is not installed ({POSTFIX_SBIN}/master missing)")
-        if self.ours:
-            check_ours()
-        daemon_dir = POSTFIX_SBIN
-        if self.ours:
-            daemon_dir = self.root / "daemon"
-            daemon_dir.mkdir()
-            for prog in POSTFIX_SBIN.iterdir():
-                target = OUR_BIN / "tlsmgr" if prog.name == "tlsmgr" else prog
-                (daemon_dir / prog.name).symlink_to(target)
-        self.make_dirs()
-        self.write_config(
-            daemon_dir,
-            [
-                "tlsmgr    unix  -       -       n       1000?   1       tlsmgr",
-                "postlog   unix-dgram n  -       n       -       1       postlogd",
-            ],
-        )
-        cmd = [str(POSTFIX_SBIN / "master"), "-c", str(self.conf), "-w"]
-        self.run_master(cmd)
-
-    def stop(self) -> None:
-        self.kill_leftovers()  # TERM to the master: it TERMs its process group and exits
-        super().stop()
-
-
-class MiniMasterInstance(PostfixStyleInstance):
-    """Our tlsmgr under our own master: `minipostfix -c DIR start` ... `stop`."""
-
-    label = "ours"
-    description = "our tlsmgr under our master (minipostfix start)"
-
-    def start(self) -> None:
-        check_ours()
-        control = OUR_BIN / "minipostfix"
-        if not control.exists() or not (REPO / "master" / "control.py").exists():
-            raise Skip(f"our master is not there yet ({control} or master/control.py missing)")
-        self.make_dirs()
-        self.write_config(
-            OUR_BIN, ["tlsmgr    unix  -       -       n       1000?   1       tlsmgr"]
-        )
-        cmd = [str(control), "-c", str(self.conf), "start"]
-        self.run_master(cmd)
-
-    def stop(self) -> None:
-        if self.master_pid() is not None:
-            self._children.update(proc_children(self._master))
-            subprocess.run(
-                [str(OUR_BIN / "minipostfix"), "-c", str(self.conf), "stop"],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=30,
-            )
-        self.kill_leftovers()
-        super().stop()
-
-
-def check_ours() -> None:
-    script = OUR_BIN / "tlsmgr"
-    if not script.exists():
-        raise Skip(f"our tlsmgr is not installed ({script} missing; run make setup)")
-    if not (REPO / "tlsmgr" / "daemon.py").exists():
-        raise Skip("our tlsmgr is not written yet (tlsmgr/daemon.py missing)")
-
-
-def postfix_version() -> str:
-    try:
-        out = subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True)
-        return out.stdout.decode().strip() or "?"
-    except FileNotFoundError:
-        return "not installed"
+Server = NullServer | MasterServer
 
 
 # ---------------------------------------------------------------- load runs
@@ -517,7 +344,7 @@ class Loader:
     def __init__(self, binary: Path, args: argparse.Namespace) -> None:
         self.binary, self.args = binary, args
 
-    def run(self, inst: Instance, workload: str, conns: int, **kw: object) -> dict:
+    def run(self, inst: Server, workload: str, conns: int, **kw: object) -> dict:
         a = self.args
         duration = kw.get("duration", a.duration)
         warmup = kw.get("warmup", a.warmup)
@@ -529,7 +356,7 @@ class Loader:
             cmd += ["-S", str(kw["slice_ms"])]
         server = inst.server_pid() if workload != "populate" else None
         master = inst.master_pid()
-        cpu0, mcpu0, t0 = proc_cpu(server), proc_cpu(master), time.monotonic()
+        cpu0, mcpu0, t0 = procs.cpu_seconds(server), procs.cpu_seconds(master), time.monotonic()
         limit = None if workload == "populate" else float(duration) + float(warmup) + 60
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
@@ -539,7 +366,7 @@ class Loader:
         if proc.returncode != 0:
             raise RunError(f"{inst.label} {workload} x{conns}: {proc.stderr.strip()}")
         result = json.loads(proc.stdout)
-        cpu1, mcpu1 = proc_cpu(server), proc_cpu(master)
+        cpu1, mcpu1 = procs.cpu_seconds(server), procs.cpu_seconds(master)
         result["loadgen_cpu_pct"] = round(100 * result["cpu_s"] / elapsed, 1)
         if cpu0 is not None and cpu1 is not None:
             result["server_cpu_pct"] = round(100 * (cpu1 - cpu0) / elapsed, 1)
@@ -555,11 +382,11 @@ class Loader:
             log(f"warning: {inst.label} {workload} x{conns}: {fails} FAIL replies")
         return result
 
-    def populate(self, inst: Instance, ids: int, first: int = 0) -> dict:
+    def populate(self, inst: Server, ids: int, first: int = 0) -> dict:
         return self.run(inst, "populate", 8, ids=ids, first=first)
 
 
-def run_matrix(insts: dict[str, Instance], loader: Loader, args: argparse.Namespace) -> dict:
+def run_matrix(insts: dict[str, Server], loader: Loader, args: argparse.Namespace) -> dict:
     """Every workload at every connection count, on each instance in turn (interleaved, so
     that a change in background load touches all instances alike), --repeat times; the run
     with the highest rate is kept (other work on the machine only ever slows a run down) and
@@ -590,41 +417,41 @@ def run_matrix(insts: dict[str, Instance], loader: Loader, args: argparse.Namesp
     return results
 
 
-def run_scale(inst: Instance, loader: Loader, args: argparse.Namespace) -> dict:
+def run_scale(inst: Server, loader: Loader, args: argparse.Namespace) -> dict:
     """Lookup rate and memory with 1,000 and with --scale-entries cached entries."""
     small, big = 1000, args.scale_entries
     out: dict = {"small_entries": small, "big_entries": big, "session_size": args.session_size}
     out["populate_small"] = loader.populate(inst, small)
     out["lookup_small"] = loader.run(inst, "lookup", 8, ids=small)
-    out["memory_small_kb"] = proc_memory(inst.server_pid())
+    out["memory_small_kb"] = procs.memory_kb(inst.server_pid())
     log(f"{inst.label}: populating {big - small:,} more entries")
     out["populate_big"] = loader.populate(inst, big - small, first=small)
     log(f"{inst.label}: populated at {out['populate_big']['rps']:,.0f} updates/s")
-    out["memory_big_kb"] = proc_memory(inst.server_pid())
+    out["memory_big_kb"] = procs.memory_kb(inst.server_pid())
     data = getattr(inst, "data", None)
     if data is not None:  # the cache file(s), e.g. smtp_scache.db (and ours' age index)
         out["cache_files_mb"] = {
             f.name: round(f.stat().st_size / 2**20, 1) for f in data.glob("*scache*")
         }
     out["lookup_big"] = loader.run(inst, "lookup", 8, ids=big)
-    out["memory_big_after_lookups_kb"] = proc_memory(inst.server_pid())
+    out["memory_big_after_lookups_kb"] = procs.memory_kb(inst.server_pid())
     out["ratio_big_small"] = round(out["lookup_big"]["rps"] / out["lookup_small"]["rps"], 3)
     return out
 
 
 def idle_cpu(pid: int, seconds: float = 2.0) -> float:
-    a = proc_cpu(pid) or 0.0
+    a = procs.cpu_seconds(pid) or 0.0
     time.sleep(seconds)
-    return round(100 * ((proc_cpu(pid) or 0.0) - a) / seconds, 1)
+    return round(100 * ((procs.cpu_seconds(pid) or 0.0) - a) / seconds, 1)
 
 
-def run_scan(inst: Instance, loader: Loader, args: argparse.Namespace) -> dict:
+def run_scan(inst: Server, loader: Loader, args: argparse.Namespace) -> dict:
     """Lookup latency while the cleanup scan deletes --scan-entries expired entries."""
     victims, ids = args.scan_entries, args.ids
     out: dict = {"timeout_s": SCAN_TIMEOUT, "victims": victims, "lookup_ids": ids}
     out["populate_victims"] = loader.populate(inst, victims, first=ids)
     pid = inst.server_pid()
-    fields = proc_stat(pid)
+    fields = procs.proc_stat(pid)
     started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # since boot
     scan_at = started + 2 * SCAN_TIMEOUT
 
@@ -654,25 +481,15 @@ def run_scan(inst: Instance, loader: Loader, args: argparse.Namespace) -> dict:
     return out
 
 
-def attr_list(*pairs: bytes) -> bytes:
-    """name, value, ... as one attribute list in Postfix's "0" format."""
-    return b"".join(part + b"\0" for part in pairs) + b"\0"
+def read_list(sock: socket.socket) -> list[tuple[bytes, bytes]]:
+    """One attribute list (support.attrs.read_reply); EOF inside it is a RunError."""
+    try:
+        return read_reply(sock)
+    except AssertionError as e:
+        raise RunError(f"the server: {e}") from None
 
 
-def read_list(sock: socket.socket) -> bytes:
-    """One attribute list, read byte by byte (never more than it)."""
-    data = b""
-    # A list is name/value pairs (names never empty) and one more NUL: it is complete
-    # when it ends in two NULs after an odd number of them.
-    while not (data.endswith(b"\0\0") and data.count(b"\0") % 2 == 1):
-        chunk = sock.recv(1)
-        if not chunk:
-            raise RunError(f"EOF from the server after {data[:60]!r}")
-        data += chunk
-    return data
-
-
-def flood_connect(inst: Instance) -> socket.socket:
+def flood_connect(inst: Server) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(10)
     sock.connect(str(inst.socket_path))
@@ -680,24 +497,24 @@ def flood_connect(inst: Instance) -> socket.socket:
     return sock
 
 
-def run_flood(inst: Instance, loader: Loader, args: argparse.Namespace) -> dict:
+def run_flood(inst: Server, loader: Loader, args: argparse.Namespace) -> dict:
     """A well-behaved client's lookups while --flood-conns connections have each sent 64 KiB
     of pipelined lookups of a 64 KiB session and read nothing."""
     out: dict = {"flooders": args.flood_conns, "session_size": FLOOD_SESSION}
     loader.populate(inst, args.ids)
     big = os.urandom(FLOOD_SESSION)
-    update = attr_list(
+    update = request(
         *b"request update cache_type smtp cache_id x session".split(), base64.b64encode(big)
     )
     with flood_connect(inst) as sock:
         sock.sendall(update)
-        if not read_list(sock).startswith(b"status\x000\x00"):
+        if read_list(sock)[:1] != [(b"status", b"0")]:
             raise RunError(f"{inst.label}: the {FLOOD_SESSION}-byte session was not stored")
-    one = attr_list(*b"request lookup cache_type smtp cache_id x".split())
+    one = request(*b"request lookup cache_type smtp cache_id x".split())
     flood = one * (65536 // len(one))
     out["requests_per_flooder"] = 65536 // len(one)
     pid = inst.server_pid()
-    out["memory_before_kb"] = proc_memory(pid) if pid else {}
+    out["memory_before_kb"] = procs.memory_kb(pid) if pid else {}
     flooders: list[socket.socket] = []
     try:
         for n in range(args.flood_conns):
@@ -711,7 +528,7 @@ def run_flood(inst: Instance, loader: Loader, args: argparse.Namespace) -> dict:
         time.sleep(0.5)  # for the server to answer each flooder as far as it will
         out["flooders_answered"] = len(select.select(flooders, [], [], 2)[0])
         out["lookup"] = loader.run(inst, "lookup", 1)
-        out["memory_after_kb"] = proc_memory(pid) if pid else {}
+        out["memory_after_kb"] = procs.memory_kb(pid) if pid else {}
     finally:
         for sock in flooders:
             sock.close()
@@ -733,7 +550,7 @@ def machine_info() -> dict:
         "cpu_model": model,
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "postfix": postfix_version(),
+        "postfix": postfix.version(),
         "memory_mb": os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "loadavg_start": os.getloadavg(),
@@ -949,16 +766,13 @@ def make_instance(
     binaries: dict[str, Path],
     args: argparse.Namespace,
     extra: dict[str, str] | None = None,
-) -> Instance:
+) -> Server:
     main_extra = {"smtp_tls_session_cache_database": f"{args.db_type}:$data_directory/smtp_scache"}
     main_extra.update(extra or {})
     if label == "null":
-        return NullInstance(binaries["nullserver"], args.session_size, args.keep)
-    if label == "real":
-        return PostfixMasterInstance(False, main_extra, args.keep)
-    if args.ours_master == "minipostfix":
-        return MiniMasterInstance(main_extra, args.keep)
-    return PostfixMasterInstance(True, main_extra, args.keep)
+        return NullServer(binaries["nullserver"], args.session_size, args.keep)
+    master = "minipostfix" if label == "ours" and args.ours_master == "minipostfix" else "postfix"
+    return MasterServer(label, master, main_extra, args.keep)
 
 
 def scenario(
@@ -1017,7 +831,7 @@ def stop_descendants() -> None:
     """Safety net: whatever was started and lost track of (a master interrupted before it
     wrote its pid file) is our child by now, since we are a subreaper: stop and reap it."""
     for _ in range(5):
-        kids = [pid for pid in proc_children(os.getpid()) if not gone(pid)]  # reaps zombies
+        kids = [pid for pid in procs.children_of(os.getpid()) if not procs.gone(pid)]  # reaps
         if not kids:
             return
         for pid in kids:
@@ -1026,7 +840,7 @@ def stop_descendants() -> None:
             except FileNotFoundError:
                 argv = "?"
             log(f"stopping leftover process {pid}: {argv.strip()}")
-        stop_pids(kids, timeout=5)
+        procs.stop_pids(kids, timeout=5)
 
 
 def run_all(binaries: dict[str, Path], args: argparse.Namespace) -> dict:
@@ -1041,7 +855,7 @@ def run_all(binaries: dict[str, Path], args: argparse.Namespace) -> dict:
         "results": {},
     }
     with contextlib.ExitStack() as stack:
-        insts: dict[str, Instance] = {}
+        insts: dict[str, Server] = {}
         for label in args.instances:
             try:
                 inst = stack.enter_context(make_instance(label, binaries, args))
