@@ -9,13 +9,19 @@ Rules:
    in prng.py; python-daemon only in control.py.
 4. The client side (tlsmgr/client.py, tlsmgr/clients/) uses only attr.py and protocol.py from the
    server side; the smtpd test server may also use master/'s skeleton, never tlsmgr's stores.
+5. Tests and benchmarks share one support package, tests/support (`support`, on the import path
+   through setup.cfg's pythonpath and the venv's .pth file): every other file under tests/ is a
+   test module or a conftest.py, nothing imports a test module, and no file under tests/ or
+   bench/ edits the import path (sys.path, site.addsitedir, monkeypatch.syspath_prepend), in
+   its code or in a script it writes.
 
-Every exception is listed in EXCEPTIONS with its reason.
+Every exception is listed in EXCEPTIONS or PATH_EXCEPTIONS with its reason.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -116,6 +122,18 @@ CLIENT_SIDE_EXTRA = {
     ),
 }
 SMTPD_EXTRA_ALLOWED = {"master"}
+
+# (file, edit) -> reason
+PATH_EXCEPTIONS = {
+    ("tests/support/echo_daemon.py", "sys.path edit in a generated script"): "the master execs "
+    "its children with a clean environment, so the echo daemon's script names tests/ itself",
+    ("tests/process/test_control.py", "monkeypatch.syspath_prepend"): "the behaviour under test "
+    "is status providers found through entry points on the import path; monkeypatch takes the "
+    "temporary distribution off again",
+}
+# Text of a script that edits the import path: sys.path followed by a call, an index or `=`.
+SCRIPT_PATH_EDIT = re.compile(r"\bsys\.path\s*(?:\.\s*(?:insert|append|extend)\b|\[|\+?=)")
+PATH_MUTATORS = {"insert", "append", "extend", "remove", "pop", "clear"}
 
 
 def _modules() -> list[Path]:
@@ -240,3 +258,83 @@ def test_every_module_has_a_man_page_docstring():
         if not rel.endswith("__init__.py") and len(ast.get_docstring(tree) or "") < 80
     ]
     assert not missing, "modules without a man-page docstring: " + ", ".join(missing)
+
+
+# Tests and bench: one support package, no import path edits ---------------------------------
+
+
+def _test_side() -> list[Path]:
+    return sorted(p for d in ("tests", "bench") for p in (ROOT / d).rglob("*.py"))
+
+
+def _is_sys_path(node: ast.AST) -> bool:
+    if isinstance(node, ast.Subscript):
+        node = node.value
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    )
+
+
+def _path_edits(tree: ast.AST) -> set[str]:
+    """What in a module edits the import path, by kind."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            if node.attr in PATH_MUTATORS and _is_sys_path(node.value):
+                found.add("sys.path edit")
+            elif node.attr == "addsitedir":
+                found.add("site.addsitedir")
+            elif node.attr == "syspath_prepend":
+                found.add("monkeypatch.syspath_prepend")
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(_is_sys_path(target) for target in targets):
+                found.add("sys.path edit")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if SCRIPT_PATH_EDIT.search(node.value):
+                found.add("sys.path edit in a generated script")
+    return found
+
+
+def test_tests_and_bench_leave_the_import_path_alone():
+    problems = []
+    for path in _test_side():
+        rel = _rel(path)
+        for edit in sorted(_path_edits(ast.parse(path.read_text(), str(path)))):
+            if (rel, edit) not in PATH_EXCEPTIONS:
+                problems.append(f"{rel}: {edit}")
+    assert not problems, "\n".join(problems)
+
+
+def test_path_exceptions_are_still_needed():
+    found = {
+        (_rel(path), edit)
+        for path in _test_side()
+        for edit in _path_edits(ast.parse(path.read_text(), str(path)))
+    }
+    assert set(PATH_EXCEPTIONS) <= found, set(PATH_EXCEPTIONS) - found
+
+
+def test_shared_helpers_live_in_support():
+    support = ROOT / "tests" / "support"
+    strays = [
+        _rel(path)
+        for path in (ROOT / "tests").rglob("*.py")
+        if support not in path.parents
+        and not path.name.startswith("test_")
+        and path.name != "conftest.py"
+    ]
+    assert not strays, "helper modules outside tests/support: " + ", ".join(strays)
+
+
+def test_nothing_imports_a_test_module():
+    problems = [
+        f"{_rel(path)}: imports {name}"
+        for path in _test_side()
+        for name in _imports(ast.parse(path.read_text(), str(path)))
+        if _top(name).startswith("test_") or _top(name) == "conftest"
+    ]
+    assert not problems, "\n".join(problems)
