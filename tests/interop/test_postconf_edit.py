@@ -15,7 +15,8 @@ import shutil
 
 import pytest
 
-from support.postconf_diff import DATA, mini, normalized, real
+from support.config_corpus import DATA
+from support.postconf_diff import mini, normalized, real
 
 pytestmark = pytest.mark.postfix
 

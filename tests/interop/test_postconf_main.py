@@ -11,7 +11,6 @@ tests/unit/test_config_corpus.py.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -20,20 +19,12 @@ import sys
 import pytest
 
 from master.config import ConfigError, parse_main_cf
-from support.postconf_diff import (
-    DATA,
-    DEBIAN_MASTER_CF,
-    EXPECT,
-    assert_same,
-    first_line,
-    mini,
-    real,
-)
-from support.postfix import settled
+from support.config_corpus import DATA, MAIN_CORPUS, expected_error
+from support.postconf_diff import assert_same, mini, real
+from support.postfix import DEBIAN_MASTER_CF, settled
 
 pytestmark = pytest.mark.postfix
 
-MAIN_CORPUS = sorted(glob.glob(os.path.join(DATA, "main", "*.cf")))
 # Names whose values depend on the process that asks (see test_postconf_differences.py).
 PER_PROCESS = {"process_id", "process_name"}
 # minipostfix's own parameters (tlsmgr's rows), which Postfix's postconf does not list.
@@ -60,7 +51,7 @@ def names_in(path: str) -> list[str]:
 def test_main_corpus_matches_postconf(path, confdir):
     shutil.copy(path, confdir / "main.cf")
     d = str(confdir)
-    if first_line(path).startswith(EXPECT):
+    if expected_error(path) is not None:
         # Postfix sleeps 1 s before a fatal exit: one run per file.
         assert assert_same(d, "-n")[0] == 1
         return

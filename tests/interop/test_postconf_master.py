@@ -9,18 +9,19 @@ by tests/unit/test_mastercf.py.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 
 import pytest
 
-from support.postconf_diff import DATA, DEBIAN_MASTER_CF, EXPECT, assert_same, first_line
+from support.config_corpus import DATA, MASTER_CORPUS, expected_error
+from support.postconf_diff import assert_same
+from support.postfix import DEBIAN_MASTER_CF
 
 pytestmark = pytest.mark.postfix
 
 EMBEDDED = os.path.join(os.path.dirname(__file__), "..", "..", "etc", "master.cf")
-CORPUS = sorted(glob.glob(os.path.join(DATA, "master", "*.cf"))) + [DEBIAN_MASTER_CF, EMBEDDED]
+CORPUS = MASTER_CORPUS + [DEBIAN_MASTER_CF, EMBEDDED]
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def confdir(tmp_path):
 def test_master_corpus_matches_postconf(path, confdir):
     shutil.copy(path, confdir / "master.cf")
     d = str(confdir)
-    if first_line(path).startswith(EXPECT):
+    if expected_error(path) is not None:
         assert assert_same(d, "-M")[0] == 1  # Postfix sleeps 1 s before a fatal exit
         return
     for args in (["-M"], ["-Mf"], ["-Mx"], ["-n"]):

@@ -1,10 +1,11 @@
 """postconf against minipostconf: run both on one configuration, compare, normalise.
 
 SYNOPSIS
-    from support.postconf_diff import DATA, assert_same, mini, normalized, real
+    from support.postconf_diff import assert_same, mini, minipostconf, normalized, real
 
     real(confdir, "-n")            # Postfix's postconf: (status, stdout, stderr)
     mini(confdir, "-n")            # minipostconf, in this process: the same triple
+    minipostconf("-n")             # the same with the caller's arguments and MAIL_CONFIG
     assert_same(confdir, "-n")     # both agree (see below); returns mini's triple
 
 DESCRIPTION
@@ -18,8 +19,7 @@ DESCRIPTION
       - the order of warnings (Postfix's follows a randomly seeded hash table).
     Everything on stdout is compared byte for byte.  The differences that remain
     are asserted, one by one, in tests/interop/test_postconf_differences.py.
-    DATA is the configuration corpus (tests/data/config), EXPECT the marker of
-    an expected error in a corpus file, DEBIAN_MASTER_CF Debian's master.cf.
+    real() and mini() run without MAIL_CONFIG, so that only -c DIR counts.
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ from contextlib import redirect_stderr, redirect_stdout
 from master import postconf
 from support.postfix import settled
 
-DEBIAN_MASTER_CF = "/usr/share/postfix/master.cf.dist"
-DATA = os.path.join(os.path.dirname(__file__), "..", "data", "config")
-EXPECT = "# expect-error: "
 LOCATION = re.compile(
     r"^(?:mini)?postconf: (warning|fatal): (?:\S*/)?(?:main|master)\.cf(?:, line \d+|:\d+)?: "
 )
@@ -61,17 +58,22 @@ def real(confdir: str, *args: str) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def mini(confdir: str, *args: str) -> tuple[int, str, str]:
-    """minipostconf in this process (same code as the console script, much faster)."""
-    saved = os.environ.pop("MAIL_CONFIG", None)
+def minipostconf(*args: str) -> tuple[int, str, str]:
+    """minipostconf's main() in this process (same code as the console script, much faster)."""
     out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = postconf.main(list(args))
+    return status, out.getvalue(), err.getvalue()
+
+
+def mini(confdir: str, *args: str) -> tuple[int, str, str]:
+    """minipostconf -c confdir, in this process, without MAIL_CONFIG."""
+    saved = os.environ.pop("MAIL_CONFIG", None)
     try:
-        with redirect_stdout(out), redirect_stderr(err):
-            status = postconf.main(["-c", confdir, *args])
+        return minipostconf("-c", confdir, *args)
     finally:
         if saved is not None:
             os.environ["MAIL_CONFIG"] = saved
-    return status, out.getvalue(), err.getvalue()
 
 
 def normalized(stderr: str) -> set[str]:
@@ -93,8 +95,3 @@ def assert_same(confdir: str, *args: str) -> tuple[int, str, str]:
         assert ours - overriding == theirs - overriding, args
         assert ours & overriding <= overriding, args
     return got
-
-
-def first_line(path: str) -> str:
-    with open(path, errors="surrogateescape") as fp:
-        return fp.readline().rstrip("\n")

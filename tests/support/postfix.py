@@ -1,7 +1,7 @@
 """Debian's Postfix as the oracle: where it is, whether it is there, its file-age quirk, postmap.
 
 SYNOPSIS
-    from support.postfix import SBIN, installed, postmap_list, settled, version
+    from support.postfix import DEBIAN_MASTER_CF, SBIN, installed, postmap_list, settled, version
 
     if installed(): ...                        # postconf on PATH and SBIN present
     settled(etc / "main.cf", etc / "master.cf")
@@ -9,7 +9,8 @@ SYNOPSIS
     version()                                  # mail_version, e.g. "3.7.11"
 
 DESCRIPTION
-    SBIN is /usr/lib/postfix/sbin (master, tlsmgr, postlogd, smtpd, ...).
+    SBIN is /usr/lib/postfix/sbin (master, tlsmgr, postlogd, smtpd, ...);
+    DEBIAN_MASTER_CF is the package's stock master.cf.
 
     settled() dates files 10 s back.  Postfix's load_file() (and
     dict_load_file) waits while a file it reads changed within the last
@@ -32,6 +33,7 @@ from pathlib import Path
 from support.waiting import WAIT
 
 SBIN = Path("/usr/lib/postfix/sbin")
+DEBIAN_MASTER_CF = "/usr/share/postfix/master.cf.dist"
 
 
 def installed() -> bool:

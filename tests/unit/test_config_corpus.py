@@ -8,26 +8,13 @@ against the real postconf.
 
 from __future__ import annotations
 
-import glob
-import io
 import os
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-from master import postconf
-
-DATA = os.path.join(os.path.dirname(__file__), "..", "data", "config")
-MAIN_CORPUS = sorted(glob.glob(os.path.join(DATA, "main", "*.cf")))
-EXPECT = "# expect-error: "
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = postconf.main(list(args))
-    return status, out.getvalue(), err.getvalue()
+from support.config_corpus import MAIN_CORPUS, expected_error
+from support.postconf_diff import minipostconf
 
 
 def test_the_corpus_is_big_enough():
@@ -39,13 +26,12 @@ def test_main_corpus(path, tmp_path, monkeypatch):
     monkeypatch.delenv("MAIL_CONFIG", raising=False)
     shutil.copy(path, tmp_path / "main.cf")
     (tmp_path / "master.cf").write_text("")
-    with open(path, errors="surrogateescape") as fp:
-        first = fp.readline().rstrip("\n")
-    status, out, err = run("-c", str(tmp_path), "-n")
-    if first.startswith(EXPECT):
+    expected = expected_error(path)
+    status, out, err = minipostconf("-c", str(tmp_path), "-n")
+    if expected is not None:
         assert (status, out) == (1, "")
-        assert err.startswith(f"minipostconf: fatal: {first[len(EXPECT) :]}")
+        assert err.startswith(f"minipostconf: fatal: {expected}")
         assert err.count("\n") == 1
     else:
         assert status == 0 and "\nconfig_directory = " in "\n" + out
-        assert run("-c", str(tmp_path), "-nx")[0] == 0
+        assert minipostconf("-c", str(tmp_path), "-nx")[0] == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 
 import pytest
@@ -15,8 +14,8 @@ from master.mastercf import (
     read_master_cf,
     split_args,
 )
+from support.config_corpus import MASTER_CORPUS, expected_error
 
-CORPUS = os.path.join(os.path.dirname(__file__), "..", "data", "config", "master")
 PORTS = {"smtp": "25", "submission": "587"}
 
 
@@ -215,16 +214,14 @@ def test_the_embedded_master_cf_parses():
     assert (tlsmgr.wakeup, tlsmgr.wakeup_conditional, tlsmgr.maxproc) == (1000, True, 1)
 
 
-@pytest.mark.parametrize(
-    "path", sorted(glob.glob(os.path.join(CORPUS, "*.cf"))), ids=os.path.basename
-)
+@pytest.mark.parametrize("path", MASTER_CORPUS, ids=os.path.basename)
 def test_corpus(path):
     with open(path) as fp:
         text = fp.read()
-    first = text.splitlines()[0]
-    if first.startswith("# expect-error: "):
+    expected = expected_error(path)
+    if expected is not None:
         with pytest.raises(ConfigError) as err:
             master_lines(text)
-        assert str(err.value).startswith(first[len("# expect-error: ") :])
+        assert str(err.value).startswith(expected)
     else:
         assert parse(text, main={"compatibility_level": "3.6"})

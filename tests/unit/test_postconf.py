@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-from master import postconf
 from master.config import ConfigError
 from master.postconf import edit_main_cf, format_master_entry, normalize_args, print_line
+from support.postconf_diff import minipostconf
 
 
 @pytest.fixture(autouse=True)
@@ -28,18 +26,11 @@ def confdir(tmp_path):
     return tmp_path
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = postconf.main(list(args))
-    return status, out.getvalue(), err.getvalue()
-
-
 def pc(confdir, main: str, *args: str, master: str | None = None) -> tuple[int, str, str]:
     (confdir / "main.cf").write_text(main)
     if master is not None:
         (confdir / "master.cf").write_text(master)
-    return run("-c", str(confdir), *args)
+    return minipostconf("-c", str(confdir), *args)
 
 
 # Showing parameters -------------------------------------------------------------------
@@ -59,7 +50,7 @@ def test_n_shows_known_settings_sorted_and_config_directory(confdir):
 def test_config_directory_is_added_for_mail_config_too(confdir, monkeypatch):
     (confdir / "main.cf").write_text("relayhost = x\n")
     monkeypatch.setenv("MAIL_CONFIG", str(confdir))
-    assert run("-n")[1] == f"config_directory = {confdir}\nrelayhost = x\n"
+    assert minipostconf("-n")[1] == f"config_directory = {confdir}\nrelayhost = x\n"
 
 
 def test_config_directory_in_main_cf_wins(confdir):
@@ -170,7 +161,7 @@ def test_master_cf_o_names(confdir):
     ],
 )
 def test_command_line_errors(confdir, args, message):
-    status, out, err = run("-c", str(confdir), *args)
+    status, out, err = minipostconf("-c", str(confdir), *args)
     assert (status, out) == (1, "")
     assert err.startswith(f"minipostconf: fatal: {message}")
 
@@ -187,13 +178,13 @@ def test_main_cf_errors_are_one_fatal_line_with_the_line_number(confdir):
 
 
 def test_missing_files(tmp_path):
-    status, _, err = run("-c", str(tmp_path), "-n")
+    status, _, err = minipostconf("-c", str(tmp_path), "-n")
     assert status == 1 and err.startswith(f"minipostconf: fatal: open {tmp_path}/main.cf: No such")
     (tmp_path / "main.cf").write_text("")
-    status, out, err = run("-c", str(tmp_path), "mail_name")
+    status, out, err = minipostconf("-c", str(tmp_path), "mail_name")
     assert (status, out) == (0, "mail_name = Postfix\n")
     assert err == f"minipostconf: warning: open {tmp_path}/master.cf: No such file or directory\n"
-    status, _, err = run("-c", str(tmp_path), "-M")
+    status, _, err = minipostconf("-c", str(tmp_path), "-M")
     assert status == 1 and "fatal: open" in err
 
 
@@ -239,7 +230,7 @@ def test_edit_replaces_in_place_drops_continuations_and_appends_sorted(tmp_path)
 
 def test_edit_replaces_every_copy_with_a_warning(confdir):
     (confdir / "main.cf").write_text("a = 1\nb = 2\na = 3\n")
-    status, out, err = run("-c", str(confdir), "a=9", "b =  x  y ")
+    status, out, err = minipostconf("-c", str(confdir), "a=9", "b =  x  y ")
     assert (status, out) == (0, "")
     assert (confdir / "main.cf").read_text() == "a = 9\nb = x  y\na = 9\n"
     assert err == 'minipostconf: warning: main.cf:3: multiple entries for "a"\n'
@@ -264,12 +255,12 @@ def test_edit_rejects_bad_settings_and_missing_files(tmp_path):
 
 def test_exclude_and_comment_out(confdir):
     (confdir / "main.cf").write_text(BEFORE)
-    assert run("-c", str(confdir), "-X", "mydomain", "nothing")[0] == 0
+    assert minipostconf("-c", str(confdir), "-X", "mydomain", "nothing")[0] == 0
     assert (confdir / "main.cf").read_text() == (
         "# header\nmyhostname = old\n# comment inside the entry\nrelayhost = keep\n"
     )
     (confdir / "main.cf").write_text(BEFORE)
-    run("-c", str(confdir), "-#", "mydomain")
+    minipostconf("-c", str(confdir), "-#", "mydomain")
     assert (confdir / "main.cf").read_text() == (
         "# header\nmyhostname = old\n#mydomain = a\n#    b\n# comment inside the entry\n"
         "#  c\nrelayhost = keep\n"
@@ -277,7 +268,7 @@ def test_exclude_and_comment_out(confdir):
 
 
 def test_duplicate_requests_keep_the_last(confdir):
-    status, _, err = run("-c", str(confdir), "-e", "a=1", "a=2")
+    status, _, err = minipostconf("-c", str(confdir), "-e", "a=1", "a=2")
     assert (confdir / "main.cf").read_text() == "a = 2\n"
     assert err == "minipostconf: warning: ignoring earlier request: 'a = 1'\n"
 
