@@ -181,8 +181,40 @@ def reap_zombies() -> None:
 # ---------------------------------------------------------------- instances
 
 
-class NullServer:
-    """bench/nullserver in a private folder: start(), stop(), socket_path, server_pid()."""
+class Server:
+    """A server under test: start(), stop(), socket_path, server_pid(), master_pid(); a
+    context that starts it, and stops it also when the start failed half-way."""
+
+    label = "?"
+    description = "?"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def server_pid(self) -> int | None:
+        """The tlsmgr (or null server) process, once there is one."""
+        raise NotImplementedError
+
+    def master_pid(self) -> int | None:
+        return None
+
+    def __enter__(self) -> Server:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class NullServer(Server):
+    """bench/nullserver in a private folder."""
 
     label = "null"
     description = "bench/nullserver (C, fixed replies, no work)"
@@ -210,25 +242,11 @@ class NullServer:
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def master_pid(self) -> int | None:
-        return None
-
     def server_pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def __enter__(self) -> NullServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class MasterServer:
+class MasterServer(Server):
     """A tlsmgr under a master, as a tests/support instance: Postfix's master(8) with
     Postfix's tlsmgr ("real") or ours ("ours"), or ours under our own master."""
 
@@ -319,20 +337,6 @@ class MasterServer:
     def maillog_tail(self, lines: int = 8) -> str:
         text = self.inst.log() if self.inst else ""
         return "\n".join(text.splitlines()[-lines:]) or "(no maillog)"
-
-    def __enter__(self) -> MasterServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-Server = NullServer | MasterServer
 
 
 # ---------------------------------------------------------------- load runs

@@ -25,11 +25,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
 from master.builtin import DEFAULTS_FILE, _parse_defaults, builtin_defaults
+from support.postfix import settled
 
 COMPUTED = ("mydomain", "myhostname", "mynetworks", "process_id", "process_name")
 PROGRAMS = ("error", "lmtp", "local", "pipe", "smtp", "spawn", "virtual")
@@ -67,11 +67,10 @@ def _pairs(text: str) -> dict[str, str]:
 
 
 def _write(confdir: str, main: str = "", master: str = "") -> None:
-    past = time.time() - 60  # Postfix re-reads a main.cf younger than a second, slowly
     for name, text in (("main.cf", main), ("master.cf", master)):
         with open(os.path.join(confdir, name), "w") as fp:
             fp.write(text)
-        os.utime(os.path.join(confdir, name), (past, past))
+        settled(os.path.join(confdir, name))
 
 
 def _candidate_names() -> set[str]:

@@ -19,7 +19,7 @@ import stat
 
 import pytest
 
-from support.attrs import read_reply, request
+from support.attrs import ask, read_reply, request
 from support.instance import OUR_TLSMGR, MiniInstance
 from support.procs import proc_ids, tlsmgr_args
 from support.waiting import wait_until
@@ -67,8 +67,7 @@ class Conn:
         assert read_reply(self.sock) == [(b"protocol", b"tlsmgr_protocol")]
 
     def ask(self, *attrs: bytes) -> list[tuple[bytes, bytes]]:
-        self.sock.sendall(request(*attrs))
-        return read_reply(self.sock)
+        return ask(self.sock, *attrs)
 
     def close(self) -> None:
         self.sock.close()

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from support.attrs import read_reply, request
+from support.attrs import ask, read_reply, request
 from support.instance import OUR_TLSMGR, MiniInstance
 from support.procs import socket_fds
 from support.waiting import WAIT, wait_until
@@ -76,11 +76,6 @@ def connect(inst: MiniInstance, greeting: bool = True) -> socket.socket:
     if greeting:
         assert read_reply(sock) == GREETING_ATTRS
     return sock
-
-
-def ask(sock: socket.socket, *attrs: bytes) -> list[tuple[bytes, bytes]]:
-    sock.sendall(request(*attrs))
-    return read_reply(sock)
 
 
 def lookup(cache_id: bytes) -> bytes:

@@ -137,6 +137,10 @@ class Instance:
         self.main.update(main_cf or {})
         self.write_main_cf()
         self.write_master_cf(master_cf)
+        self.populate()
+
+    def populate(self) -> None:
+        """Put a kind's own programs and folders into the tree (none here)."""
 
     def defaults(self) -> dict[str, str]:
         """main.cf before the caller's settings, in file order."""
@@ -217,8 +221,7 @@ class LabInstance(Instance):
 
     prefix = "mpfx-child-"
 
-    def __init__(self, main_cf: dict[str, str] | None = None) -> None:
-        super().__init__(main_cf)
+    def populate(self) -> None:
         for path in (self.queue, self.data, self.queue / "private"):
             path.mkdir(mode=0o755)
         for path in (self.maillog, self.trace):
@@ -256,9 +259,12 @@ class MasterInstance(Instance):
     ) -> None:
         if master_cf is None:
             master_cf = TLSMGR_LINE if tlsmgr is not None else ""
+        self.tlsmgr = tlsmgr
         super().__init__(main_cf, master_cf, keep=keep)
-        if tlsmgr is not None:
-            (self.bin / "tlsmgr").symlink_to(tlsmgr)
+
+    def populate(self) -> None:
+        if self.tlsmgr is not None:
+            (self.bin / "tlsmgr").symlink_to(self.tlsmgr)
 
     def start(self) -> None:
         """Start the master; return once it is ready (StartError when it is not)."""
@@ -316,15 +322,8 @@ class MasterInstance(Instance):
 class MiniInstance(MasterInstance):
     """Our master on the tree, through the `minipostfix` console script."""
 
-    def __init__(
-        self,
-        main_cf: dict[str, str] | None = None,
-        master_cf: str | None = None,
-        *,
-        tlsmgr: Path | None = None,
-        keep: bool = False,
-    ) -> None:
-        super().__init__(main_cf, master_cf, tlsmgr=tlsmgr, keep=keep)
+    def populate(self) -> None:
+        super().populate()
         install_testd(self.bin)
 
     def cli(self, *args: str, timeout: float = 60) -> Result:
@@ -378,6 +377,9 @@ class PostfixInstance(MasterInstance):
     ) -> None:
         master_cf = (TLSMGR_LINE if master_cf is None else master_cf) + POSTLOG_LINE
         super().__init__(main_cf, master_cf, tlsmgr=tlsmgr, keep=keep)
+
+    def populate(self) -> None:
+        super().populate()
         for path in SBIN.iterdir():
             if path.name != "tlsmgr":
                 (self.bin / path.name).symlink_to(path)

@@ -1,17 +1,19 @@
 """Small socket helpers: a free loopback port, reading a line or to EOF, a connect probe.
 
 SYNOPSIS
-    from support.sockets import connectable, free_port, recv_all, recv_line
+    from support.sockets import connectable, free_port, recv_all, recv_line, recv_until
 
     port = free_port()              # no fixed ports in tests
     recv_line(sock)                 # up to and including b"\\n" (or EOF)
+    recv_until(sock, b"\\0\\0")       # up to and including a terminator (or EOF)
     recv_all(sock)                  # until EOF
     connectable(path)               # a unix stream socket accepts a connection
 
 DESCRIPTION
     free_port() binds 127.0.0.1:0 and returns the port the kernel chose;
-    it was free a moment ago, which is as good as it gets.  recv_line()
-    reads one byte at a time, so that it never takes more than the line.
+    it was free a moment ago, which is as good as it gets.  recv_until()
+    and recv_line() read one byte at a time, so that they never take more
+    than they return.
 """
 
 from __future__ import annotations
@@ -27,15 +29,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def recv_line(sock: socket.socket) -> bytes:
-    """Read up to and including the next newline (or EOF)."""
+def recv_until(sock: socket.socket, end: bytes) -> bytes:
+    """Read up to and including the next `end` (or EOF)."""
     data = b""
-    while not data.endswith(b"\n"):
+    while not data.endswith(end):
         chunk = sock.recv(1)
         if not chunk:
             break
         data += chunk
     return data
+
+
+def recv_line(sock: socket.socket) -> bytes:
+    """Read up to and including the next newline (or EOF)."""
+    return recv_until(sock, b"\n")
 
 
 def recv_all(sock: socket.socket) -> bytes:

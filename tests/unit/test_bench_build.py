@@ -12,12 +12,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from support.sockets import connectable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,16 +47,11 @@ def null_server(binaries, tmp_path):
         proc = subprocess.Popen([binaries["nullserver"], "-s", path, *flags])
         procs.append(proc)
         deadline = time.monotonic() + 5
-        while True:
-            with socket.socket(socket.AF_UNIX) as s:
-                try:
-                    s.connect(str(path))
-                    return path
-                except OSError:
-                    pass
+        while not connectable(path):
             assert proc.poll() is None, "nullserver exited at start"
             assert time.monotonic() < deadline, "nullserver did not listen within 5 s"
             time.sleep(0.01)
+        return path
 
     yield start
     for proc in procs:

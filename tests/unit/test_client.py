@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from support import tlsmgr_server
+from support.sockets import recv_until
 from support.wire_cases import GREETING
 from tlsmgr.client import Result, Status, TlsmgrClient
 
@@ -142,21 +143,11 @@ class FakeServer:
         self.thread.join(timeout=10)
 
 
-def read_request(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\0\0"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def serve(replies: list[bytes], then: bytes = b"", linger: bool = True) -> Script:
     def script(conn: socket.socket) -> None:
         conn.sendall(GREETING)
         for reply in replies:
-            read_request(conn)
+            recv_until(conn, b"\0\0")  # one request
             conn.sendall(reply)
         if then:
             conn.sendall(then)
@@ -186,7 +177,7 @@ def fake(folder):
 def test_broken_connection_is_retried_once(fake):
     def hang_up(conn: socket.socket) -> None:
         conn.sendall(GREETING)
-        read_request(conn)  # and close without a reply
+        recv_until(conn, b"\0\0")  # and close without a reply
 
     path, server = fake([hang_up, serve([OK_UPDATE])])
     tlsmgr = TlsmgrClient(path, retry_delay=0.01)
@@ -198,7 +189,7 @@ def test_broken_connection_is_retried_once(fake):
 def test_two_attempts_then_fail(fake):
     def hang_up(conn: socket.socket) -> None:
         conn.sendall(GREETING)
-        read_request(conn)
+        recv_until(conn, b"\0\0")
 
     path, server = fake([hang_up, hang_up, serve([OK_UPDATE])])
     result = TlsmgrClient(path, retry_delay=0.01).update("smtp", "i", b"s")
@@ -270,7 +261,7 @@ def test_incomplete_replies_are_fail(fake):
 def test_no_reply_times_out(fake):
     def silent(conn: socket.socket) -> None:
         conn.sendall(GREETING)
-        read_request(conn)
+        recv_until(conn, b"\0\0")
         conn.recv(1)
 
     path, _ = fake([silent, silent])
