@@ -26,7 +26,8 @@ DESCRIPTION
     processes() are the live processes whose MAIL_CONFIG or command line
     names the root.  Leaving the `with` block (close()) kills every one
     of them, waits until they are gone and removes the root (not with
-    keep=True).
+    keep=True).  defaults() gives a kind's main.cf before the caller's
+    settings, populate() puts its programs and folders into the tree.
 
     MasterInstance adds the API both masters share:
         start()        returns once the master is ready; StartError says why not
