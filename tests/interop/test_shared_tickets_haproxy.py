@@ -42,6 +42,7 @@ from pathlib import Path
 import pytest
 
 from support.instance import OUR_TLSMGR, PostfixInstance
+from support.secret_files import write_secret
 from support.sockets import free_port
 from support.waiting import wait_until
 from tlsmgr.client import TlsmgrClient
@@ -224,12 +225,7 @@ def balancer(same_secret: bool) -> Iterator[Balancer]:
     folder = tempfile.mkdtemp(prefix="mpfx-lb-", dir="/tmp")
     os.chmod(folder, 0o755)
     try:
-        secrets = []
-        for name in ("fleet.key", "other.key"):
-            path = Path(folder, name)
-            path.write_bytes(os.urandom(64))
-            path.chmod(0o600)
-            secrets.append(str(path))
+        secrets = [write_secret(folder, os.urandom(64), name=n) for n in ("fleet.key", "other.key")]
         ensure_certificate(folder)
         ports = {k: free_port() for k in ("port", "port12", "rr13", "rr12", "weighted")}
         with contextlib.ExitStack() as stack:

@@ -18,12 +18,12 @@ import re
 import shutil
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from support.instance import MiniInstance, running_tlsmgr
 from support.keychain_reference import reference_chain, reference_keybuf
+from support.secret_files import write_secret
 from tlsmgr import keychain
 from tlsmgr.keyfiles import STATE_FILE, StateFile
 
@@ -34,19 +34,12 @@ SECRET = os.urandom(48)
 OTHER = os.urandom(48)
 
 
-def secret_file(folder: str, name: str, data: bytes, mode: int = 0o600) -> str:
-    path = os.path.join(folder, name)
-    Path(path).write_bytes(data)
-    os.chmod(path, mode)
-    return path
-
-
 @pytest.fixture(scope="module")
 def fleet():
     """A, B, C with the same secret, D with another; all started."""
     keys = tempfile.mkdtemp(prefix="mpfx-keys-", dir="/tmp")
-    same = secret_file(keys, "fleet.key", SECRET)
-    other = secret_file(keys, "other.key", OTHER)
+    same = write_secret(keys, SECRET, name="fleet.key")
+    other = write_secret(keys, OTHER, name="other.key")
     try:
         with contextlib.ExitStack() as stack:
             yield [
@@ -178,7 +171,7 @@ def read_memory(pid: int) -> bytes:
     ],
 )
 def test_an_unusable_secret_file_is_fatal(folder, data, mode, message):
-    path = secret_file(folder, "bad.key", data, mode)
+    path = write_secret(folder, data, name="bad.key", mode=mode)
     with running_tlsmgr({"tls_session_ticket_secret_file": path}) as inst:
         with inst.client(attempts=1, timeout=2) as client:
             assert not client.tktkey().ok  # the master forks tlsmgr, which stops
@@ -186,7 +179,7 @@ def test_an_unusable_secret_file_is_fatal(folder, data, mode, message):
 
 
 def test_with_tickets_off_the_secret_is_unused_and_a_stale_state_removed(folder):
-    path = secret_file(folder, "fleet.key", SECRET)
+    path = write_secret(folder, SECRET, name="fleet.key")
     settings = {"tls_session_ticket_secret_file": path, "smtpd_tls_session_cache_timeout": "0"}
     with running_tlsmgr(settings) as inst:
         inst.data.mkdir(exist_ok=True)

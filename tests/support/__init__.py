@@ -19,6 +19,7 @@ bench/ and for programs the tests start.  Each module is one concept:
     caches           a real session cache in a test's folder
     prng_reference   a pure-Python ChaCha20 and the pool's construction
     keychain_reference  the shared ticket key chain, computed independently
+    secret_files     ticket secret files with given bytes and mode
     postfix          Debian's Postfix as the oracle: SBIN, settled(), postmap_list()
     postconf_diff    postconf against minipostconf, normalised
 

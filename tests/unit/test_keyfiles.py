@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from support.keychain_reference import reference_chain
+from support.secret_files import write_secret
 from support.stand_ins import Log
 from tlsmgr import keychain
 from tlsmgr.keyfiles import (
@@ -31,26 +32,18 @@ def roots_of(secret: bytes = SECRET) -> keychain.Roots:
     return keychain.Roots.derive(keychain.genesis(secret))
 
 
-def write_secret(folder, data: bytes = SECRET, mode: int = 0o600, name: str = "secret") -> str:
-    path = os.path.join(folder, name)
-    with open(path, "wb") as f:
-        f.write(data)
-    os.chmod(path, mode)
-    return path
-
-
 # The secret file.
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o400])
 def test_secret_is_read_whole(folder, mode):
-    secret = read_secret(write_secret(folder, mode=mode))
+    secret = read_secret(write_secret(folder, SECRET, mode=mode))
     assert isinstance(secret, bytearray) and secret == SECRET
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o620, 0o602, 0o610])
 def test_secret_readable_or_writable_by_others_is_refused(folder, mode):
-    path = write_secret(folder, mode=mode)
+    path = write_secret(folder, SECRET, mode=mode)
     with pytest.raises(KeyFileError) as err:
         read_secret(path)
     assert str(err.value) == (
@@ -84,7 +77,7 @@ def test_secret_must_be_a_regular_file(folder):
 
 
 def test_secret_symlink_is_refused(folder):
-    target = write_secret(folder)
+    target = write_secret(folder, SECRET)
     link = os.path.join(folder, "link")
     os.symlink(target, link)
     with pytest.raises(
@@ -103,7 +96,7 @@ def test_missing_secret(folder):
 
 @pytest.mark.root
 def test_secret_owned_by_another_user_is_refused(folder):
-    path = write_secret(folder)
+    path = write_secret(folder, SECRET)
     nobody = pwd.getpwnam("nobody").pw_uid
     os.chown(path, nobody, -1)
     with pytest.raises(KeyFileError, match=f"owned by uid {nobody}: it must belong to root$"):
