@@ -22,7 +22,8 @@ import pytest
 
 from support.attrs import ask, read_reply, request
 from support.instance import OUR_TLSMGR, MiniInstance
-from support.procs import socket_fds
+from support.procs import memory_kb, socket_fds
+from support.sockets import recv_exactly
 from support.waiting import WAIT, wait_until
 from tlsmgr import attr, service
 from tlsmgr.client import Status
@@ -313,14 +314,6 @@ FLOODERS = 10
 FLOOD_RSS_BOUND_KB = 100 * 1024
 
 
-def _vm_hwm_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fp:
-        for line in fp:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
-
-
 def test_clients_that_pipeline_big_lookups_and_never_read_stay_bounded(inst):
     session = os.urandom(attr.MAX_DATA)  # the largest session a request can carry
     reply = b"status\0" + OK + b"\0session\0" + base64.b64encode(session) + b"\0\0"
@@ -346,30 +339,20 @@ def test_clients_that_pipeline_big_lookups_and_never_read_stay_bounded(inst):
             good.sendall(lookup(b"good-%d" % n))
             want = base64.b64encode(b"session %d" % n)
             assert read_reply(good) == [(b"status", OK), (b"session", want)]
-        assert _vm_hwm_kb(pid) < FLOOD_RSS_BOUND_KB
+        assert memory_kb(pid)["VmHWM"] < FLOOD_RSS_BOUND_KB
         # The rest was kept, not lost: a flooder that reads gets every reply, in order,
         # and its connection still works afterwards.
         reader = flooders[0]
-        got = _recv_exactly(reader, len(reply) * (65536 // len(one)))
+        got = recv_exactly(reader, len(reply) * (65536 // len(one)))
         assert got[: len(reply)] == reply and got[-len(reply) :] == reply
         assert got.count(b"status\0") == 65536 // len(one)
         assert ask(reader, b"request", b"seed", b"size", b"8")[0] == (b"status", OK)
-        assert _vm_hwm_kb(pid) < FLOOD_RSS_BOUND_KB
+        assert memory_kb(pid)["VmHWM"] < FLOOD_RSS_BOUND_KB
         assert inst.tlsmgr_pids() == [pid]
     finally:
         good.close()
         for sock in flooders:
             sock.close()
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    chunks, got = [], 0
-    while got < size:
-        chunk = sock.recv(min(1 << 20, size - got))
-        assert chunk, f"EOF after {got} of {size} bytes"
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
 
 
 # Malformed requests -----------------------------------------------------------------

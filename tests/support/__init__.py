@@ -11,7 +11,7 @@ bench/ and for programs the tests start.  Each module is one concept:
     lab                 the skeleton tests' lab: instances, fake masters, cleanup
     procs               processes as /proc shows them, and stopping them
     waiting             wait_until() and WAIT, the hang guard
-    sockets             free_port(), recv_line(), recv_until(), recv_all(), connectable()
+    sockets             free_port(), connectable() and the recv_*() readers
     attrs               attribute lists on the test side: request(), read_reply(), ask()
     wire_cases          the tlsmgr wire cases, ours and Postfix 3.7.11's replies
     tlsmgr_server       a test-only tlsmgr server process for the client and wire tests

@@ -1,11 +1,13 @@
-"""Small socket helpers: a free loopback port, reading a line or to EOF, a connect probe.
+"""Small socket helpers: a free loopback port, a connect probe, reading exactly what is asked for.
 
 SYNOPSIS
-    from support.sockets import connectable, free_port, recv_all, recv_line, recv_until
+    from support.sockets import connectable, free_port, recv_all, recv_exactly, recv_line
+    from support.sockets import recv_until
 
     port = free_port()              # no fixed ports in tests
     recv_line(sock)                 # up to and including b"\\n" (or EOF)
     recv_until(sock, b"\\0\\0")       # up to and including a terminator (or EOF)
+    recv_exactly(sock, n)           # n bytes; EOF before them fails the test
     recv_all(sock)                  # until EOF
     connectable(path)               # a unix stream socket accepts a connection
 
@@ -43,6 +45,17 @@ def recv_until(sock: socket.socket, end: bytes) -> bytes:
 def recv_line(sock: socket.socket) -> bytes:
     """Read up to and including the next newline (or EOF)."""
     return recv_until(sock, b"\n")
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """Read exactly `size` bytes; AssertionError on EOF before them."""
+    chunks, got = [], 0
+    while got < size:
+        chunk = sock.recv(min(1 << 20, size - got))
+        assert chunk, f"EOF after {got} of {size} bytes"
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def recv_all(sock: socket.socket) -> bytes:

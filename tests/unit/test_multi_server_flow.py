@@ -17,6 +17,7 @@ import pytest
 from master import multi_server
 from master.events import EventLoop
 from master.multi_server import HIGH_WATER, LOW_WATER, Connection, MultiServer
+from support.sockets import recv_exactly
 
 
 class LineHandler:
@@ -121,15 +122,6 @@ def srv():
     server = Server()
     yield server
     server.close()
-
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, "EOF"
-        data += chunk
-    return data
 
 
 def test_held_input_is_resumed_round_robin_one_call_per_turn(srv):
