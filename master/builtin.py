@@ -1,7 +1,7 @@
 """Postfix 3.7.11's built-in parameter defaults, and the ones computed on the host.
 
 SYNOPSIS
-    from master.config import builtin_defaults, computed_default   # re-exported there
+    from master.builtin import builtin_defaults, computed_default
 
     table = builtin_defaults()          # BuiltinDefaults, parsed on first use
     table.values["mail_name"]           # raw default text
@@ -47,7 +47,8 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from master.macro import ConfigError, ParamError, compat_level, split_list
+from master.errors import ConfigError, ParamError
+from master.macro import compat_level, split_list
 
 DEFAULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "postfix_defaults.txt")
 

@@ -1,7 +1,7 @@
 """main.cf: read, expand, typed lookup. The sole main.cf parser.
 
 SYNOPSIS
-    from master.config import Config, Param, ConfigError, config_directory
+    from master.config import Config, Param, config_directory
 
     cfg = Config.load(config_directory(cli_dir), params=ROWS,
                       overrides=[("max_idle", "3600")], warn=log.msg_warn)
@@ -18,13 +18,6 @@ SYNOPSIS
     logical_lines(text, filename, warn) -> [(first line number, text)]
     parse_main_cf(text, filename, warn) -> {name: Entry(value, lineno)}
     read_main_cf(path, warn) -> {name: Entry}
-
-    Also importable from here (their home is another module):
-    master/macro.py     ConfigError, ParamError, MacroError, expand_macros,
-                        scan_macros, compat_level, parse_time, parse_int,
-                        parse_bool, split_list
-    master/builtin.py   builtin_defaults() -> BuiltinDefaults (Postfix
-                        3.7.11's table), computed_default(), DEFAULTS_FILE
 
 DESCRIPTION
     Parameters are Param rows (name, default, type, min, max, doc).  The
@@ -53,7 +46,8 @@ DESCRIPTION
     imports.
 
 DIAGNOSTICS
-    ConfigError, whose text is complete and names the place at fault:
+    ConfigError (master/errors.py), whose text is complete and names
+    the place at fault:
         main.cf:7: missing '=' after attribute name: "x"
         main.cf:7: parameter a: recursive reference: a -> b -> a
         main.cf:12: invalid max_idle: 0 (min 1)
@@ -66,13 +60,13 @@ DIAGNOSTICS
 BUGS
     See master/macro.py for where expansion differs from Postfix.
 
-    NOTE: about 475 lines, of which MASTER_PARAMS (the master's and the
-    skeletons' parameter table) and the list of re-exported names are a
-    fifth; the engine (macro.py) and the defaults (builtin.py) are apart.
+    NOTE: about 460 lines, of which MASTER_PARAMS (the master's and the
+    skeletons' parameter table) is a sixth; the engine (macro.py) and the
+    defaults (builtin.py) are apart.
 
 SEE ALSO
     src/util/readlline.c, dict.c, src/global/mail_conf*.c (Postfix);
-    master/macro.py, master/builtin.py
+    master/macro.py, master/builtin.py, master/errors.py
 """
 
 from __future__ import annotations
@@ -82,48 +76,28 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from master.builtin import DEFAULTS_FILE, BuiltinDefaults, builtin_defaults, computed_default
+from master.builtin import builtin_defaults, computed_default
+from master.errors import ConfigError, MacroError, ParamError
 from master.macro import (
-    ConfigError,
-    Lookup,
-    MacroError,
-    ParamError,
-    compat_level,
     expand_macros,
     parse_bool,
     parse_int,
     parse_time,
-    scan_macros,
     split_list,
 )
 
 __all__ = [
-    "DEFAULTS_FILE",
     "DEFAULT_CONFIG_DIR",
     "MAIN_CF",
     "MASTER_PARAMS",
-    "BuiltinDefaults",
     "Config",
-    "ConfigError",
     "Entry",
-    "Lookup",
-    "MacroError",
     "Param",
-    "ParamError",
     "Warn",
-    "builtin_defaults",
-    "compat_level",
-    "computed_default",
     "config_directory",
-    "expand_macros",
     "logical_lines",
-    "parse_bool",
-    "parse_int",
     "parse_main_cf",
-    "parse_time",
     "read_main_cf",
-    "scan_macros",
-    "split_list",
     "split_nameval",
 ]
 

@@ -88,7 +88,8 @@ from typing import NoReturn
 
 from master import embedded, instance
 from master import master as resident
-from master.config import Config, ConfigError, config_directory
+from master.config import Config, config_directory
+from master.errors import ConfigError
 from master.events import EventLoop
 from master.log import log_init, msg_fatal, msg_info, msg_warn
 from master.statusview import master_view, provider_lines

@@ -76,7 +76,8 @@ import stat
 from dataclasses import dataclass
 
 from master import privs, proto
-from master.config import Config, ConfigError
+from master.config import Config
+from master.errors import ConfigError
 from master.log import msg_warn
 from master.mastercf import ServiceEntry, read_master_cf
 

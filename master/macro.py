@@ -1,13 +1,12 @@
 """main.cf value text: $name expansion, compatibility levels, typed values.
 
 SYNOPSIS
-    from master.config import expand_macros, ConfigError   # re-exported there
+    from master.macro import expand_macros, scan_macros, compat_level
 
     expand_macros(text, lookup, owner) -> str      # mac_expand, recursive
     scan_macros(text, owner) -> [names]            # mac_expand, scan mode
     compat_level(text) -> int                      # "3.6" -> comparable number
     parse_time(name, text, default_unit) / parse_int / parse_bool / split_list
-    ConfigError, ParamError(what, owner), MacroError
 
 DESCRIPTION
     No sockets, no clock, no third-party imports: the engine behind
@@ -31,14 +30,11 @@ DESCRIPTION
     Integers are strtol() with nothing after.  Booleans are yes or no.
     Lists are separated by blanks and commas.
 
-    The error family lives here, at the bottom of the import graph, so
-    that this engine can raise it; master.config re-exports it, and that
-    is where other modules import it from.
-
 DIAGNOSTICS
-    ConfigError, whose text is complete.  ParamError and MacroError carry
-    `what` and `owner` (the parameter at fault, None if unknown); callers
-    that know where `owner` is defined put the place in front:
+    master/errors.py's family.  ConfigError, whose text is complete.
+    ParamError and MacroError carry `what` and `owner` (the parameter at
+    fault, None if unknown); callers that know where `owner` is defined
+    put the place in front:
         parameter a: recursive reference: a -> b -> a
         parameter b: truncated macro reference: "${x" (missing "}")
         parameter max_idle: bad time value or unit: x (use a number and ...)
@@ -52,7 +48,7 @@ BUGS
 
 SEE ALSO
     src/util/mac_parse.c, mac_expand.c, src/global/mail_conf_*.c,
-    conv_time.c, compat_level.c (Postfix); master/config.py
+    conv_time.c, compat_level.c (Postfix); master/config.py, master/errors.py
 """
 
 from __future__ import annotations
@@ -60,27 +56,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-
-class ConfigError(Exception):
-    """A configuration problem; str() is the complete message."""
-
-
-class ParamError(ConfigError):
-    """A bad parameter value: `owner` names the parameter at fault (None if unknown).
-
-    Callers that know where `owner` is defined turn it into a located
-    ConfigError (`main.cf:7: parameter a: ...`).
-    """
-
-    def __init__(self, what: str, owner: str | None) -> None:
-        super().__init__(f"parameter {owner}: {what}" if owner else what)
-        self.what = what
-        self.owner = owner
-
-
-class MacroError(ParamError):
-    """A $name expansion problem in the value of `owner`."""
-
+from master.errors import ConfigError, MacroError
 
 # Expansion: mac_parse() + mac_expand() --------------------------------------------
 

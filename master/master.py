@@ -90,7 +90,8 @@ import time
 import traceback
 
 from master import listen, privs, proto
-from master.config import Config, ConfigError
+from master.config import Config
+from master.errors import ConfigError
 from master.events import EventLoop
 from master.instance import (
     ALREADY_RUNNING,

@@ -64,7 +64,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from master.config import Config, ConfigError, Warn, compat_level, logical_lines, split_nameval
+from master.config import Config, Warn, logical_lines, split_nameval
+from master.errors import ConfigError
+from master.macro import compat_level
 from master.proto import TRANSPORTS
 
 FIELDS = ("service", "type", "private", "unpriv", "chroot", "wakeup", "maxproc", "command")

@@ -71,7 +71,8 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 
-from master.config import ConfigError, config_directory, split_nameval
+from master.config import config_directory, split_nameval
+from master.errors import ConfigError
 from master.postconf_edit import SEPARATORS, edit_main, edit_main_cf
 from master.postconf_names import (
     MASTER_CF,

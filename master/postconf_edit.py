@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import os
 
-from master.config import MAIN_CF, ConfigError, split_nameval
+from master.config import MAIN_CF, split_nameval
+from master.errors import ConfigError
 from master.postconf_names import warn
 
 SEPARATORS = " \t\r\n"

@@ -51,21 +51,10 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from master.config import (
-    MAIN_CF,
-    MASTER_PARAMS,
-    BuiltinDefaults,
-    ConfigError,
-    Entry,
-    MacroError,
-    Param,
-    ParamError,
-    builtin_defaults,
-    computed_default,
-    expand_macros,
-    parse_main_cf,
-    scan_macros,
-)
+from master.builtin import BuiltinDefaults, builtin_defaults, computed_default
+from master.config import MAIN_CF, MASTER_PARAMS, Entry, Param, parse_main_cf
+from master.errors import ConfigError, MacroError, ParamError
+from master.macro import expand_macros, scan_macros
 from master.mastercf import MasterLine, daemon_overrides, master_lines
 
 if TYPE_CHECKING:

@@ -60,7 +60,7 @@ import pwd
 from collections.abc import Callable, Iterator
 
 from master import log
-from master.config import ConfigError
+from master.errors import ConfigError
 from master.log import msg_fatal, msg_info
 
 

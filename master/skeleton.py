@@ -100,7 +100,8 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from master import log, privs, proto
-from master.config import Config, ConfigError, Param, config_directory
+from master.config import Config, Param, config_directory
+from master.errors import ConfigError
 from master.events import EventLoop
 from master.log import msg_error, msg_fatal, msg_info, msg_warn
 

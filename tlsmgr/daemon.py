@@ -73,7 +73,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from master import log, multi_server, privs
-from master.config import Config, ConfigError
+from master.config import Config
+from master.errors import ConfigError
 from master.events import EventLoop
 from master.log import msg_fatal
 from master.skeleton import ServerContext

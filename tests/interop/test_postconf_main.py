@@ -18,7 +18,8 @@ import sys
 
 import pytest
 
-from master.config import ConfigError, parse_main_cf
+from master.config import parse_main_cf
+from master.errors import ConfigError
 from support.config_corpus import DATA, MAIN_CORPUS, expected_error
 from support.postconf_diff import assert_same, mini, real
 from support.postfix import DEBIAN_MASTER_CF, settled

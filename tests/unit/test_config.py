@@ -8,19 +8,20 @@ import pytest
 
 from master.config import (
     Config,
-    ConfigError,
     Entry,
-    MacroError,
     Param,
-    compat_level,
     config_directory,
-    expand_macros,
     logical_lines,
+    parse_main_cf,
+    read_main_cf,
+)
+from master.errors import ConfigError, MacroError
+from master.macro import (
+    compat_level,
+    expand_macros,
     parse_bool,
     parse_int,
-    parse_main_cf,
     parse_time,
-    read_main_cf,
     scan_macros,
     split_list,
 )

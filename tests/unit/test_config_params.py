@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from master.config import MASTER_PARAMS, Config, builtin_defaults
+from master.builtin import builtin_defaults
+from master.config import MASTER_PARAMS, Config
 from tlsmgr.params import PARAMS as TLSMGR_PARAMS
 
 # Rows whose default deliberately differs from Postfix's text, with the reason.

@@ -37,6 +37,7 @@ PURE = {
     "tlsmgr/params.py",
     "master/mastercf.py",
     "master/macro.py",
+    "master/errors.py",
     "master/proto.py",
 }
 # Modules a pure module may import besides the standard library.
@@ -48,6 +49,7 @@ PURE_PROJECT_IMPORTS = {
     "tlsmgr.params",
     "master.config",
     "master.macro",
+    "master.errors",
     "master.proto",
     "master.mastercf",
 }
@@ -116,7 +118,7 @@ CLIENT_SIDE_ALLOWED = {"tlsmgr.attr", "tlsmgr.protocol", "tlsmgr.client", "tlsmg
 # client-side module -> (extra project modules it may import, reason)
 CLIENT_SIDE_EXTRA = {
     "tlsmgr/clients/probe.py": (
-        {"master.config"},
+        {"master.config", "master.errors"},
         "finds tlsmgr's socket from main.cf ($queue_directory/private/$tlsmgr_service_name) "
         "with the sole main.cf parser",
     ),

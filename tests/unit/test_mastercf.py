@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from master.config import Config, ConfigError, parse_main_cf
+from master.config import Config, parse_main_cf
+from master.errors import ConfigError
 from master.mastercf import (
     daemon_overrides,
     master_lines,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from master.config import ConfigError
+from master.errors import ConfigError
 from master.postconf import edit_main_cf, format_master_entry, normalize_args, print_line
 from support.postconf_diff import minipostconf
 

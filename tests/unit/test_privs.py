@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from master.config import ConfigError
+from master.errors import ConfigError
 from master.privs import lookup_user
 
 SETPRIV = shutil.which("setpriv")

@@ -61,7 +61,8 @@ import time
 from collections.abc import Iterable
 from typing import NoReturn
 
-from master.config import Config, ConfigError, Param
+from master.config import Config, Param
+from master.errors import ConfigError
 from tlsmgr.client import Result, Status, TlsmgrClient
 
 EXIT_OK, EXIT_ERR, EXIT_FAIL, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3, 64

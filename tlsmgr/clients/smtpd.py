@@ -79,7 +79,8 @@ from typing import NoReturn
 from OpenSSL import SSL
 
 from master import single_server
-from master.config import ConfigError, Param
+from master.config import Param
+from master.errors import ConfigError
 from master.log import msg_fatal, msg_info, msg_warn
 from master.skeleton import ServerContext
 from tlsmgr.client import TlsmgrClient
