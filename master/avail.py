@@ -1,7 +1,7 @@
 """A service's children as the master counts them: status records, availability, throttle.
 
 SYNOPSIS
-    from master.avail import Service, Child        # also from master.spawn
+    from master.avail import Service, Child
 
     service = Service(entry, path, argv, listen_fds, loop, throttle_delay)
     service.open_status_channel(); service.update_listen()

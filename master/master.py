@@ -5,11 +5,6 @@ SYNOPSIS
 
     status = run(config_dir, foreground=False, ready_fd=None)
 
-    Also importable from here (their home is master/instance.py):
-    read_configuration, lookup_owner, layout, make_directories,
-    lock_pid_file, reserve_fds, Owner, DirSpec, PID_FILE, STATE_FILE,
-    DATA_LOCK, ALREADY_RUNNING.
-
 DESCRIPTION
     run() is Postfix's master(8) after its -w fork (control.py detaches
     first, or stays in the foreground for start-fg).  In order:
@@ -90,15 +85,14 @@ import time
 import traceback
 
 from master import listen, privs, proto
+from master.avail import Service
 from master.config import Config
 from master.errors import ConfigError
 from master.events import EventLoop
 from master.instance import (
-    ALREADY_RUNNING,
     DATA_LOCK,
     PID_FILE,
     STATE_FILE,
-    DirSpec,
     Owner,
     layout,
     lock_pid_file,
@@ -110,25 +104,9 @@ from master.instance import (
 )
 from master.log import log_init, msg_error, msg_fatal, msg_info, msg_warn
 from master.mastercf import ServiceEntry
-from master.spawn import Service, Spawner
+from master.spawn import Spawner
 
-__all__ = [
-    "ALREADY_RUNNING",
-    "DATA_LOCK",
-    "PID_FILE",
-    "STATE_FILE",
-    "DirSpec",
-    "Master",
-    "Owner",
-    "layout",
-    "lock_pid_file",
-    "lookup_owner",
-    "make_directories",
-    "read_configuration",
-    "reserve_fds",
-    "run",
-    "version",
-]
+__all__ = ["Master", "run", "version"]
 
 STOP_WAIT = 5.0
 KILL_WAIT = 5.0

@@ -1,7 +1,8 @@
 """Child process birth and death: spawn, reap, signal, throttle on a bad start.
 
 SYNOPSIS
-    from master.spawn import Spawner, Service      # Service, Child: master/avail.py
+    from master.spawn import Spawner
+    from master.avail import Service
 
     spawner = Spawner(loop, env, foreground=False)
     service = Service(entry, path, argv, listen_fds, loop, throttle_delay)
@@ -70,7 +71,7 @@ from master.avail import STRESS_TIME, Child, Service
 from master.events import EventLoop
 from master.log import msg_warn
 
-__all__ = ["STDERR_TAIL", "STRESS_TIME", "Child", "Service", "Spawner", "describe_status"]
+__all__ = ["STDERR_TAIL", "Spawner", "describe_status"]
 
 STDERR_TAIL = 2048  # bytes of a child's stderr kept for diagnostics
 

@@ -18,10 +18,11 @@ import time
 import pytest
 
 from master import proto
+from master.avail import Child, Service
 from master.config import Config
 from master.events import EventLoop
 from master.mastercf import parse_master_cf
-from master.spawn import Child, Service, Spawner, describe_status
+from master.spawn import Spawner, describe_status
 
 REPORT = """#!{python} -S
 import json, os, sys
