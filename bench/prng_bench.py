@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from tlsmgr import entropy, prng
+from tlsmgr import exchange, prng
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:
@@ -90,7 +90,7 @@ def exchange_update_rate(seconds: float) -> float:
     top = tempfile.mkdtemp(dir="/tmp")
     try:
         pool = prng.Pool()
-        exch = entropy.ExchangeFile.open(os.path.join(top, "prng_exch"), pool)
+        exch = exchange.ExchangeFile.open(os.path.join(top, "prng_exch"), pool)
         try:
             return rate(lambda: exch.update(pool), seconds)
         finally:

@@ -1,7 +1,8 @@
 """The tlsmgr client library (Postfix's tls_mgr.c): six requests, OK/ERR/FAIL, never raises on FAIL.
 
 SYNOPSIS
-    from tlsmgr.client import TlsmgrClient, Result, Status
+    from tlsmgr.client import TlsmgrClient, Result
+    from tlsmgr.protocol import Status
 
     with TlsmgrClient("private/tlsmgr", timeout=30.0) as tlsmgr:
         r = tlsmgr.seed(32)                    # r.status, r.data, r.reason
@@ -60,9 +61,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tlsmgr import attr, protocol
+from tlsmgr.attr import NEED_DATA, RemoteProtocolError
 from tlsmgr.protocol import (
     CACHE_TYPES,
-    NEED_DATA,
     REQ_DELETE,
     REQ_LOOKUP,
     REQ_POLICY,
@@ -70,13 +71,12 @@ from tlsmgr.protocol import (
     REQ_STATS,
     REQ_TKTKEY,
     REQ_UPDATE,
-    RemoteProtocolError,
     Reply,
     Request,
     Status,
 )
 
-__all__ = ["Result", "Status", "TlsmgrClient"]
+__all__ = ["Result", "TlsmgrClient"]
 
 KEYBUF_SIZE = 88  # sizeof(TLS_TICKET_KEY) on LP64
 TICKET_NAME_LEN = 16

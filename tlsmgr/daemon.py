@@ -78,7 +78,7 @@ from master.errors import ConfigError
 from master.events import EventLoop
 from master.log import msg_fatal
 from master.skeleton import ServerContext
-from tlsmgr import entropy, keychain, keyfiles, prng, scache, service
+from tlsmgr import entropy, exchange, keychain, keyfiles, prng, redirect, scache, service
 from tlsmgr.dbhash import DBError
 from tlsmgr.params import CACHE_TABLE, PARAMS
 from tlsmgr.tickets import SharedTicketKeys
@@ -98,7 +98,7 @@ class Tlsmgr:
     def __init__(self) -> None:
         self.pool: prng.Pool | None = None
         self.source: entropy.EntropySource | None = None
-        self.exch: entropy.ExchangeFile | None = None
+        self.exch: exchange.ExchangeFile | None = None
         self.specs: list[service.CacheSpec] = []
         self.caches: dict[str, scache.SessionCache] = {}
         self.service: service.Service | None = None
@@ -189,7 +189,7 @@ class Tlsmgr:
         assert self.pool is not None and self.exch is not None
         try:
             entropy.exchange_event(self.exch, self.pool)
-        except entropy.ExchangeError as err:
+        except exchange.ExchangeError as err:
             msg_fatal(str(err))
         events.request_timer(prng.next_delay(self.update_period, self.pool), self.prng_exch_event)
 
@@ -255,15 +255,15 @@ class Tlsmgr:
         except keyfiles.KeyFileError as err:
             msg_fatal(str(err))
 
-    def _open_exchange(self, ctx: ServerContext) -> entropy.ExchangeFile | None:
+    def _open_exchange(self, ctx: ServerContext) -> exchange.ExchangeFile | None:
         assert self.pool is not None
         name = ctx.config.get("tls_random_exchange_name")
         if not name:
             return None
         path = _redirect_file(name, ctx)
         try:
-            return entropy.ExchangeFile.open(path, self.pool)
-        except entropy.ExchangeError as err:
+            return exchange.ExchangeFile.open(path, self.pool)
+        except exchange.ExchangeError as err:
             msg_fatal(str(err))
 
     def _open_cache(self, ctx: ServerContext, spec: service.CacheSpec) -> scache.SessionCache:
@@ -332,7 +332,7 @@ def _as_mail_owner(ctx: ServerContext) -> contextlib.AbstractContextManager[None
 def _redirect_file(path: str, ctx: ServerContext) -> str:
     """Postfix's data_redirect_file(): a file in a folder not owned by mail_owner
     is redirected into data_directory, with Postfix's two warnings."""
-    path, warnings = scache.redirect_file(
+    path, warnings = redirect.redirect_file(
         path,
         data_directory=ctx.data_directory,
         mail_owner=ctx.mail_owner,

@@ -2,11 +2,12 @@
 
 SYNOPSIS
     from tlsmgr import entropy
+    from tlsmgr.exchange import ExchangeFile
 
     # pre_init: root, before the jail
     source = entropy.open_source(spec, nbytes)      # None when spec is empty
     with privs.saved_eugid(uid, gid):               # the daemon's job, not ours
-        exch = entropy.ExchangeFile.open(path, pool)    # raises ExchangeError
+        exch = ExchangeFile.open(path, pool)        # raises ExchangeError
 
     # post_init and timers (after the privilege drop)
     entropy.reseed_event(source, pool, exch)        # may raise SystemExit(0)
@@ -22,9 +23,6 @@ SYNOPSIS
     entropy.reseed_pool(source, pool) -> int        # raises EntropyError
     entropy.exit_after_save(exch, pool, err, delay=1.0) -> NoReturn
     entropy.exit_removed(exch, delay=1.0) -> NoReturn
-
-    Also importable from here (their home is tlsmgr/exchange.py, the
-    exchange file itself): ExchangeFile, ExchangeError, EXCH_SIZE.
 
 DESCRIPTION
     Sources (tls_random_source, Postfix's tlsmgr_pre_init and
@@ -103,17 +101,14 @@ import time
 from typing import NoReturn
 
 from master import log
-from tlsmgr.exchange import EXCH_SIZE, ExchangeError, ExchangeFile, reason_of
+from tlsmgr.exchange import ExchangeError, ExchangeFile, reason_of
 from tlsmgr.prng import Pool
 
 __all__ = [
-    "EXCH_SIZE",
     "DevSource",
     "EgdSource",
     "EntropyError",
     "EntropySource",
-    "ExchangeError",
-    "ExchangeFile",
     "FileSource",
     "UnopenedSource",
     "exchange_event",

@@ -2,7 +2,6 @@
 
 SYNOPSIS
     from tlsmgr.exchange import ExchangeFile, ExchangeError, EXCH_SIZE, fsync_dir, reason_of
-    (also importable from tlsmgr.entropy, which uses it at exit)
 
     with privs.saved_eugid(uid, gid):               # the daemon's job, not ours
         exch = ExchangeFile.open(path, pool)        # raises ExchangeError

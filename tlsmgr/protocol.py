@@ -2,7 +2,8 @@
 
 SYNOPSIS
     from tlsmgr import protocol
-    from tlsmgr.protocol import Status, Request, Reply, Trigger, NEED_DATA
+    from tlsmgr.protocol import Status, Request, Reply, Trigger
+    from tlsmgr.attr import NEED_DATA, RemoteProtocolError
 
     # server side, one object per connection
     conn = protocol.ServerConnection()
@@ -23,7 +24,7 @@ SYNOPSIS
     protocol.encode_raw(name, [(attr, int | str | bytes), ...]) -> bytes
     protocol.decode_reply(request_name, pairs) -> Reply
     protocol.printable(peer_bytes) -> str     # for log lines
-    protocol.RemoteProtocolError, protocol.CACHE_TYPES, protocol.REQUESTS
+    protocol.CACHE_TYPES, protocol.REQUESTS
 
 DESCRIPTION
     No sockets, no clock, no third-party imports.  Built on attr.py.
@@ -111,9 +112,7 @@ __all__ = [
     "CACHE_TYPES",
     "ClientConnection",
     "GREETING",
-    "NEED_DATA",
     "REQUESTS",
-    "RemoteProtocolError",
     "Reply",
     "Request",
     "ServerConnection",

@@ -2,7 +2,6 @@
 
 SYNOPSIS
     from tlsmgr import redirect
-    (also importable from tlsmgr.scache, its first user)
 
     redirect.data_redirect(database, default_type=, data_directory=,
                            mail_owner=, mail_owner_uid=, dir_uid=)

@@ -18,10 +18,6 @@ SYNOPSIS
     scache.encode_entry(saved_at, session) -> bytes
     scache.decode_entry(value) -> (saved_at, session)      # EntryError
 
-    Also importable from here (their home is tlsmgr/redirect.py):
-    data_redirect, redirect_database, data_redirect_file, redirect_file,
-    split_database, REDIRECT_TYPES.
-
 DESCRIPTION
     Files.  A cache named `type:path` (type hash or btree; without a
     prefix, default_database_type) lives in the Berkeley DB file
@@ -99,14 +95,7 @@ from typing import Any
 from master import log as master_log
 from tlsmgr import dbhash
 from tlsmgr.dbhash import DBError
-from tlsmgr.redirect import (
-    REDIRECT_TYPES,
-    data_redirect,
-    data_redirect_file,
-    redirect_database,
-    redirect_file,
-    split_database,
-)
+from tlsmgr.redirect import redirect_database, split_database
 
 TIME_FORMAT = "<q"  # time_t on amd64
 TIME_SIZE = struct.calcsize(TIME_FORMAT)
@@ -116,17 +105,10 @@ DEFAULT_INDEX_CACHE_SIZE = 1 << 20
 INDEX_SUFFIX = ".age"
 
 __all__ = [
-    "REDIRECT_TYPES",
-    "DBError",
     "EntryError",
     "SessionCache",
-    "data_redirect",
-    "data_redirect_file",
     "decode_entry",
     "encode_entry",
-    "redirect_database",
-    "redirect_file",
-    "split_database",
 ]
 
 

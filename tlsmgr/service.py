@@ -109,9 +109,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import tlsmgr.protocol as protocol
+from tlsmgr.attr import NEED_DATA, RemoteProtocolError
 from tlsmgr.protocol import (
     GREETING,
-    NEED_DATA,
     REQ_DELETE,
     REQ_LOOKUP,
     REQ_POLICY,
@@ -119,7 +119,6 @@ from tlsmgr.protocol import (
     REQ_STATS,
     REQ_TKTKEY,
     REQ_UPDATE,
-    RemoteProtocolError,
     Reply,
     Request,
     Status,

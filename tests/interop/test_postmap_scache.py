@@ -19,7 +19,7 @@ import pytest
 
 from support.instance import MiniInstance, running_tlsmgr
 from support.postfix import postmap_list
-from tlsmgr.client import Status
+from tlsmgr.protocol import Status
 
 pytestmark = [pytest.mark.postfix, pytest.mark.root]
 

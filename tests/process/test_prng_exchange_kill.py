@@ -23,9 +23,9 @@ import time
 
 import pytest
 
-from tlsmgr import entropy, prng
+from tlsmgr import exchange, prng
 
-SIZE = entropy.EXCH_SIZE
+SIZE = exchange.EXCH_SIZE
 
 
 def _check(path: str, must_exist: bool) -> None:
@@ -50,7 +50,7 @@ def _looping_child(path: str, ready: int, counter: mmap.mmap, creating: bool) ->
         if creating:
             os.write(ready, b"r")
         pool = prng.Pool()
-        exch = entropy.ExchangeFile.open(path, pool)
+        exch = exchange.ExchangeFile.open(path, pool)
         exch.update(pool)
         if not creating:
             os.write(ready, b"r")
@@ -94,7 +94,7 @@ def test_kill_9_during_updates_in_forked_children(tmp_path):
         elif not creating and not os.path.exists(path):
             # The last creation was killed before the file appeared (a slow
             # fsync under load): make it here, so this round still tests updates.
-            exch = entropy.ExchangeFile.open(path, prng.Pool())
+            exch = exchange.ExchangeFile.open(path, prng.Pool())
             exch.close()
         done = _kill_round(path, creating, counter, rng)
         _check(path, must_exist=not creating)
@@ -105,7 +105,7 @@ def test_kill_9_during_updates_in_forked_children(tmp_path):
     assert mid_loop > update_rounds // 2, (mid_loop, update_rounds)
     # What is left is a usable exchange file.
     pool = prng.Pool()
-    exch = entropy.ExchangeFile.open(path, pool)
+    exch = exchange.ExchangeFile.open(path, pool)
     exch.update(pool)
     exch.close()
     _check(path, must_exist=True)
@@ -143,9 +143,9 @@ def test_a_concurrent_reader_never_sees_a_short_file(tmp_path):
 
 CHILD = """
 import sys
-from tlsmgr import entropy, prng
+from tlsmgr import exchange, prng
 pool = prng.Pool()
-exch = entropy.ExchangeFile.open(sys.argv[1], pool)
+exch = exchange.ExchangeFile.open(sys.argv[1], pool)
 sys.stdout.write("r"); sys.stdout.flush()
 while True:
     exch.update(pool)
@@ -188,7 +188,7 @@ def test_created_with_mail_owner_ids_belongs_to_mail_owner():
                 os.setegid(pw.pw_gid)
                 os.seteuid(pw.pw_uid)
                 pool = prng.Pool()
-                entropy.ExchangeFile.open(path, pool).update(pool)
+                exchange.ExchangeFile.open(path, pool).update(pool)
                 status = 0
             finally:
                 os._exit(status)

@@ -26,7 +26,7 @@ from support.procs import memory_kb, socket_fds
 from support.sockets import recv_exactly
 from support.waiting import WAIT, wait_until
 from tlsmgr import attr, service
-from tlsmgr.client import Status
+from tlsmgr.protocol import Status
 
 pytestmark = pytest.mark.root
 

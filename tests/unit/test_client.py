@@ -13,7 +13,8 @@ import pytest
 from support import tlsmgr_server
 from support.sockets import recv_until
 from support.wire_cases import GREETING
-from tlsmgr.client import Result, Status, TlsmgrClient
+from tlsmgr.client import Result, TlsmgrClient
+from tlsmgr.protocol import Status
 
 
 @pytest.fixture

@@ -13,18 +13,18 @@ import threading
 
 import pytest
 
-from tlsmgr import entropy, prng
+from tlsmgr import entropy, exchange, prng
 
 
 @pytest.fixture
 def exch(tmp_path):
     pool = prng.Pool()
-    f = entropy.ExchangeFile.open(str(tmp_path / "prng_exch"), pool)
+    f = exchange.ExchangeFile.open(str(tmp_path / "prng_exch"), pool)
     yield f
     f.close()
 
 
-def _content(exch: entropy.ExchangeFile) -> bytes:
+def _content(exch: exchange.ExchangeFile) -> bytes:
     return os.pread(exch.fileno(), 2048, 0)
 
 
@@ -36,7 +36,7 @@ def _exits_after_saving(source, exch, maillog, *lines: str) -> None:
         entropy.reseed_event(source, pool, exch, delay=0)
     assert exit_info.value.code == 0
     after = _content(exch)
-    assert len(after) == entropy.EXCH_SIZE and after != before, "exchange file not saved"
+    assert len(after) == exchange.EXCH_SIZE and after != before, "exchange file not saved"
     text = maillog()
     positions = [text.find(line) for line in lines]
     assert all(p >= 0 for p in positions), text

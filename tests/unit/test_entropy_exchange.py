@@ -10,9 +10,9 @@ import stat
 import pytest
 
 from support.prng_reference import KEY, RefPool
-from tlsmgr import entropy, prng
+from tlsmgr import entropy, exchange, prng
 
-SIZE = entropy.EXCH_SIZE
+SIZE = exchange.EXCH_SIZE
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_missing_file_is_created_full_size_0600_from_the_pool(path, maillog):
     old_umask = os.umask(0)  # mkstemp's 0600 must not depend on the umask
     try:
         pool = prng.Pool.from_key(KEY)
-        exch = entropy.ExchangeFile.open(path, pool)
+        exch = exchange.ExchangeFile.open(path, pool)
     finally:
         os.umask(old_umask)
     st = os.stat(path)
@@ -51,7 +51,7 @@ def test_existing_file_is_opened_not_replaced(path):
     with open(path, "wb") as f:
         f.write(content)
     ino = os.stat(path).st_ino
-    exch = entropy.ExchangeFile.open(path, prng.Pool())
+    exch = exchange.ExchangeFile.open(path, prng.Pool())
     assert os.stat(path).st_ino == ino
     assert os.pread(exch.fileno(), SIZE, 0) == content
     exch.close()
@@ -62,7 +62,7 @@ def test_update_reads_mixes_draws_and_writes_in_place(path, maillog):
     with open(path, "wb") as f:
         f.write(content)
     pool, ref = prng.Pool.from_key(KEY), RefPool(KEY)
-    exch = entropy.ExchangeFile.open(path, pool)
+    exch = exchange.ExchangeFile.open(path, pool)
     ino = os.stat(path).st_ino
     exch.update(pool)
     ref.mix(content, now=True)
@@ -80,7 +80,7 @@ def test_different_files_give_different_pools(tmp_path):
         p = tmp_path / name
         p.write_bytes(os.urandom(SIZE))
         pool = prng.Pool.from_key(KEY)
-        exch = entropy.ExchangeFile.open(str(p), pool)
+        exch = exchange.ExchangeFile.open(str(p), pool)
         assert exch.read_into(pool) == SIZE
         outputs.append(pool.draw(32))
         exch.close()
@@ -101,7 +101,7 @@ def test_bad_content_is_mixed_with_a_warning_then_rewritten(path, maillog, conte
     with open(path, "wb") as f:
         f.write(content)
     pool, ref = prng.Pool.from_key(KEY), RefPool(KEY)
-    exch = entropy.ExchangeFile.open(path, pool)
+    exch = exchange.ExchangeFile.open(path, pool)
     assert exch.read_into(pool) == min(len(content), SIZE)
     exch.update(pool)  # the same warning is not repeated
     warnings = _warnings(maillog())
@@ -118,7 +118,7 @@ def test_bad_content_is_mixed_with_a_warning_then_rewritten(path, maillog, conte
 
 def test_update_waits_for_the_exclusive_lock(path):
     pool = prng.Pool()
-    exch = entropy.ExchangeFile.open(path, pool)
+    exch = exchange.ExchangeFile.open(path, pool)
     other = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(other, fcntl.LOCK_SH)
@@ -135,7 +135,7 @@ def test_update_waits_for_the_exclusive_lock(path):
 
 def test_removed_file_exits_without_saving(path, maillog):
     pool = prng.Pool()
-    exch = entropy.ExchangeFile.open(path, pool)
+    exch = exchange.ExchangeFile.open(path, pool)
     assert not exch.removed()
     os.unlink(path)
     assert exch.removed()
@@ -152,7 +152,7 @@ def test_removed_file_exits_without_saving(path, maillog):
 
 def test_exchange_event_updates(path):
     pool = prng.Pool()
-    exch = entropy.ExchangeFile.open(path, pool)
+    exch = exchange.ExchangeFile.open(path, pool)
     before = os.pread(exch.fileno(), SIZE, 0)
     entropy.exchange_event(exch, pool, delay=0)
     after = os.pread(exch.fileno(), SIZE, 0)
@@ -163,7 +163,7 @@ def test_exchange_event_updates(path):
 def test_save_at_exit(path):
     pool = prng.Pool()
     assert entropy.save_at_exit(None, pool) is False
-    exch = entropy.ExchangeFile.open(path, pool)
+    exch = exchange.ExchangeFile.open(path, pool)
     before = os.pread(exch.fileno(), SIZE, 0)
     assert entropy.save_at_exit(exch, pool) is True
     assert os.pread(exch.fileno(), SIZE, 0) != before
@@ -172,7 +172,7 @@ def test_save_at_exit(path):
 
 def test_exit_after_save_with_a_plain_reason(path, maillog):
     pool = prng.Pool()
-    exch = entropy.ExchangeFile.open(path, pool)
+    exch = exchange.ExchangeFile.open(path, pool)
     before = os.pread(exch.fileno(), SIZE, 0)
     with pytest.raises(SystemExit) as exit_info:
         entropy.exit_after_save(exch, pool, "master went away", delay=0)
@@ -184,7 +184,7 @@ def test_exit_after_save_with_a_plain_reason(path, maillog):
 
 def test_failed_save_still_exits_zero(path, maillog):
     pool = prng.Pool()
-    exch = entropy.ExchangeFile.open(path, pool)
+    exch = exchange.ExchangeFile.open(path, pool)
     os.close(exch.fileno())  # simulate an I/O failure: the descriptor is gone
     with pytest.raises(SystemExit) as exit_info:
         entropy.exit_after_save(exch, pool, entropy.EntropyError("lost it"), delay=0)
@@ -211,18 +211,18 @@ def test_open_errors_name_the_file(tmp_path, make, message):
     d = str(tmp_path / "data")
     make(d)
     target = f"{d}/nodir/x" if "x:" in message else f"{d}/nodir"
-    with pytest.raises(entropy.ExchangeError) as err:
-        entropy.ExchangeFile.open(target, prng.Pool())
+    with pytest.raises(exchange.ExchangeError) as err:
+        exchange.ExchangeFile.open(target, prng.Pool())
     assert message.format(p=d) in str(err.value)
 
 
 def test_update_errors_are_exchange_errors(path):
     pool = prng.Pool()
-    exch = entropy.ExchangeFile.open(path, pool)
+    exch = exchange.ExchangeFile.open(path, pool)
     ro = os.open(path, os.O_RDONLY)
     os.dup2(ro, exch.fileno())  # now the exchange descriptor is read-only
     os.close(ro)
-    with pytest.raises(entropy.ExchangeError, match=f"cannot write PRNG exchange file {path}: "):
+    with pytest.raises(exchange.ExchangeError, match=f"cannot write PRNG exchange file {path}: "):
         exch.update(pool)
     assert os.path.getsize(path) == SIZE
     exch.close()

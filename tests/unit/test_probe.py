@@ -13,8 +13,9 @@ import sys
 
 import pytest
 
-from tlsmgr.client import Result, Status
+from tlsmgr.client import Result
 from tlsmgr.clients import probe
+from tlsmgr.protocol import Status
 
 
 def _instance(root, queue=None, extra=""):

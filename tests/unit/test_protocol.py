@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tlsmgr import attr, protocol
+from tlsmgr.attr import NEED_DATA, RemoteProtocolError
 from tlsmgr.protocol import (
     GREETING,
-    NEED_DATA,
     ClientConnection,
-    RemoteProtocolError,
     Reply,
     Request,
     ServerConnection,

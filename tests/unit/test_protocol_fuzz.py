@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tlsmgr import attr, protocol
-from tlsmgr.protocol import NEED_DATA, RemoteProtocolError, Request, ServerConnection, Trigger
+from tlsmgr.attr import NEED_DATA, RemoteProtocolError
+from tlsmgr.protocol import Request, ServerConnection, Trigger
 
 NAMES = [
     b"request",

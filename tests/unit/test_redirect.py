@@ -43,11 +43,3 @@ def test_redirect_file():
     )
     assert redirect.data_redirect_file("/srv/prng_exch", dir_uid=100, **kwargs)[1] == []
     assert redirect.redirect_file("/no/such/dir/prng_exch", **kwargs)[1] == []
-
-
-def test_scache_still_offers_the_redirect_functions():
-    # tlsmgr/daemon.py redirects the exchange file with scache.redirect_file().
-    from tlsmgr import scache
-
-    assert scache.redirect_file is redirect.redirect_file
-    assert scache.data_redirect is redirect.data_redirect

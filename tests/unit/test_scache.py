@@ -15,7 +15,7 @@ from berkeleydb import db
 
 from support.caches import TIMEOUT, open_cache
 from support.stand_ins import Log
-from tlsmgr import scache
+from tlsmgr import dbhash
 from tlsmgr.scache import EntryError, SessionCache, decode_entry, encode_entry
 
 T0 = 1_700_000_000
@@ -308,7 +308,7 @@ def test_files_are_truncated_at_open_and_flushed(folder):
 
 
 def test_unsupported_type(folder):
-    with pytest.raises(scache.DBError, match="unsupported type 'lmdb'"):
+    with pytest.raises(dbhash.DBError, match="unsupported type 'lmdb'"):
         SessionCache.open(
             "smtp",
             f"lmdb:{folder}/x",

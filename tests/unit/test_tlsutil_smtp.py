@@ -13,6 +13,7 @@ import sys
 import threading
 
 import pytest
+from OpenSSL import SSL
 
 from tlsmgr.clients import mkcert, smtp, smtpd, tlsutil
 
@@ -136,7 +137,7 @@ def test_pipelined_plaintext_after_starttls_is_discarded(state, capfd):
             # The injection of CVE-2011-0411: a command after STARTTLS in the same packet.
             sock.sendall(b"STARTTLS\r\nQUIT\r\n")
             assert str(smtp.read_reply(stream, "srv")).startswith("220 ")
-            conn = tlsutil.SSL.Connection(tlsutil.client_context(), sock)
+            conn = SSL.Connection(tlsutil.client_context(), sock)
             conn.set_connect_state()
             conn.do_handshake()
             stream.start_tls(conn)

@@ -63,7 +63,8 @@ from typing import NoReturn
 
 from master.config import Config, Param
 from master.errors import ConfigError
-from tlsmgr.client import Result, Status, TlsmgrClient
+from tlsmgr.client import Result, TlsmgrClient
+from tlsmgr.protocol import Status
 
 EXIT_OK, EXIT_ERR, EXIT_FAIL, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3, 64
 SUN_PATH_MAX = 107

@@ -73,8 +73,9 @@ from dataclasses import dataclass
 
 from OpenSSL import SSL
 
-from tlsmgr.client import Status, TlsmgrClient
+from tlsmgr.client import TlsmgrClient
 from tlsmgr.clients import probe, tlsutil
+from tlsmgr.protocol import Status
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 10025
