@@ -383,10 +383,10 @@ def cmd_create_instance(config_dir: str, args: argparse.Namespace) -> int:
             os.replace(target + ".tmp", target)
     except OSError as err:
         raise Fatal(f"{err.filename or config_dir}: {err.strerror}") from None
-    from master import postconf
+    from master.postconf_edit import edit_main_cf
 
     try:
-        postconf.edit_main_cf(os.path.join(config_dir, "main.cf"), edits)
+        edit_main_cf(os.path.join(config_dir, "main.cf"), edits)
     except (ConfigError, OSError) as err:
         raise Fatal(str(err)) from None
     return 0

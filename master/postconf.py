@@ -7,8 +7,8 @@ SYNOPSIS
     minipostconf [-c config_dir] -# name ...            (comment out)
     minipostconf [-c config_dir] -M [-fx] [service[/type] ...]
 
-    from master.postconf import main, edit_main_cf
-    edit_main_cf("/etc/minipostfix/main.cf", [("queue_directory", "/var/spool/x")])
+    from master.postconf import main
+    main(["-c", "/etc/minipostfix", "-n"]) -> exit status
 
 DESCRIPTION
     The directory is -c DIR, else $MAIL_CONFIG, else /etc/postfix.
@@ -73,26 +73,17 @@ from collections.abc import Callable, Iterable
 
 from master.config import config_directory, split_nameval
 from master.errors import ConfigError
-from master.postconf_edit import SEPARATORS, edit_main, edit_main_cf
+from master.postconf_edit import SEPARATORS, edit_main
 from master.postconf_names import (
     MASTER_CF,
-    PARAMS_GROUP,
     PROGRAM,
     Namespace,
-    daemon_params,
     warn,
 )
 
 __all__ = [
     "COLUMNS",
-    "MASTER_CF",
-    "PARAMS_GROUP",
-    "PROGRAM",
-    "SEPARATORS",
-    "Namespace",
     "Options",
-    "daemon_params",
-    "edit_main_cf",
     "format_master_entry",
     "main",
     "normalize_args",
@@ -100,7 +91,6 @@ __all__ = [
     "run",
     "show_master",
     "show_parameters",
-    "warn",
 ]
 
 LINE_LIMIT = 80
@@ -210,7 +200,7 @@ def _words(text: str) -> list[str]:
 
 def show_parameters(ns: Namespace, opts: Options) -> list[str]:
     out = []
-    names = opts.names or ns.listed()
+    names = opts.names or ns.listed(set_only="n" in opts)
     for name in names:
         if not ns.known(name):
             warn(f"{name}: unknown parameter")
@@ -351,7 +341,12 @@ def run(argv: list[str]) -> int:
         mode = "e" if "e" in opts else "X" if "X" in opts else "#"
         edit_main(opts.config_dir, opts.names, mode)
         return 0
-    ns = Namespace(opts)
+    ns = Namespace(
+        opts.config_dir,
+        explicit_dir=opts.explicit_dir,
+        defaults_only="d" in opts,
+        overrides=opts.overrides,
+    )
     if "M" in opts:
         ns.read_master(required=True)
         ns.read_main()

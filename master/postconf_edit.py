@@ -1,7 +1,7 @@
 """minipostconf -e, -X and -#: edit main.cf in place (Postfix's postconf_edit.c).
 
 SYNOPSIS
-    from master.postconf import edit_main_cf        # re-exported there
+    from master.postconf_edit import edit_main_cf
 
     edit_main_cf(path, [(name, value), ...])         # the -e engine
     edit_main(config_dir, args, mode)                # mode "e", "X" or "#"

@@ -3,10 +3,11 @@
 SYNOPSIS
     from master.postconf_names import Namespace, daemon_params, warn, PROGRAM
 
-    ns = Namespace(opts)            # opts: master.postconf.Options
+    ns = Namespace(config_dir, explicit_dir=False, defaults_only=False,
+                   overrides=[(name, value), ...])
     ns.read_main(); ns.read_master(required=False)
     ns.register_user_parameters()
-    ns.known(name) / ns.listed() / ns.value(name) / ns.default(name)
+    ns.known(name) / ns.listed(set_only=False) / ns.value(name) / ns.default(name)
     ns.expand_known(text, owner); ns.expand_scoped(text, owner, scope)
     ns.flag_unused()
     daemon_params() -> (Param, ...)          # the `minipostfix.params` group
@@ -22,6 +23,11 @@ DESCRIPTION
     that main.cf or master.cf refers to as $name (or lists in
     smtpd_restriction_classes).  Other main.cf and master.cf -o names
     are "unused" and flag_unused() warns about each.
+
+    `explicit_dir` says that config_dir was chosen (-c or MAIL_CONFIG):
+    config_directory then counts as set.  `defaults_only` is -d: main.cf
+    is not read and every value is the default.  `overrides` are the
+    command line's -o settings, applied over main.cf.
 
     A value is main.cf's (after -o overrides), else the default: the
     built-in table, a Param row, a service-defined default, or what
@@ -48,17 +54,13 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
 
 from master.builtin import BuiltinDefaults, builtin_defaults, computed_default
 from master.config import MAIN_CF, MASTER_PARAMS, Entry, Param, parse_main_cf
 from master.errors import ConfigError, MacroError, ParamError
 from master.macro import expand_macros, scan_macros
 from master.mastercf import MasterLine, daemon_overrides, master_lines
-
-if TYPE_CHECKING:
-    from master.postconf import Options
 
 PROGRAM = "minipostconf"
 MASTER_CF = "master.cf"
@@ -86,15 +88,22 @@ def daemon_params() -> tuple[Param, ...]:
 class Namespace:
     """postconf's parameter table: built-in, service-defined, our rows, valid user names."""
 
-    def __init__(self, opts: Options) -> None:
-        self.opts = opts
-        self.config_dir = opts.config_dir
-        self.defaults_only = "d" in opts
+    def __init__(
+        self,
+        config_dir: str,
+        *,
+        explicit_dir: bool = False,
+        defaults_only: bool = False,
+        overrides: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.config_dir = config_dir
+        self.defaults_only = defaults_only
+        self.overrides = list(overrides)
         self.builtin: BuiltinDefaults = builtin_defaults()
         self.rows = {row.name: row for row in (*MASTER_PARAMS, *daemon_params())}
         self.entries: dict[str, Entry] = {}
-        if opts.explicit_dir:
-            self.entries["config_directory"] = Entry(opts.config_dir, 0)
+        if explicit_dir:
+            self.entries["config_directory"] = Entry(config_dir, 0)
         self.values = {name: entry.value for name, entry in self.entries.items()}
         self.masters: list[MasterLine] = []
         self.local: list[dict[str, str]] = []
@@ -117,7 +126,7 @@ class Namespace:
             if old is not None and old.value != entry.value:
                 warn(f"{MAIN_CF}:{entry.lineno}: overriding earlier entry: {name}={old.value}")
             self.entries[name] = entry
-        for name, value in self.opts.overrides:
+        for name, value in self.overrides:
             self.entries.pop(name, None)
             self.entries[name] = Entry(value, 0)
         self.values = {name: entry.value for name, entry in self.entries.items()}
@@ -152,13 +161,13 @@ class Namespace:
             or name in self.user
         )
 
-    def listed(self) -> list[str]:
-        """The names a full listing shows (-d, -n or neither)."""
+    def listed(self, set_only: bool = False) -> list[str]:
+        """The names a full listing shows: every known one, or (-n) those main.cf sets."""
         names = {n for n in self.builtin.values if n not in self.builtin.legacy}
         names |= set(self.rows) | set(self.service)
         if not self.defaults_only:
             names |= self.user | self.relabelled
-        if "n" in self.opts:
+        if set_only:
             names = {n for n in self.values if self.known(n)}
         return sorted(names)
 
@@ -219,7 +228,7 @@ class Namespace:
         entry = self.entries.get(name or "")
         if entry is not None and entry.lineno:
             return f"{MAIN_CF}:{entry.lineno}"
-        if entry is not None and name in dict(self.opts.overrides):
+        if entry is not None and name in dict(self.overrides):
             return f"-o {name}={entry.value}"
         return ""
 

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from master.errors import ConfigError
-from master.postconf import edit_main_cf, format_master_entry, normalize_args, print_line
+from master.postconf import format_master_entry, normalize_args, print_line
+from master.postconf_edit import edit_main_cf
 from support.postconf_diff import minipostconf
 
 
