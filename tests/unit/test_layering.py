@@ -14,6 +14,11 @@ Rules:
    test module or a conftest.py, nothing imports a test module, and no file under tests/ or
    bench/ edits the import path (sys.path, site.addsitedir, monkeypatch.syspath_prepend), in
    its code or in a script it writes.
+6. One home per name: a module's __all__ lists only names it defines, and every name is imported
+   (or reached as module.name) from the module that defines it, in master/, tlsmgr/, tests/ and
+   bench/; a module may pass on names only when FACADES lists it with its reason.
+7. No import cycles among the modules of master/ and tlsmgr/, counting imports inside functions
+   and under TYPE_CHECKING.
 
 Every exception is listed in EXCEPTIONS or PATH_EXCEPTIONS with its reason.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -339,4 +345,192 @@ def test_nothing_imports_a_test_module():
         for name in _imports(ast.parse(path.read_text(), str(path)))
         if _top(name).startswith("test_") or _top(name) == "conftest"
     ]
+    assert not problems, "\n".join(problems)
+
+
+# One home per name -------------------------------------------------------------------
+#
+# A module that is a public facade on purpose is listed here with its reason; it may then
+# list other modules' names in its __all__, and others may import those names from it.
+# None is today: tlsmgr/client.py's users take Status from tlsmgr/protocol.py, as the
+# client does, so that a client's program names the vocabulary where it is defined.
+FACADES: dict[str, str] = {}
+# Trees whose imports of project names are checked (the project modules themselves, and
+# everything that uses them).
+IMPORTER_TREES = ("master", "tlsmgr", "tests", "bench")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _project_modules() -> dict[str, ast.Module]:
+    return {_module_name(p): ast.parse(p.read_text(), str(p)) for p in _modules()}
+
+
+def _top_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The statements run at import time: the module body, into if/try/with/for blocks."""
+    for node in body:
+        yield node
+        if isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+            for block in ("body", "orelse", "finalbody"):
+                yield from _top_level(getattr(node, block, []))
+            for handler in getattr(node, "handlers", []):
+                yield from _top_level(handler.body)
+
+
+def _bound_names(target: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+
+
+def _definitions(tree: ast.Module) -> set[str]:
+    """The names a module defines (imported names are not among them)."""
+    defined: set[str] = set()
+    for node in _top_level(tree.body):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                defined |= _bound_names(target)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For)):
+            defined |= _bound_names(node.target)
+    return defined
+
+
+def _dunder_all(tree: ast.Module) -> list[str]:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    return []
+
+
+def _exports(name: str, tree: ast.Module) -> set[str]:
+    """What `from NAME import x` may take: its own names, a facade's __all__ too."""
+    defined = _definitions(tree)
+    if _rel_of(name) in FACADES:
+        defined |= set(_dunder_all(tree))
+    return defined
+
+
+def _rel_of(module: str) -> str:
+    path = ROOT / Path(*module.split("."))
+    return _rel(path / "__init__.py") if path.is_dir() else _rel(path.with_suffix(".py"))
+
+
+def test_all_lists_only_own_names():
+    problems = []
+    for name, tree in _project_modules().items():
+        if _rel_of(name) in FACADES:
+            continue
+        defined = _definitions(tree)
+        foreign = [n for n in _dunder_all(tree) if n not in defined]
+        if foreign:
+            problems.append(f"{_rel_of(name)}: __all__ lists names defined elsewhere: {foreign}")
+    assert not problems, "\n".join(problems)
+
+
+def _imported_modules(tree: ast.AST, modules: set[str]) -> set[str]:
+    """Project modules a file imports, anywhere in it (functions and TYPE_CHECKING too)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in modules}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module in modules:
+                found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names} & modules
+    return found
+
+
+def _cycle(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    """One import path from start back to itself, or None."""
+    stack, seen = [(start, [start])], set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in sorted(graph[node]):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return None
+
+
+def test_no_import_cycles():
+    modules = _project_modules()
+    graph = {name: _imported_modules(tree, set(modules)) - {name} for name, tree in modules.items()}
+    cycles = {tuple(sorted(set(c))): c for m in graph if (c := _cycle(graph, m)) is not None}
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles.values())
+
+
+def _module_aliases(tree: ast.AST, modules: set[str]) -> dict[str, str]:
+    """Local names bound to project modules: `from master import log`, `import a.b as c`."""
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname and a.name in modules:
+                    aliases[a.asname] = a.name
+                elif not a.asname and a.name.split(".")[0] in modules:
+                    aliases[a.name.split(".")[0]] = a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for a in node.names:
+                if f"{node.module}.{a.name}" in modules:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    return aliases
+
+
+def _dotted(node: ast.AST) -> list[str] | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return [node.id, *reversed(parts)]
+
+
+def _foreign_uses(
+    tree: ast.AST, modules: dict[str, ast.Module], exports: Callable[[str], set[str]]
+) -> list[str]:
+    """`from X import Y` and `X.Y` where X is a project module that does not define Y."""
+    names = set(modules)
+    bad: list[str] = []
+
+    def check(module: str, name: str, line: int, how: str) -> None:
+        if f"{module}.{name}" in names or name.startswith("__") or name in exports(module):
+            return
+        bad.append(f"line {line}: {how} ({name} is not defined in {module})")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in names:
+            for a in node.names:
+                check(node.module, a.name, node.lineno, f"from {node.module} import {a.name}")
+    aliases = _module_aliases(tree, names)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or isinstance(node.ctx, ast.Store):
+            continue
+        parts = _dotted(node)
+        if parts is None or parts[0] not in aliases:
+            continue
+        module, rest = aliases[parts[0]], parts[1:]
+        while rest and f"{module}.{rest[0]}" in names:
+            module, rest = f"{module}.{rest[0]}", rest[1:]
+        if len(rest) == 1:  # a.b.c visits a.b and a.b.c: check the name right after the module
+            check(module, rest[0], node.lineno, ".".join(parts))
+    return bad
+
+
+def test_names_are_imported_from_their_home():
+    modules = _project_modules()
+    exports = {name: _exports(name, tree) for name, tree in modules.items()}
+    problems = []
+    files = sorted(p for d in IMPORTER_TREES for p in (ROOT / d).rglob("*.py"))
+    for path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        for found in _foreign_uses(tree, modules, exports.__getitem__):
+            problems.append(f"{_rel(path)}: {found}")
     assert not problems, "\n".join(problems)
