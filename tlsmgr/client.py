@@ -64,6 +64,8 @@ from tlsmgr import attr, protocol
 from tlsmgr.attr import NEED_DATA, RemoteProtocolError
 from tlsmgr.protocol import (
     CACHE_TYPES,
+    KEYBUF_SIZE,
+    MAX_SEED,
     REQ_DELETE,
     REQ_LOOKUP,
     REQ_POLICY,
@@ -71,6 +73,7 @@ from tlsmgr.protocol import (
     REQ_STATS,
     REQ_TKTKEY,
     REQ_UPDATE,
+    TICKET_NAME_LEN,
     Reply,
     Request,
     Status,
@@ -78,9 +81,6 @@ from tlsmgr.protocol import (
 
 __all__ = ["Result", "TlsmgrClient"]
 
-KEYBUF_SIZE = 88  # sizeof(TLS_TICKET_KEY) on LP64
-TICKET_NAME_LEN = 16
-MAX_SEED = 255
 _RECV_SIZE = 65536
 
 

@@ -93,6 +93,8 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tlsmgr.protocol import TICKET_MATERIAL_LEN
+
 STATE_LEN = 32  # SHA-256
 GENESIS_PREFIX = b"mpfx chain"
 STEP_PREFIX = b"next"
@@ -103,7 +105,6 @@ LABEL_INDEX = b"index"
 LABEL_STATE = b"state"
 LABEL_FINGERPRINT = b"fingerprint"
 
-TICKET_MATERIAL_LEN = 80  # name 16 + AES-256 32 + HMAC-SHA256 32
 SEAL_KEY_LEN = 32
 FINGERPRINT_LEN = 8
 TICKET_PAST_EPOCHS = 1  # tickets of the previous epoch are still accepted

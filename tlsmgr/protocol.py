@@ -102,6 +102,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -162,7 +163,17 @@ PROTOCOL_NAME = "tlsmgr_protocol"
 GREETING = attr.encode_list([(ATTR_PROTOCOL.encode(), PROTOCOL_NAME.encode())])
 
 CACHE_TYPES = ("smtpd", "smtp", "lmtp")
+MAX_SEED = 255  # a seed request asks for 1..255 bytes (tlsmgr_service())
+
+# The tktkey keybuf is Postfix's TLS_TICKET_KEY struct, raw: the key name, the
+# AES-256 and HMAC-SHA256 keys, then tout (end of encryption) as a little-endian
+# time_t (amd64).  A tktkey request's keyname is empty or TICKET_NAME_LEN bytes.
 TICKET_NAME_LEN = 16
+TICKET_AES_LEN = 32
+TICKET_HMAC_LEN = 32
+TICKET_MATERIAL_LEN = TICKET_NAME_LEN + TICKET_AES_LEN + TICKET_HMAC_LEN  # 80
+TICKET_TOUT_FORMAT = "<q"
+KEYBUF_SIZE = TICKET_MATERIAL_LEN + struct.calcsize(TICKET_TOUT_FORMAT)  # 88
 
 INT, STR, DATA = "int", "str", "data"
 

@@ -124,11 +124,10 @@ from tlsmgr.protocol import (
     Status,
     Trigger,
 )
-from tlsmgr.tickets import NAME_LEN, SharedTicketKeys, TicketKeys
+from tlsmgr.tickets import SharedTicketKeys, TicketKeys
 
 MAX_SCACHE_TIMEOUT = 8640000  # MAX_*_TLS_SCACHETIME: 100 days
 SCACHE_LIFEMIN = 120  # TLS_SESSION_LIFEMIN
-MAX_SEED = 255
 
 # Flow control per connection (the multi_server handler contract).  A turn
 # of 32 small requests costs well under a millisecond; a 4 KiB slice of
@@ -339,7 +338,7 @@ class Service:
         return slot
 
     def _seed(self, request: Request, now: float) -> Reply:
-        if not 0 < request.size <= MAX_SEED:
+        if not 0 < request.size <= protocol.MAX_SEED:
             self.warn(f'bogus seed length "{request.size}" in "{REQ_SEED}" request', now)
             return Reply(REQ_SEED, Status.FAIL)
         return Reply(REQ_SEED, Status.OK, self.rand.draw(request.size))
@@ -370,7 +369,7 @@ class Service:
 
     def _tktkey(self, request: Request, now: float) -> Reply:
         name = request.keyname
-        if len(name) not in (0, NAME_LEN):
+        if len(name) not in (0, protocol.TICKET_NAME_LEN):
             self.warn(f"invalid session ticket key name length: {len(name)}", now)
             return Reply(REQ_TKTKEY, Status.FAIL)
         if not self.tickets.enabled:

@@ -1,7 +1,7 @@
 """RFC 5077 session ticket keys: random per host, or derived from a shared key chain.
 
 SYNOPSIS
-    from tlsmgr.tickets import TicketKeys, SharedTicketKeys, KEYBUF_SIZE, pack_key, unpack_key
+    from tlsmgr.tickets import TicketKeys, SharedTicketKeys, pack_key, unpack_key
 
     keys = TicketKeys(timeout, rand)      # timeout: sanitised smtpd timeout T
     keys = SharedTicketKeys(chain)        # keychain.Chain with period T // 2
@@ -16,7 +16,7 @@ DESCRIPTION
     This is tlsmgr_key() in Postfix's tlsmgr.c with tls_scache_key() and
     tls_scache_key_rotate() from tls_scache.c (reference 2.8).  A key is
     returned as the raw 88-byte TLS_TICKET_KEY struct that smtpd expects
-    in the keybuf attribute:
+    in the keybuf attribute (protocol.py's KEYBUF_SIZE and TICKET_*):
         16 bytes  name
         32 bytes  AES-256 key
         32 bytes  HMAC-SHA256 key
@@ -69,12 +69,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tlsmgr.keychain import TICKET_PAST_EPOCHS, Chain, tout
-
-NAME_LEN = 16
-AES_LEN = 32
-HMAC_LEN = 32
-TOUT_FORMAT = "<q"
-KEYBUF_SIZE = NAME_LEN + AES_LEN + HMAC_LEN + struct.calcsize(TOUT_FORMAT)  # 88
+from tlsmgr.protocol import KEYBUF_SIZE, TICKET_MATERIAL_LEN, TICKET_NAME_LEN, TICKET_TOUT_FORMAT
 
 
 class Random(Protocol):
@@ -90,7 +85,7 @@ class TicketKey:
 
     @property
     def name(self) -> bytes:
-        return bytes(self.material[:NAME_LEN])
+        return bytes(self.material[:TICKET_NAME_LEN])
 
     def erase(self) -> None:
         self.material[:] = bytes(len(self.material))
@@ -98,15 +93,15 @@ class TicketKey:
 
 def pack_key(key: TicketKey) -> bytes:
     """The 88-byte keybuf of `key`."""
-    return bytes(key.material) + struct.pack(TOUT_FORMAT, key.tout)
+    return bytes(key.material) + struct.pack(TICKET_TOUT_FORMAT, key.tout)
 
 
 def unpack_key(keybuf: bytes) -> TicketKey:
     """Inverse of pack_key(); ValueError unless keybuf is 88 bytes."""
     if len(keybuf) != KEYBUF_SIZE:
         raise ValueError(f"keybuf is {len(keybuf)} bytes, not {KEYBUF_SIZE}")
-    (tout,) = struct.unpack(TOUT_FORMAT, keybuf[-8:])
-    return TicketKey(bytearray(keybuf[:-8]), tout)
+    (tout,) = struct.unpack(TICKET_TOUT_FORMAT, keybuf[TICKET_MATERIAL_LEN:])
+    return TicketKey(bytearray(keybuf[:TICKET_MATERIAL_LEN]), tout)
 
 
 class TicketKeys:
@@ -126,7 +121,7 @@ class TicketKeys:
 
         ValueError when name is neither empty nor 16 bytes (the caller
         checks and answers FAIL first)."""
-        if len(name) not in (0, NAME_LEN):
+        if len(name) not in (0, TICKET_NAME_LEN):
             raise ValueError(f"invalid session ticket key name length: {len(name)}")
         if not self.enabled:
             return None
@@ -138,8 +133,8 @@ class TicketKeys:
         return None if key is None else pack_key(key)
 
     def _draw(self) -> bytes:
-        material = self._rand.draw(NAME_LEN + AES_LEN + HMAC_LEN)
-        if len(material) != NAME_LEN + AES_LEN + HMAC_LEN:
+        material = self._rand.draw(TICKET_MATERIAL_LEN)
+        if len(material) != TICKET_MATERIAL_LEN:
             raise ValueError("random source returned a short read")
         return material
 
@@ -178,7 +173,7 @@ class SharedTicketKeys:
     def lookup(self, name: bytes, now: float) -> bytes | None:
         """The keybuf for `name` (b"" = epoch of `now`), or None; ValueError
         when name is neither empty nor 16 bytes."""
-        if len(name) not in (0, NAME_LEN):
+        if len(name) not in (0, TICKET_NAME_LEN):
             raise ValueError(f"invalid session ticket key name length: {len(name)}")
         epoch = self.chain.epoch(now)
         if epoch > self._epoch:

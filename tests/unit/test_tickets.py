@@ -8,7 +8,8 @@ import pytest
 
 from support.keychain_reference import reference_chain, reference_keybuf
 from tlsmgr import keychain
-from tlsmgr.tickets import KEYBUF_SIZE, SharedTicketKeys, TicketKeys, pack_key, unpack_key
+from tlsmgr.protocol import KEYBUF_SIZE
+from tlsmgr.tickets import SharedTicketKeys, TicketKeys, pack_key, unpack_key
 
 
 class Counter:

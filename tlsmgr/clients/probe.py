@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import struct
 import sys
 import time
 from collections.abc import Iterable
@@ -64,7 +65,15 @@ from typing import NoReturn
 from master.config import Config, Param
 from master.errors import ConfigError
 from tlsmgr.client import Result, TlsmgrClient
-from tlsmgr.protocol import Status
+from tlsmgr.protocol import (
+    KEYBUF_SIZE,
+    TICKET_AES_LEN,
+    TICKET_HMAC_LEN,
+    TICKET_MATERIAL_LEN,
+    TICKET_NAME_LEN,
+    TICKET_TOUT_FORMAT,
+    Status,
+)
 
 EXIT_OK, EXIT_ERR, EXIT_FAIL, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3, 64
 SUN_PATH_MAX = 107
@@ -149,16 +158,16 @@ def _session_lines(data: bytes) -> list[str]:
 
 def _keybuf_lines(data: bytes, now: float) -> list[str]:
     lines = [f"keybuf: {len(data)} bytes"]
-    if len(data) == 16:
+    if len(data) == TICKET_NAME_LEN:
         lines.append(f"  name:     {data.hex()} (echoed)")
-    if len(data) != 88:
+    if len(data) != KEYBUF_SIZE:
         return lines
-    expiry = int.from_bytes(data[80:88], "little", signed=True)
+    (expiry,) = struct.unpack(TICKET_TOUT_FORMAT, data[TICKET_MATERIAL_LEN:])
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expiry))
     lines += [
-        f"  name:     {data[:16].hex()}",
-        "  aes key:  32 bytes (not shown)",
-        "  hmac key: 32 bytes (not shown)",
+        f"  name:     {data[:TICKET_NAME_LEN].hex()}",
+        f"  aes key:  {TICKET_AES_LEN} bytes (not shown)",
+        f"  hmac key: {TICKET_HMAC_LEN} bytes (not shown)",
         f"  expires:  {stamp} (in {expiry - int(now)}s)",
     ]
     return lines
