@@ -110,6 +110,7 @@ from typing import Any, Protocol
 
 import tlsmgr.protocol as protocol
 from tlsmgr.attr import NEED_DATA, RemoteProtocolError
+from tlsmgr.params import MAX_SCACHE_TIMEOUT, SCACHE_LIFEMIN
 from tlsmgr.protocol import (
     GREETING,
     REQ_DELETE,
@@ -125,9 +126,6 @@ from tlsmgr.protocol import (
     Trigger,
 )
 from tlsmgr.tickets import SharedTicketKeys, TicketKeys
-
-MAX_SCACHE_TIMEOUT = 8640000  # MAX_*_TLS_SCACHETIME: 100 days
-SCACHE_LIFEMIN = 120  # TLS_SESSION_LIFEMIN
 
 # Flow control per connection (the multi_server handler contract).  A turn
 # of 32 small requests costs well under a millisecond; a 4 KiB slice of
