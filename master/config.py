@@ -236,15 +236,20 @@ def logical_lines(text: str, filename: str, warn: Warn | None = None) -> list[tu
     return out
 
 
-def split_nameval(line: str) -> tuple[str, str] | str:
-    """Postfix's split_nameval(): (name, value), or the error text."""
+def split_nameval(line: str) -> tuple[str, str]:
+    """Postfix's split_nameval(): `name = value` -> (name, value), blanks around both removed.
+
+    The name ends at the first blank or '='.  Raises ValueError whose text
+    is Postfix's: `missing attribute name`, `missing '=' after attribute
+    name`; callers put the place in front.
+    """
     m = re.match(r"\s*([^\s=]*)\s*(=?)(.*)$", line, re.S)
     assert m is not None
     name, eq, value = m.groups()
     if not name:
-        return "missing attribute name"
+        raise ValueError("missing attribute name")
     if not eq:
-        return "missing '=' after attribute name"
+        raise ValueError("missing '=' after attribute name")
     return name, value.strip(" \t\r\n\v\f")
 
 
@@ -252,10 +257,10 @@ def parse_main_cf(text: str, filename: str = MAIN_CF, warn: Warn | None = None) 
     """Parse main.cf text into name -> Entry (last definition wins)."""
     entries: dict[str, Entry] = {}
     for lineno, line in logical_lines(text, filename, warn):
-        parsed = split_nameval(line)
-        if isinstance(parsed, str):
-            raise ConfigError(f'{filename}:{lineno}: {parsed}: "{line.strip()}"')
-        name, value = parsed
+        try:
+            name, value = split_nameval(line)
+        except ValueError as err:
+            raise ConfigError(f'{filename}:{lineno}: {err}: "{line.strip()}"') from None
         old = entries.pop(name, None)
         if old is not None and old.value != value and warn:
             warn(f"{filename}:{lineno}: overriding earlier entry: {name}={old.value}")

@@ -179,6 +179,15 @@ def split_args(text: str, where: str) -> list[str]:
     return out
 
 
+def _nameval_or_error(value: str) -> tuple[str, str] | str:
+    if not value:
+        return "missing name=value after -o"
+    try:
+        return split_nameval(value)
+    except ValueError as err:
+        return str(err)
+
+
 def daemon_overrides(args: list[str]) -> list[tuple[tuple[str, str] | str, str]]:
     """The -o values among the daemon options: ((name, value) or error text, as written)."""
     out: list[tuple[tuple[str, str] | str, str]] = []
@@ -193,7 +202,7 @@ def daemon_overrides(args: list[str]) -> list[tuple[tuple[str, str] | str, str]]
             if not value and i + 1 < len(args):
                 i += 1
                 value = args[i]
-            out.append((split_nameval(value) if value else "missing name=value after -o", value))
+            out.append((_nameval_or_error(value), value))
         i += 1
     return out
 

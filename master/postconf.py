@@ -127,10 +127,10 @@ class Options:
             if letter == "c":
                 self.cli_dir = value
             elif letter == "o":
-                parsed = split_nameval(value)
-                if isinstance(parsed, str):
-                    raise ConfigError(f"invalid parameter override: {value}: {parsed}")
-                self.overrides.append(parsed)
+                try:
+                    self.overrides.append(split_nameval(value))
+                except ValueError as err:
+                    raise ConfigError(f"invalid parameter override: {value}: {err}") from None
             elif letter not in "pv":
                 self.flags += letter
         if self.names and "=" in self.names[0]:
@@ -247,11 +247,12 @@ def _strip_braces(token: str) -> str:
 
 
 def _display_nameval(text: str) -> str:
-    parsed = split_nameval(text)
-    if isinstance(parsed, str):
-        warn(f'{MASTER_CF}: {parsed}: "{text}"')
+    try:
+        name, value = split_nameval(text)
+    except ValueError as err:
+        warn(f'{MASTER_CF}: {err}: "{text}"')
         return text
-    return f"{parsed[0]}={parsed[1]}"
+    return f"{name}={value}"
 
 
 def format_master_entry(

@@ -162,10 +162,10 @@ def edit_main(config_dir: str, args: list[str], mode: str) -> None:
         if text.startswith("#"):
             raise ConfigError("-e, -X, or -# accepts no comment input")
         if mode == "e":
-            parsed = split_nameval(text)
-            if isinstance(parsed, str):
-                raise ConfigError(f'{parsed}: "{text}"')
-            name, value = parsed
+            try:
+                name, value = split_nameval(text)
+            except ValueError as err:
+                raise ConfigError(f'{err}: "{text}"') from None
         else:
             if not text.strip():
                 raise ConfigError("-X or -# requires non-blank parameter names")

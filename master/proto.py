@@ -46,6 +46,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from master.config import split_nameval
+
 MASTER_FLOW_READ = 3
 MASTER_FLOW_WRITE = 4
 MASTER_STATUS_FD = 5
@@ -173,15 +175,6 @@ class ChildOptions:
     args: list[str] = field(default_factory=list)
 
 
-def split_nameval(text: str) -> tuple[str, str]:
-    """Split `name = value` as Postfix's split_nameval(): blanks around '=' trimmed."""
-    name, sep, value = text.partition("=")
-    name = name.strip()
-    if not sep or not name:
-        raise ValueError(f'missing "=" or name in "{text}"')
-    return name, value.strip()
-
-
 def parse_child_argv(argv: list[str]) -> ChildOptions:
     """Parse a child's argv like the multi_server getopt loop.
 
@@ -244,7 +237,10 @@ def _apply_option(opts: ChildOptions, flag: str, value: str) -> None:
     elif flag == "t":
         opts.transport = value
     elif flag == "o":
-        opts.overrides.append(split_nameval(value))
+        try:
+            opts.overrides.append(split_nameval(value))
+        except ValueError as err:
+            raise ValueError(f'invalid "-o {value}" option value: {err}') from None
     elif flag in "ims":
         if not value.isdigit():
             raise ValueError(f"-{flag}: bad number: {value!r}")

@@ -207,6 +207,12 @@ def test_unknown_option_is_fatal(lab):
     _fatal(inst, child, "invalid option -- 'Q'")
 
 
+def test_malformed_override_is_fatal_as_in_postfix(lab):
+    inst, fm = lab.echo()
+    child = fm.spawn(argv=["echo", "-l", "-t", "unix", "-o", "max_use 5"])
+    _fatal(inst, child, "invalid \"-o max_use 5\" option value: missing '=' after attribute name")
+
+
 def test_missing_transport_is_fatal(lab):
     inst, fm = lab.echo()
     _fatal(inst, fm.spawn(argv=["echo", "-l"]), "no transport type specified")

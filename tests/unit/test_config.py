@@ -14,6 +14,7 @@ from master.config import (
     logical_lines,
     parse_main_cf,
     read_main_cf,
+    split_nameval,
 )
 from master.errors import ConfigError, MacroError
 from master.macro import (
@@ -94,6 +95,18 @@ def test_syntax_errors_name_the_first_line_of_the_logical_line(text, message):
     with pytest.raises(ConfigError) as err:
         parse_main_cf(text)
     assert str(err.value) == message
+
+
+def test_split_nameval_is_postfixs_for_main_cf_and_every_dash_o():
+    assert split_nameval("  a =  b c \t") == ("a", "b c")
+    assert split_nameval("a=") == ("a", "")
+    for text, message in [
+        ("= b", "missing attribute name"),
+        ("a b = c", "missing '=' after attribute name"),
+        ("a", "missing '=' after attribute name"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            split_nameval(text)
 
 
 def test_read_main_cf_reports_a_missing_file_and_what_to_do(tmp_path):
