@@ -1,10 +1,11 @@
 """What `minipostfix status -v` prints: the master's view and the status providers' lines.
 
 SYNOPSIS
-    from master.statusview import master_view, provider_lines
+    from master.statusview import master_view, provider_lines, format_duration
 
     lines = master_view(state, now=None)     # state: the master's state file, as a dict
     lines += provider_lines(config_dir)      # the `minipostfix.status` entry point group
+    format_duration(seconds) -> str          # 42s, 3m05s, 2h07m, 2d03h
 
 DESCRIPTION
     master_view() turns pid/master.state (written by the master at most
@@ -13,8 +14,11 @@ DESCRIPTION
     endpoint, command, maxproc, children and how many are idle, spawns),
     one per child (pid, idle or busy, uses, uptime), and, when they
     apply, the throttle (seconds left and the reason) and the last exit.
-    An empty state (no file yet) is one line that says so.  Durations
-    read 42s, 3m05s or 2h07m.
+    An empty state (no file yet) is one line that says so.
+
+    format_duration() is how every line of status -v shows a duration
+    (the providers' too): 42s, 3m05s, 2h07m or 2d03h, two units at most,
+    rounded down; a negative duration reads 0s.
 
     provider_lines() calls every entry point of the group
     `minipostfix.status` (a callable(config_dir) -> list[str]), in name
@@ -41,7 +45,7 @@ def master_view(state: dict, now: float | None = None) -> list[str]:
     now = time.time() if now is None else now
     lines = [
         f"master: pid {state['pid']}, version {state['version']}, configuration"
-        f" {state['config_directory']}, up {_ago(now - state['started'])},"
+        f" {state['config_directory']}, up {format_duration(now - state['started'])},"
         f" {state['forks']} fork(s)"
     ]
     for svc in state["services"]:
@@ -55,7 +59,7 @@ def master_view(state: dict, now: float | None = None) -> list[str]:
         for c in children:
             lines.append(
                 f"  pid {c['pid']} {c['state']}, {c['use_count']} use(s),"
-                f" up {_ago(now - c['started'])}"
+                f" up {format_duration(now - c['started'])}"
             )
         if svc["throttled"]:
             left = max(0, int(svc["throttle_until"] - now))
@@ -65,13 +69,16 @@ def master_view(state: dict, now: float | None = None) -> list[str]:
     return lines
 
 
-def _ago(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+def format_duration(seconds: float) -> str:
+    """42s, 3m07s, 5h02m, 2d03h: the two largest units, rounded down."""
+    secs = int(max(0, seconds))
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m{secs % 60:02d}s"
+    if secs < 86400:
+        return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
+    return f"{secs // 86400}d{secs % 86400 // 3600:02d}h"
 
 
 def provider_lines(config_dir: str) -> list[str]:

@@ -124,9 +124,9 @@ CLIENT_SIDE_ALLOWED = {"tlsmgr.attr", "tlsmgr.protocol", "tlsmgr.client", "tlsmg
 # client-side module -> (extra project modules it may import, reason)
 CLIENT_SIDE_EXTRA = {
     "tlsmgr/clients/probe.py": (
-        {"master.config", "master.errors"},
+        {"master.config", "master.errors", "master.statusview"},
         "finds tlsmgr's socket from main.cf ($queue_directory/private/$tlsmgr_service_name) "
-        "with the sole main.cf parser",
+        "with the sole main.cf parser; its status lines show durations as the master's do",
     ),
 }
 SMTPD_EXTRA_ALLOWED = {"master"}

@@ -64,6 +64,7 @@ from typing import NoReturn
 
 from master.config import Config, Param
 from master.errors import ConfigError
+from master.statusview import format_duration
 from tlsmgr.client import Result, TlsmgrClient
 from tlsmgr.protocol import (
     KEYBUF_SIZE,
@@ -205,7 +206,7 @@ def _stats_lines(items: Iterable[tuple[str, str]]) -> list[str]:
     lines = []
     uptime = top.pop("uptime", None)
     if uptime is not None:
-        lines.append(f"uptime {_duration(uptime)}")
+        lines.append(f"uptime {format_duration(int(uptime)) if uptime.isdigit() else uptime}")
     requests = groups.pop("requests", [])
     if requests:
         total = sum(int(v) for _, v in requests if v.isdigit())
@@ -224,20 +225,6 @@ def _stats_lines(items: Iterable[tuple[str, str]]) -> list[str]:
         lines.append(f"{label}: {shown}{suffix}")
     lines += [f"{name} {value}" for name, value in top.items()]
     return lines or ["the stats reply carried no figures"]
-
-
-def _duration(text: str) -> str:
-    """Seconds as the master's status shows ages: 42s, 3m07s, 5h02m, 2d03h."""
-    if not text.isdigit():
-        return text
-    secs = int(text)
-    if secs < 60:
-        return f"{secs}s"
-    if secs < 3600:
-        return f"{secs // 60}m{secs % 60:02d}s"
-    if secs < 86400:
-        return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
-    return f"{secs // 86400}d{secs % 86400 // 3600:02d}h"
 
 
 # The command.
