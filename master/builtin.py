@@ -8,6 +8,7 @@ SYNOPSIS
     table.raw / .readonly / .legacy / .computed   # frozensets of names
     table.service_parameters([(service, command), ...]) -> {name: default}
     computed_default(name, main_eval) -> str | None
+    inet_families(words) -> [AF_INET, AF_INET6]   # inet_protocols, also for listen.py
 
 DESCRIPTION
     The table is the packaged postfix_defaults.txt (DEFAULTS_FILE, next to
@@ -187,12 +188,7 @@ def _mynetworks(main_eval: Callable[[str], str | None]) -> str:
             f'unknown mynetworks mask style value "{style}" (use host, subnet or class)',
             "mynetworks_style",
         )
-    words = [w.lower() for w in split_list(main_eval("inet_protocols") or "all")]
-    families = []
-    if {"all", "ipv4"} & set(words):
-        families.append(socket.AF_INET)
-    if {"all", "ipv6"} & set(words) and socket.has_ipv6:
-        families.append(socket.AF_INET6)
+    families = inet_families(split_list(main_eval("inet_protocols") or ""))
     local = [a for a in _interface_addresses() if a[0] in families]
     chosen = _chosen_interfaces(local, main_eval("inet_interfaces") or "all", families)
     networks = []
@@ -211,6 +207,23 @@ def _mynetworks(main_eval: Callable[[str], str | None]) -> str:
         text = socket.inet_ntop(family, net.to_bytes(len(addr), "big"))
         networks.append(f"{text}/{prefix}" if family == socket.AF_INET else f"[{text}]/{prefix}")
     return " ".join(networks)
+
+
+def inet_families(words: Iterable[str]) -> list[int]:
+    """inet_protocols as address families (inet_proto_init()): AF_INET, then AF_INET6.
+
+    "ipv4", "ipv6" or "all", in any case; no word means all; IPv6 only
+    where Python has it.  Other words are ignored.
+    """
+    import socket
+
+    chosen = {word.lower() for word in words} or {"all"}
+    families = []
+    if chosen & {"all", "ipv4"}:
+        families.append(socket.AF_INET)
+    if chosen & {"all", "ipv6"} and socket.has_ipv6:
+        families.append(socket.AF_INET6)
+    return families
 
 
 def _chosen_interfaces(

@@ -70,6 +70,7 @@ import stat
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
+from master.builtin import inet_families
 from master.config import Config
 from master.events import EventLoop
 from master.mastercf import ServiceEntry
@@ -157,16 +158,6 @@ def _open_fifo(path: str) -> int:
 # inet ------------------------------------------------------------------
 
 
-def _protocols(config: Config) -> set[int]:
-    words = {w.lower() for w in config.get_list("inet_protocols")} or {"all"}
-    families: set[int] = set()
-    if words & {"all", "ipv4"}:
-        families.add(socket.AF_INET)
-    if words & {"all", "ipv6"} and socket.has_ipv6:
-        families.add(socket.AF_INET6)
-    return families
-
-
 def _resolve(host: str, port: str, families: set[int]) -> list[Address]:
     try:
         infos = socket.getaddrinfo(
@@ -189,7 +180,7 @@ def inet_addresses(entry: ServiceEntry, config: Config) -> list[tuple[Address, b
     Optional means "::1 or the IPv6 wildcard, implied by a bare port on a
     host that may have no IPv6": they are skipped when unavailable.
     """
-    families = _protocols(config)
+    families = set(inet_families(config.get_list("inet_protocols")))
     host, port = entry.inet_address
     if host:
         return [(addr, False) for addr in _resolve(host.strip("[]"), port, families)]

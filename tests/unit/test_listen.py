@@ -9,6 +9,7 @@ import stat
 import pytest
 
 from master import listen
+from master.builtin import inet_families
 from master.config import Config
 from master.events import EventLoop
 from master.mastercf import parse_master_cf
@@ -33,6 +34,13 @@ def loop():
     ev = EventLoop()
     yield ev
     ev.close()
+
+
+def test_inet_protocols_choose_the_address_families():
+    both = [socket.AF_INET, socket.AF_INET6] if socket.has_ipv6 else [socket.AF_INET]
+    assert inet_families(["ipv4"]) == [socket.AF_INET]
+    assert inet_families(["IPv6", "ipv4"]) == both  # always IPv4 first
+    assert inet_families(["all"]) == inet_families([]) == both
 
 
 def test_unix_listener_mode_and_backlog_owner(queue):
