@@ -78,7 +78,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -86,7 +85,7 @@ import sys
 import time
 from typing import NoReturn
 
-from master import embedded, instance
+from master import embedded, instance, privs
 from master import master as resident
 from master.config import Config, config_directory
 from master.errors import ConfigError
@@ -153,15 +152,12 @@ def check(config_dir: str, *, quiet_ok: bool = False) -> Config:
     except ConfigError as err:
         raise Fatal(str(err)) from None
     name = config.get("mail_owner")
+    root = os.geteuid() == 0
     try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        if os.geteuid() == 0:
-            raise Fatal(f"parameter mail_owner: unknown user name value: {name}") from None
-        msg_warn(f"mail_owner account {name} does not exist")
-        pw = None
-    if pw is not None and (pw.pw_uid == 0 or pw.pw_gid == 0):
-        raise Fatal(f"parameter mail_owner: user {name} has privileged user or group ID 0")
+        if privs.lookup_user(name, missing_ok=not root) is None:
+            msg_warn(f"mail_owner account {name} does not exist")
+    except ConfigError as err:
+        raise Fatal(str(err)) from None
     daemon_dir = config.get("daemon_directory")
     if not os.path.isdir(daemon_dir):
         msg_warn(f"daemon_directory does not exist: {daemon_dir}")
@@ -169,11 +165,9 @@ def check(config_dir: str, *, quiet_ok: bool = False) -> Config:
         path = os.path.join(daemon_dir, entry.command)
         if not os.access(path, os.X_OK):
             msg_warn(f"{entry.filename}:{entry.lineno}: command not executable: {path}")
-    if pw is not None:
-        owner = instance.lookup_owner(config) if os.geteuid() == 0 else None
-        if owner is not None:
-            for spec in instance.layout(config, owner):
-                check_directory(spec)
+    if root:
+        for spec in instance.layout(config, instance.lookup_owner(config)):
+            check_directory(spec)
     return config
 
 

@@ -4,6 +4,7 @@ SYNOPSIS
     from master import privs
 
     uid, gid = privs.lookup_user(name, param="mail_owner")
+    ids = privs.lookup_user(name, missing_ok=True)    # None: no such account
     privs.chroot_uid(root, user)        # root: str | None, user: str | None
     with privs.saved_eugid(uid, gid):   # act as uid/gid, then back to root
         ...
@@ -12,6 +13,9 @@ DESCRIPTION
     lookup_user() is Postfix's mail_params_init() check of mail_owner:
     getpwnam() (to be called before any jail, which hides /etc/passwd),
     and a refusal of an account whose user ID or primary group ID is 0.
+    With missing_ok, an account that does not exist gives None instead
+    (`minipostfix check` run by an ordinary user only warns about it);
+    a privileged one is refused all the same.
 
     chroot_uid() is Postfix's chroot_uid(3), in its order, each step
     checked:
@@ -39,7 +43,7 @@ SECURITY
     Order matters: groups are set while still root, setuid() comes last.
 
 DIAGNOSTICS
-    lookup_user() raises ConfigError:
+    lookup_user() raises ParamError (master/errors.py):
         parameter mail_owner: unknown user name value: NAME
         parameter mail_owner: user NAME has privileged user ID: 0
         parameter mail_owner: user NAME has privileged group ID: 0
@@ -58,22 +62,33 @@ import contextlib
 import os
 import pwd
 from collections.abc import Callable, Iterator
+from typing import Literal, overload
 
 from master import log
-from master.errors import ConfigError
+from master.errors import ParamError
 from master.log import msg_fatal, msg_info
 
 
-def lookup_user(name: str, param: str = "mail_owner") -> tuple[int, int]:
-    """Return (uid, gid) of an unprivileged account; ConfigError otherwise."""
+@overload
+def lookup_user(
+    name: str, param: str = ..., *, missing_ok: Literal[False] = ...
+) -> tuple[int, int]: ...
+@overload
+def lookup_user(name: str, param: str = ..., *, missing_ok: bool) -> tuple[int, int] | None: ...
+def lookup_user(
+    name: str, param: str = "mail_owner", *, missing_ok: bool = False
+) -> tuple[int, int] | None:
+    """(uid, gid) of an unprivileged account; ParamError otherwise (see DESCRIPTION)."""
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
-        raise ConfigError(f"parameter {param}: unknown user name value: {name}") from None
+        if missing_ok:
+            return None
+        raise ParamError(f"unknown user name value: {name}", param) from None
     if pw.pw_uid == 0:
-        raise ConfigError(f"parameter {param}: user {name} has privileged user ID: 0")
+        raise ParamError(f"user {name} has privileged user ID: 0", param)
     if pw.pw_gid == 0:
-        raise ConfigError(f"parameter {param}: user {name} has privileged group ID: 0")
+        raise ParamError(f"user {name} has privileged group ID: 0", param)
     return pw.pw_uid, pw.pw_gid
 
 

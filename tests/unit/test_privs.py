@@ -62,6 +62,12 @@ def test_lookup_user_refuses_root():
         lookup_user("root")
 
 
+def test_lookup_user_missing_ok_tolerates_only_a_missing_account():
+    assert lookup_user("nosuchuser-mpfx", missing_ok=True) is None
+    with pytest.raises(ConfigError, match="user root has privileged user ID: 0"):
+        lookup_user("root", missing_ok=True)
+
+
 def test_lookup_user_names_the_parameter():
     with pytest.raises(ConfigError, match="parameter default_privs: "):
         lookup_user("nosuchuser-mpfx", param="default_privs")
