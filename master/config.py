@@ -18,16 +18,19 @@ SYNOPSIS
     logical_lines(text, filename, warn) -> [(first line number, text)]
     parse_main_cf(text, filename, warn) -> {name: Entry(value, lineno)}
     read_main_cf(path, warn) -> {name: Entry}
+    Defaults(rows, main_eval, service=, process_name=).get(name) -> str | None
 
 DESCRIPTION
     Parameters are Param rows (name, default, type, min, max, doc).  The
     master's own rows are MASTER_PARAMS; daemons pass theirs.  Values are
     stored raw and expanded on access (master/macro.py), as Postfix
-    daemons do.  A name that no row describes falls back to Postfix
-    3.7.11's built-in default (master/builtin.py: the packaged
-    postfix_defaults.txt, read on first use), then to the values Postfix
-    computes on the host (myhostname, mydomain, mynetworks, process_id,
-    process_name); otherwise it is undefined and expands to nothing.
+    daemons do.  A name that main.cf and -o leave unset takes its default
+    from Defaults, the resolver minipostconf uses too, in postconf's
+    order: the value Postfix computes on the host (myhostname, mydomain,
+    mynetworks, process_id, process_name), Postfix 3.7.11's built-in
+    table (master/builtin.py: the packaged postfix_defaults.txt, read on
+    first use), then a Param row; otherwise it is undefined and expands
+    to nothing.
 
     Lexical rules (readllines + dict_load_fp): blank lines and lines whose
     first non-blank character is '#' are skipped, even inside a logical
@@ -175,9 +178,6 @@ MASTER_PARAMS: tuple[Param, ...] = (
     Param("stress", "", doc="Set by the master under overload (read-only)."),
 )
 
-# Which Param rows keep Postfix's computed default rather than the row's text.
-_COMPUTED_ROWS = {"myhostname"}
-
 
 def config_directory(cli_dir: str | None = None) -> str:
     """-c DIR, else $MAIL_CONFIG, else /etc/postfix (as Postfix programs choose)."""
@@ -281,6 +281,57 @@ def read_main_cf(path: str, warn: Warn | None = None) -> dict[str, Entry]:
     return parse_main_cf(text, os.path.basename(path), warn)
 
 
+# Defaults ---------------------------------------------------------------------------
+
+
+class Defaults:
+    """A parameter's raw default, in postconf's order; the one resolver of Config and minipostconf.
+
+    1. computed on the host (myhostname, mydomain, mynetworks, process_id,
+       process_name), from main_eval(name): main.cf names only;
+    2. Postfix 3.7.11's built-in table;
+    3. a Param row (our own names; rows of Postfix's names have Postfix's
+       default, which tests/unit/test_config_params.py checks);
+    4. a service-defined name of master.cf (`service`, filled by minipostconf).
+    None when no source has the name.  `process_name` fixes that value
+    (minipostconf is "minipostconf" whatever argv[0]).  Computed values are
+    kept after the first use.  Raises ParamError for a bad setting behind a
+    computed value (mynetworks_style, inet_interfaces, ...).
+    """
+
+    def __init__(
+        self,
+        rows: Mapping[str, Param],
+        main_eval: Callable[[str], str | None],
+        *,
+        service: Mapping[str, str] | None = None,
+        process_name: str | None = None,
+    ) -> None:
+        self.builtin = builtin_defaults()
+        self.rows = rows
+        self.service: Mapping[str, str] = {} if service is None else service
+        self._main_eval = main_eval
+        self._computed: dict[str, str | None] = {}
+        if process_name is not None:
+            self._computed["process_name"] = process_name
+
+    def defines(self, name: str) -> bool:
+        """Whether some source gives `name` a default (postconf's known names, user ones aside)."""
+        return name in self.builtin.values or name in self.rows or name in self.service
+
+    def get(self, name: str) -> str | None:
+        if name in self.builtin.computed:
+            if name not in self._computed:
+                self._computed[name] = computed_default(name, self._main_eval)
+            return self._computed[name]
+        if name in self.builtin.values:
+            return self.builtin.values[name]
+        row = self.rows.get(name)
+        if row is not None:
+            return row.default
+        return self.service.get(name)
+
+
 # The configuration object ------------------------------------------------------------
 
 
@@ -311,7 +362,7 @@ class Config:
         self.params: dict[str, Param] = {}
         for row in (*MASTER_PARAMS, *params):
             self.params[row.name] = row
-        self._computed: dict[str, str | None] = {}
+        self.defaults = Defaults(self.params, self._main_eval)
 
     @classmethod
     def load(
@@ -347,19 +398,11 @@ class Config:
         return self.values.get(name)
 
     def default(self, name: str) -> str | None:
-        """The raw default: Param row, else Postfix's (computed on the host where it is)."""
-        row = self.params.get(name)
-        if row is not None and name not in _COMPUTED_ROWS:
-            return row.default
-        builtin = builtin_defaults()
-        if name in builtin.computed:
-            if name not in self._computed:
-                try:
-                    self._computed[name] = computed_default(name, self._main_eval)
-                except ParamError as err:
-                    raise self._located(err) from None
-            return self._computed[name]
-        return builtin.values.get(name, row.default if row else None)
+        """The raw default (Defaults: computed, Postfix's table, Param row); None if none."""
+        try:
+            return self.defaults.get(name)
+        except ParamError as err:
+            raise self._located(err) from None
 
     def lookup_raw(self, name: str) -> str | None:
         value = self.values.get(name)

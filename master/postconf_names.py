@@ -29,9 +29,10 @@ DESCRIPTION
     is not read and every value is the default.  `overrides` are the
     command line's -o settings, applied over main.cf.
 
-    A value is main.cf's (after -o overrides), else the default: the
-    built-in table, a Param row, a service-defined default, or what
-    Postfix computes on the host (process_name is "minipostconf").
+    A value is main.cf's (after -o overrides), else the default, from
+    master.config.Defaults as a daemon's Config has it: what Postfix
+    computes on the host (process_name is "minipostconf"), the built-in
+    table, a Param row, a service-defined default.
     Expansion follows postconf: main.cf names first, then known names'
     defaults; for a master.cf entry (`scope`, its index), the entry's -o
     names and service_name come first.
@@ -56,8 +57,8 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 
-from master.builtin import BuiltinDefaults, builtin_defaults, computed_default
-from master.config import MAIN_CF, MASTER_PARAMS, Entry, Param, parse_main_cf
+from master.builtin import BuiltinDefaults, builtin_defaults
+from master.config import MAIN_CF, MASTER_PARAMS, Defaults, Entry, Param, parse_main_cf
 from master.errors import ConfigError, MacroError, ParamError
 from master.macro import expand_macros, scan_macros
 from master.mastercf import MasterLine, daemon_overrides, master_lines
@@ -100,7 +101,7 @@ class Namespace:
         self.defaults_only = defaults_only
         self.overrides = list(overrides)
         self.builtin: BuiltinDefaults = builtin_defaults()
-        self.rows = {row.name: row for row in (*MASTER_PARAMS, *daemon_params())}
+        rows = {row.name: row for row in (*MASTER_PARAMS, *daemon_params())}
         self.entries: dict[str, Entry] = {}
         if explicit_dir:
             self.entries["config_directory"] = Entry(config_dir, 0)
@@ -109,9 +110,9 @@ class Namespace:
         self.local: list[dict[str, str]] = []
         self.local_valid: list[set[str]] = []
         self.service: dict[str, str] = {}
+        self.defaults = Defaults(rows, self.main_eval, service=self.service, process_name=PROGRAM)
         self.user: set[str] = set()
         self.relabelled: set[str] = set()
-        self._computed: dict[str, str | None] = {}
 
     def read_main(self) -> None:
         """main.cf, then the -o overrides of the command line."""
@@ -150,21 +151,16 @@ class Namespace:
             self.local.append(local)
             self.local_valid.append(set())
         pairs = [(line.fields[0], line.fields[7]) for line in self.masters]
-        self.service = self.builtin.service_parameters(pairs)
+        self.service.update(self.builtin.service_parameters(pairs))
 
     # What is known and what values are.
     def known(self, name: str) -> bool:
-        return (
-            name in self.builtin.values
-            or name in self.rows
-            or name in self.service
-            or name in self.user
-        )
+        return self.defaults.defines(name) or name in self.user
 
     def listed(self, set_only: bool = False) -> list[str]:
         """The names a full listing shows: every known one, or (-n) those main.cf sets."""
         names = {n for n in self.builtin.values if n not in self.builtin.legacy}
-        names |= set(self.rows) | set(self.service)
+        names |= set(self.defaults.rows) | set(self.service)
         if not self.defaults_only:
             names |= self.user | self.relabelled
         if set_only:
@@ -172,20 +168,11 @@ class Namespace:
         return sorted(names)
 
     def default(self, name: str) -> str | None:
-        if name == "process_name":
-            return PROGRAM
-        if name in self.builtin.computed:
-            if name not in self._computed:
-                try:
-                    self._computed[name] = computed_default(name, self.main_eval)
-                except ParamError as err:
-                    raise self.failure(err) from None
-            return self._computed[name]
-        if name in self.builtin.values:
-            return self.builtin.values[name]
-        if name in self.rows:
-            return self.rows[name].default
-        return self.service.get(name)
+        """The raw default, as Config has it (master.config.Defaults)."""
+        try:
+            return self.defaults.get(name)
+        except ParamError as err:
+            raise self.failure(err) from None
 
     def value(self, name: str) -> str | None:
         if not self.defaults_only and name in self.values:
@@ -237,7 +224,7 @@ class Namespace:
         self.rest_classes: set[str] = set()
         for scope in range(len(self.local)):
             self._scan_namespace(scope)
-        for name in sorted({*self.builtin.values, *self.rows, *self.service}):
+        for name in sorted({*self.builtin.values, *self.defaults.rows, *self.service}):
             if name in self.builtin.raw or name in self.values or name in self.builtin.legacy:
                 continue
             self._scan(self.default(name) or "", None, name, default=True)
@@ -278,7 +265,7 @@ class Namespace:
         legacy = name in self.builtin.legacy
         return (
             (name in self.builtin.values and not legacy)
-            or name in self.rows
+            or name in self.defaults.rows
             or name in self.service
         )
 
