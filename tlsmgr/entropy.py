@@ -102,7 +102,7 @@ from typing import NoReturn
 
 from master import log
 from tlsmgr.exchange import ExchangeError, ExchangeFile, reason_of
-from tlsmgr.prng import Pool
+from tlsmgr.prng import UCHAR_MAX, Pool
 
 __all__ = [
     "DevSource",
@@ -121,7 +121,6 @@ __all__ = [
 ]
 
 TLS_MGR_TIMEOUT = 10.0  # seconds, Postfix's TLS_MGR_TIMEOUT for opening and reading sources
-UCHAR_MAX = 255  # cap on a dev: or egd: read
 FILE_CHUNK = 8192
 DEV_PREFIX, EGD_PREFIX = "dev:", "egd:"
 
