@@ -87,7 +87,7 @@ from typing import NoReturn
 
 from master import embedded, instance, privs
 from master import master as resident
-from master.config import Config, config_directory
+from master.config import MAIN_CF, Config, config_directory
 from master.errors import ConfigError
 from master.events import EventLoop
 from master.log import log_init, msg_fatal, msg_info, msg_warn
@@ -380,7 +380,7 @@ def cmd_create_instance(config_dir: str, args: argparse.Namespace) -> int:
     from master.postconf_edit import edit_main_cf
 
     try:
-        edit_main_cf(os.path.join(config_dir, "main.cf"), edits)
+        edit_main_cf(os.path.join(config_dir, MAIN_CF), edits)
     except (ConfigError, OSError) as err:
         raise Fatal(str(err)) from None
     return 0

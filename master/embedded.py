@@ -34,7 +34,10 @@ from __future__ import annotations
 import os
 import sysconfig
 
-NAMES = ("main.cf", "master.cf")
+from master.config import MAIN_CF
+from master.mastercf import MASTER_CF
+
+NAMES = (MAIN_CF, MASTER_CF)
 
 
 def candidate_directories() -> list[str]:

@@ -79,7 +79,7 @@ from master import privs, proto
 from master.config import Config
 from master.errors import ConfigError
 from master.log import msg_warn
-from master.mastercf import ServiceEntry, read_master_cf
+from master.mastercf import MASTER_CF, ServiceEntry, read_master_cf
 
 PID_FILE = "pid/master.pid"
 STATE_FILE = "pid/master.state"
@@ -101,7 +101,7 @@ def read_configuration(config_dir: str) -> tuple[Config, list[ServiceEntry]]:
     """Read main.cf and master.cf; ConfigError on any problem."""
     config = Config.load(config_dir, warn=msg_warn)
     config.check()  # every typed master parameter, before anything starts
-    path = os.path.join(config.config_dir, "master.cf")
+    path = os.path.join(config.config_dir, MASTER_CF)
     return config, read_master_cf(path, config, _port_lookup, warn=msg_warn)
 
 

@@ -61,7 +61,7 @@ from master.errors import ConfigError, MacroError
 # Expansion: mac_parse() + mac_expand() --------------------------------------------
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-_BLANKS = " \t\r\n"
+CHARS_SPACE = " \t\r\n"  # Postfix's CHARS_SPACE: the blanks between words of a value
 _MAX_LEVEL = 100  # Postfix: "unreasonable macro call nesting" beyond this
 _MAX_STACK = 1000  # Sanity check: relational operands restart the level count
 _OPERATOR_CHARS = "<>!=?+-*/~&|%"
@@ -72,7 +72,7 @@ Lookup = Callable[[str], "str | None"]
 
 
 def _skip_blanks(text: str, i: int = 0) -> int:
-    while i < len(text) and text[i] in _BLANKS:
+    while i < len(text) and text[i] in CHARS_SPACE:
         i += 1
     return i
 

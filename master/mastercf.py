@@ -66,12 +66,13 @@ from dataclasses import dataclass, field
 
 from master.config import Config, Warn, logical_lines, split_nameval
 from master.errors import ConfigError
-from master.macro import compat_level
+from master.macro import CHARS_SPACE, compat_level
 from master.proto import TRANSPORTS
+
+MASTER_CF = "master.cf"
 
 FIELDS = ("service", "type", "private", "unpriv", "chroot", "wakeup", "maxproc", "command")
 ARGUMENTS = "arguments"
-_BLANKS = " \t\r\n"
 
 
 @dataclass
@@ -89,7 +90,7 @@ class ServiceEntry:
     command: str
     args: list[str] = field(default_factory=list)
     lineno: int = 0
-    filename: str = "master.cf"
+    filename: str = MASTER_CF
     fields: tuple[str, ...] = ()  # the eight fields as written, for minipostconf -M
     inet_host: str = ""
     inet_port: str = ""
@@ -128,12 +129,12 @@ def _tokens(text: str) -> list[str]:
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
-        while i < n and text[i] in _BLANKS:
+        while i < n and text[i] in CHARS_SPACE:
             i += 1
         if i == n:
             break
         start, level = i, 0
-        while i < n and (level > 0 or text[i] not in _BLANKS):
+        while i < n and (level > 0 or text[i] not in CHARS_SPACE):
             if text[i] == "{":
                 level += 1
             elif text[i] == "}" and level > 0:
@@ -153,7 +154,7 @@ def _unbrace(token: str, where: str) -> str:
                 raise ConfigError(
                     f'{where}: field "{ARGUMENTS}": syntax error after "}}" in "{token}"'
                 )
-            return token[1:-1].strip(_BLANKS)
+            return token[1:-1].strip(CHARS_SPACE)
     raise ConfigError(f'{where}: field "{ARGUMENTS}": missing "}}" in "{token}"')
 
 
@@ -272,7 +273,7 @@ class MasterLine:
 
 
 def master_lines(
-    text: str, filename: str = "master.cf", warn: Warn | None = None
+    text: str, filename: str = MASTER_CF, warn: Warn | None = None
 ) -> list[MasterLine]:
     """Split master.cf text into entries and check each field's syntax (postconf's checks).
 
@@ -355,7 +356,7 @@ def _entry(
 def parse_master_cf(
     text: str,
     config: Config,
-    filename: str = "master.cf",
+    filename: str = MASTER_CF,
     port_lookup: Callable[[str], str | None] | None = None,
     warn: Warn | None = None,
 ) -> list[ServiceEntry]:

@@ -73,13 +73,10 @@ from collections.abc import Callable, Iterable
 
 from master.config import config_directory, split_nameval
 from master.errors import ConfigError
-from master.postconf_edit import SEPARATORS, edit_main
-from master.postconf_names import (
-    MASTER_CF,
-    PROGRAM,
-    Namespace,
-    warn,
-)
+from master.macro import CHARS_SPACE
+from master.mastercf import MASTER_CF
+from master.postconf_edit import edit_main
+from master.postconf_names import PROGRAM, Namespace, warn
 
 __all__ = [
     "COLUMNS",
@@ -187,7 +184,7 @@ def print_line(text: str, fold: bool) -> str:
 def _words(text: str) -> list[str]:
     words, current = [], []
     for ch in text:
-        if ch in SEPARATORS:
+        if ch in CHARS_SPACE:
             if current:
                 words.append("".join(current))
                 current = []
@@ -243,7 +240,7 @@ def normalize_args(raw_args: Iterable[str]) -> list[str]:
 
 def _strip_braces(token: str) -> str:
     inner = token[1:-1] if token.endswith("}") else token[1:]
-    return inner.strip(SEPARATORS)
+    return inner.strip(CHARS_SPACE)
 
 
 def _display_nameval(text: str) -> str:
@@ -278,10 +275,10 @@ def format_master_entry(
                 if expand is not None and arg == "-o":
                     value = expand(value)
                 length = LINE_LIMIT
-                parens = any(ch in SEPARATORS for ch in value)
+                parens = any(ch in CHARS_SPACE for ch in value)
                 width += len(value) + 3 + (2 if parens else 0)
         if not in_options:
-            parens = any(ch in SEPARATORS for ch in arg)
+            parens = any(ch in CHARS_SPACE for ch in arg)
         if length > len(INDENT):
             if not fold or length + 1 + width < LINE_LIMIT:
                 out.append(" ")

@@ -38,9 +38,8 @@ import os
 
 from master.config import MAIN_CF, split_nameval
 from master.errors import ConfigError
+from master.macro import CHARS_SPACE
 from master.postconf_names import warn
-
-SEPARATORS = " \t\r\n"
 
 
 def edit_main_cf(path: str, edits: list[tuple[str, str]]) -> None:
@@ -54,7 +53,7 @@ def edit_main_cf(path: str, edits: list[tuple[str, str]]) -> None:
     """
     table: dict[str, str | None] = {}
     for name, value in edits:
-        if not name or any(ch in SEPARATORS + "=#" for ch in name) or "\n" in value:
+        if not name or any(ch in CHARS_SPACE + "=#" for ch in name) or "\n" in value:
             raise ConfigError(
                 f'bad setting "{name} = {value}" (one line, no blanks or = in the name)'
             )
@@ -97,7 +96,7 @@ def rewrite_main_cf(path: str, table: dict[str, str | None], mode: str) -> None:
 
 def _key_length(line: str) -> int:
     for i, ch in enumerate(line):
-        if ch in SEPARATORS + "=":
+        if ch in CHARS_SPACE + "=":
             return i
     return len(line)
 

@@ -61,10 +61,9 @@ from master.builtin import BuiltinDefaults, builtin_defaults
 from master.config import MAIN_CF, MASTER_PARAMS, Defaults, Entry, Param, parse_main_cf
 from master.errors import ConfigError, MacroError, ParamError
 from master.macro import expand_macros, scan_macros
-from master.mastercf import MasterLine, daemon_overrides, master_lines
+from master.mastercf import MASTER_CF, MasterLine, daemon_overrides, master_lines
 
 PROGRAM = "minipostconf"
-MASTER_CF = "master.cf"
 PARAMS_GROUP = "minipostfix.params"
 
 
