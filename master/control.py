@@ -87,7 +87,7 @@ from typing import NoReturn
 
 from master import embedded, instance, privs
 from master import master as resident
-from master.config import MAIN_CF, Config, config_directory
+from master.config import MAIN_CF, Config, config_directory, split_nameval
 from master.errors import ConfigError
 from master.events import EventLoop
 from master.log import log_init, msg_fatal, msg_info, msg_warn
@@ -358,10 +358,10 @@ def cmd_check(config_dir: str, _args: argparse.Namespace) -> int:
 def cmd_create_instance(config_dir: str, args: argparse.Namespace) -> int:
     edits: list[tuple[str, str]] = []
     for item in args.edits:
-        name, eq, value = item.partition("=")
-        if not eq or not name.strip():
-            raise Fatal(f'bad argument "{item}": expected NAME=VALUE')
-        edits.append((name.strip(), value.strip()))
+        try:
+            edits.append(split_nameval(item))
+        except ValueError as err:
+            raise Fatal(f'bad argument "{item}": {err} (expected NAME=VALUE)') from None
     edits.append(("config_directory", config_dir))
     try:
         source = embedded.embedded_directory()

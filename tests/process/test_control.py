@@ -87,7 +87,10 @@ def test_create_instance_from_the_embedded_files(inst):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 1
-    assert 'fatal: bad argument "novalue": expected NAME=VALUE' in bad.stderr
+    assert (
+        "fatal: bad argument \"novalue\": missing '=' after attribute name (expected NAME=VALUE)"
+        in bad.stderr
+    )
 
 
 def test_embedded_files_are_found_in_the_checkout():
