@@ -50,7 +50,8 @@ DESCRIPTION
 
 DIAGNOSTICS
     ConfigError (master/errors.py), whose text is complete and names
-    the place at fault:
+    the place at fault, which it also carries as data (filename and
+    lineno, or origin):
         main.cf:7: missing '=' after attribute name: "x"
         main.cf:7: parameter a: recursive reference: a -> b -> a
         main.cf:12: invalid max_idle: 0 (min 1)
@@ -108,6 +109,8 @@ DEFAULT_CONFIG_DIR = "/etc/postfix"
 MAIN_CF = "main.cf"
 
 Warn = Callable[[str], None]
+# An -o override: (name, value), or (name, value, origin) with an origin of its own.
+Override = tuple[str, str] | tuple[str, str, str | None]
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,9 @@ def parse_main_cf(text: str, filename: str = MAIN_CF, warn: Warn | None = None) 
         try:
             name, value = split_nameval(line)
         except ValueError as err:
-            raise ConfigError(f'{filename}:{lineno}: {err}: "{line.strip()}"') from None
+            raise ConfigError(
+                f'{err}: "{line.strip()}"', filename=filename, lineno=lineno
+            ) from None
         old = entries.pop(name, None)
         if old is not None and old.value != value and warn:
             warn(f"{filename}:{lineno}: overriding earlier entry: {name}={old.value}")
@@ -276,7 +281,8 @@ def read_main_cf(path: str, warn: Warn | None = None) -> dict[str, Entry]:
     except OSError as err:
         raise ConfigError(
             f"open {path}: {err.strerror} (use -c DIR or MAIL_CONFIG to name the "
-            "configuration directory)"
+            "configuration directory)",
+            filename=path,
         ) from None
     return parse_main_cf(text, os.path.basename(path), warn)
 
@@ -342,21 +348,23 @@ class Config:
         self,
         entries: Mapping[str, Entry] | Mapping[str, str],
         params: Iterable[Param] = (),
-        overrides: Iterable[tuple[str, str]] = (),
+        overrides: Iterable[Override] = (),
         config_dir: str = DEFAULT_CONFIG_DIR,
         *,
         override_origin: str | None = None,
         filename: str = MAIN_CF,
     ) -> None:
+        """main.cf entries, then -o overrides in order: (name, value), or (name, value,
+        origin) where the override has an origin of its own (else override_origin)."""
         self.config_dir = config_dir
         self.filename = filename
         self.entries = {k: v if isinstance(v, Entry) else Entry(v, 0) for k, v in entries.items()}
         self.main = {k: e.value for k, e in self.entries.items()}
         self.overrides: dict[str, str] = {}
         self._origins: dict[str, str | None] = {}
-        for name, value in overrides:
-            self.overrides[name] = value
-            self._origins[name] = override_origin
+        for item in overrides:
+            self.overrides[item[0]] = item[1]
+            self._origins[item[0]] = item[2] if len(item) > 2 else override_origin
         self.values = {**self.main, **self.overrides}
         self.values.setdefault("config_directory", config_dir)
         self.params: dict[str, Param] = {}
@@ -381,16 +389,11 @@ class Config:
         self, overrides: Iterable[tuple[str, str]], origin: str | None = None
     ) -> Config:
         """A copy with more -o overrides; `origin` (e.g. "master.cf:12") is named in errors."""
-        view = Config(
-            self.entries, self.params.values(), (), self.config_dir, filename=self.filename
+        layered: list[Override] = [(n, v, self._origins[n]) for n, v in self.overrides.items()]
+        layered += [(name, value, origin) for name, value in overrides]
+        return Config(
+            self.entries, self.params.values(), layered, self.config_dir, filename=self.filename
         )
-        view.overrides, view._origins = dict(self.overrides), dict(self._origins)
-        for name, value in overrides:
-            view.overrides[name] = value
-            view._origins[name] = origin
-        view.values = {**view.main, **view.overrides}
-        view.values.setdefault("config_directory", self.config_dir)
-        return view
 
     # Raw values.
     def raw(self, name: str) -> str | None:
@@ -479,23 +482,18 @@ class Config:
             raise self._error(name, f"invalid {name}: {value} (max {row.max})")
 
     # Diagnostics.
-    def _where(self, name: str | None) -> str:
-        """main.cf:LINE, or [master.cf:LINE: ]-o name=value, or '' for a default."""
-        if name is None:
-            return ""
-        if name in self.overrides:
+    def _located(self, err: ParamError) -> ConfigError:
+        """err at the place that defines its parameter, when there is one."""
+        return self._error(err.owner, err.message) if err.owner else err
+
+    def _error(self, name: str | None, message: str) -> ConfigError:
+        """A ConfigError at main.cf:LINE, or at [ORIGIN: ]-o name=value, or at no place
+        (a default value)."""
+        if name is not None and name in self.overrides:
             option = f"-o {name}={self.overrides[name]}"
             origin = self._origins.get(name)
-            return f"{origin}: {option}" if origin else option
-        entry = self.entries.get(name)
+            return ConfigError(message, origin=f"{origin}: {option}" if origin else option)
+        entry = self.entries.get(name) if name is not None else None
         if entry is not None and entry.lineno:
-            return f"{self.filename}:{entry.lineno}"
-        return ""
-
-    def _located(self, err: ParamError) -> ConfigError:
-        """err with the place that defines its parameter in front, when there is one."""
-        return self._error(err.owner, str(err)) if err.owner else err
-
-    def _error(self, name: str | None, what: str) -> ConfigError:
-        where = self._where(name)
-        return ConfigError(f"{where}: {what}" if where else what)
+            return ConfigError(message, filename=self.filename, lineno=entry.lineno)
+        return ConfigError(message)

@@ -45,7 +45,8 @@ DESCRIPTION
     by the caller through `port_lookup`).
 
 DIAGNOSTICS
-    ConfigError naming the line and the field at fault, e.g.
+    ConfigError naming the line (as data too: filename, lineno) and the
+    field at fault, e.g.
         master.cf:12: field "maxproc": bad value: "x" (expected a number or -)
         master.cf:12: missing "command" field
     Warnings (duplicate entries, backwards-compatible chroot) go to `warn`.
@@ -144,21 +145,19 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
-def _unbrace(token: str, where: str) -> str:
+def _unbrace(token: str) -> str:
     """extpar(..., EXTPAR_FLAG_STRIP): "{ text }" -> "text"; ConfigError if unbalanced."""
     level = 0
     for j, ch in enumerate(token):
         level += {"{": 1, "}": -1}.get(ch, 0)
         if level == 0:
             if j != len(token) - 1:
-                raise ConfigError(
-                    f'{where}: field "{ARGUMENTS}": syntax error after "}}" in "{token}"'
-                )
+                raise ConfigError(f'field "{ARGUMENTS}": syntax error after "}}" in "{token}"')
             return token[1:-1].strip(CHARS_SPACE)
-    raise ConfigError(f'{where}: field "{ARGUMENTS}": missing "}}" in "{token}"')
+    raise ConfigError(f'field "{ARGUMENTS}": missing "}}" in "{token}"')
 
 
-def split_args(text: str, where: str) -> list[str]:
+def split_args(text: str) -> list[str]:
     """Split on blanks; "{ ... }" groups one argument (braces and edge blanks removed).
 
     Among the daemon options, "-o{ name = value }" becomes "-o", "name = value".
@@ -171,12 +170,12 @@ def split_args(text: str, where: str) -> list[str]:
         elif options and token.startswith("-") and token not in ("-", "--"):
             at = token.find("o", 1)
             if at > 0 and token[at + 1 : at + 2] == "{":
-                out += [token[: at + 1], _unbrace(token[at + 1 :], where)]
+                out += [token[: at + 1], _unbrace(token[at + 1 :])]
                 continue
             value_next = at == len(token) - 1
         else:
             options = False
-        out.append(_unbrace(token, where) if token.startswith("{") else token)
+        out.append(_unbrace(token) if token.startswith("{") else token)
     return out
 
 
@@ -208,29 +207,27 @@ def daemon_overrides(args: list[str]) -> list[tuple[tuple[str, str] | str, str]]
     return out
 
 
-def _bool(value: str, default: bool, fname: str, where: str) -> bool:
+def _bool(value: str, default: bool, fname: str) -> bool:
     if value == "-":
         return default
     if value in ("y", "n"):
         return value == "y"
-    raise ConfigError(f'{where}: field "{fname}": bad value: "{value}" (expected y, n or -)')
+    raise ConfigError(f'field "{fname}": bad value: "{value}" (expected y, n or -)')
 
 
-def _number(value: str, default: int, fname: str, where: str) -> tuple[int, bool]:
+def _number(value: str, default: int, fname: str) -> tuple[int, bool]:
     if value == "-":
         return default, False
     digits = value[:-1] if fname == "wakeup" and value.endswith("?") else value
     if not digits.isdigit() or not digits.isascii():
         expected = "seconds, N? or -" if fname == "wakeup" else "a number or -"
-        raise ConfigError(f'{where}: field "{fname}": bad value: "{value}" (expected {expected})')
+        raise ConfigError(f'field "{fname}": bad value: "{value}" (expected {expected})')
     return int(digits), digits != value
 
 
-def _inet_name(
-    name: str, where: str, port_lookup: Callable[[str], str | None] | None
-) -> tuple[str, str]:
+def _inet_name(name: str, port_lookup: Callable[[str], str | None] | None) -> tuple[str, str]:
     """host_port(): "[host]:port", "host:port" or "port" -> (host, numeric port)."""
-    bad = f'{where}: field "service": bad value: "{name}"'
+    bad = f'field "service": bad value: "{name}"'
     if name.startswith("["):
         host, sep, rest = name[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
@@ -254,12 +251,12 @@ def _inet_name(
     return host, resolved
 
 
-def _chroot_default(config: Config, where: str) -> bool:
+def _chroot_default(config: Config) -> bool:
     level = config.get("compatibility_level") or "0"
     try:
         return compat_level(level) < compat_level("1")
     except ValueError as err:
-        raise ConfigError(f"{where}: parameter compatibility_level: {err}") from None
+        raise ConfigError(f"parameter compatibility_level: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -282,28 +279,32 @@ def master_lines(
     """
     out = []
     for lineno, line in logical_lines(text, filename, warn):
-        where = f"{filename}:{lineno}"
-        words = line.split(None, len(FIELDS) - 1)
-        if len(words) < len(FIELDS):
-            raise ConfigError(f'{where}: missing "{FIELDS[len(words)]}" field')
-        command, *more = words[7].split(None, 1)
-        rest = more[0] if more else ""
-        if words[1] not in TRANSPORTS:
-            raise ConfigError(
-                f'{where}: field "type": bad value: "{words[1]}" (expected {", ".join(TRANSPORTS)})'
-            )
-        for index in (2, 3, 4):
-            _bool(words[index], True, FIELDS[index], where)
-        _number(words[5], 0, "wakeup", where)
-        _number(words[6], 0, "maxproc", where)
-        args = split_args(rest, where)
-        for pair, value in daemon_overrides(args):
-            if isinstance(pair, str):
-                raise ConfigError(
-                    f'{where}: field "{ARGUMENTS}": -o "{value}": {pair} (write -o name=value)'
-                )
-        out.append(MasterLine(lineno, (*words[:7], command), tuple(_tokens(rest)), tuple(args)))
+        try:
+            out.append(_master_line(lineno, line))
+        except ConfigError as err:
+            raise err.at(filename, lineno) from None
     return out
+
+
+def _master_line(lineno: int, line: str) -> MasterLine:
+    words = line.split(None, len(FIELDS) - 1)
+    if len(words) < len(FIELDS):
+        raise ConfigError(f'missing "{FIELDS[len(words)]}" field')
+    command, *more = words[7].split(None, 1)
+    rest = more[0] if more else ""
+    if words[1] not in TRANSPORTS:
+        raise ConfigError(
+            f'field "type": bad value: "{words[1]}" (expected {", ".join(TRANSPORTS)})'
+        )
+    for index in (2, 3, 4):
+        _bool(words[index], True, FIELDS[index])
+    _number(words[5], 0, "wakeup")
+    _number(words[6], 0, "maxproc")
+    args = split_args(rest)
+    for pair, value in daemon_overrides(args):
+        if isinstance(pair, str):
+            raise ConfigError(f'field "{ARGUMENTS}": -o "{value}": {pair} (write -o name=value)')
+    return MasterLine(lineno, (*words[:7], command), tuple(_tokens(rest)), tuple(args))
 
 
 def _entry(
@@ -313,31 +314,31 @@ def _entry(
     port_lookup: Callable[[str], str | None] | None,
     warn: Warn | None,
 ) -> ServiceEntry:
-    where = f"{filename}:{line.lineno}"
     name, stype, private_f, unpriv_f, chroot_f, wakeup_f, maxproc_f, command = line.fields
-    private = _bool(private_f, True, "private", where)
+    private = _bool(private_f, True, "private")
     if stype == "inet" and private:
-        raise ConfigError(f'{where}: field "private": inet service cannot be private (write n)')
-    chroot_default = _chroot_default(config, where) if chroot_f == "-" else False
+        raise ConfigError('field "private": inet service cannot be private (write n)')
+    chroot_default = _chroot_default(config) if chroot_f == "-" else False
     if chroot_default and warn:
         warn(
-            f"{where}: service {name}/{stype}: using backwards-compatible default setting "
-            "chroot=y (set compatibility_level in main.cf, or write y or n)"
+            f"{filename}:{line.lineno}: service {name}/{stype}: using backwards-compatible "
+            "default setting chroot=y (set compatibility_level in main.cf, or write y or n)"
         )
-    wakeup, conditional = _number(wakeup_f, 0, "wakeup", where)
+    wakeup, conditional = _number(wakeup_f, 0, "wakeup")
     maxproc_default = 0
     if maxproc_f == "-":
         try:
             maxproc_default = config.get_int("default_process_limit")
         except ConfigError as err:
-            raise ConfigError(f'{where}: field "maxproc": {err}') from None
-    maxproc, _ = _number(maxproc_f, maxproc_default, "maxproc", where)
-    entry = ServiceEntry(
+            raise ConfigError(f'field "maxproc": {err}') from None
+    maxproc, _ = _number(maxproc_f, maxproc_default, "maxproc")
+    inet_host, inet_port = _inet_name(name, port_lookup) if stype == "inet" else ("", "")
+    return ServiceEntry(
         name=name,
         type=stype,
         private=private,
-        unpriv=_bool(unpriv_f, True, "unpriv", where),
-        chroot=_bool(chroot_f, chroot_default, "chroot", where),
+        unpriv=_bool(unpriv_f, True, "unpriv"),
+        chroot=_bool(chroot_f, chroot_default, "chroot"),
         wakeup=wakeup,
         wakeup_conditional=conditional and wakeup > 0,
         maxproc=maxproc,
@@ -346,11 +347,10 @@ def _entry(
         lineno=line.lineno,
         filename=filename,
         fields=line.fields,
+        inet_host=inet_host,
+        inet_port=inet_port,
         raw_args=line.raw_args,
     )
-    if stype == "inet":
-        entry.inet_host, entry.inet_port = _inet_name(name, where, port_lookup)
-    return entry
 
 
 def parse_master_cf(
@@ -363,7 +363,10 @@ def parse_master_cf(
     """Parse master.cf text; ConfigError names the line and the field at fault."""
     entries: dict[tuple[str, str], ServiceEntry] = {}
     for line in master_lines(text, filename, warn):
-        entry = _entry(line, config, filename, port_lookup, warn)
+        try:
+            entry = _entry(line, config, filename, port_lookup, warn)
+        except ConfigError as err:
+            raise err.at(filename, line.lineno) from None
         old = entries.pop(entry.identity, None)
         if old is not None and warn:
             warn(
@@ -386,5 +389,5 @@ def read_master_cf(
         with open(path, encoding="utf-8", errors="surrogateescape") as fp:
             text = fp.read()
     except OSError as err:
-        raise ConfigError(f"open {path}: {err.strerror}") from None
+        raise ConfigError(f"open {path}: {err.strerror}", filename=path) from None
     return parse_master_cf(text, config, os.path.basename(path), port_lookup, warn)

@@ -56,10 +56,11 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from master.builtin import BuiltinDefaults, builtin_defaults
 from master.config import MAIN_CF, MASTER_PARAMS, Defaults, Entry, Param, parse_main_cf
-from master.errors import ConfigError, MacroError, ParamError
+from master.errors import ConfigError, MacroError, ParamError, place_text
 from master.macro import expand_macros, scan_macros
 from master.mastercf import MASTER_CF, MasterLine, daemon_overrides, master_lines
 
@@ -201,22 +202,25 @@ class Namespace:
         return self.expand(text, owner, self.lookup)
 
     def failure(self, err: ParamError, scope: int | None = None) -> ConfigError:
-        what = f"parameter {err.owner}: {err.what}" if err.owner else err.what
-        where = self.where(err.owner, scope)
-        return ConfigError(f"{where}: {what}" if where else what)
+        """err at the place that defines its parameter (in master.cf entry `scope`)."""
+        return ConfigError(err.message, **self.place(err.owner, scope))
 
-    def where(self, name: str | None, scope: int | None = None) -> str:
+    def place(self, name: str | None, scope: int | None = None) -> dict[str, Any]:
+        """Where name is set, as ConfigError's filename, lineno and origin."""
         if scope is not None:
-            line = self.masters[scope]
             value = self.local[scope].get(name or "")
-            option = f": -o {name}={value}" if value is not None else ""
-            return f"{MASTER_CF}:{line.lineno}{option}"
+            origin = f"-o {name}={value}" if value is not None else None
+            return {"filename": MASTER_CF, "lineno": self.masters[scope].lineno, "origin": origin}
         entry = self.entries.get(name or "")
         if entry is not None and entry.lineno:
-            return f"{MAIN_CF}:{entry.lineno}"
+            return {"filename": MAIN_CF, "lineno": entry.lineno}
         if entry is not None and name in dict(self.overrides):
-            return f"-o {name}={entry.value}"
-        return ""
+            return {"origin": f"-o {name}={entry.value}"}
+        return {}
+
+    def where(self, name: str | None, scope: int | None = None) -> str:
+        """place() as text: `main.cf:7`, `master.cf:3: -o a=b`, `-o a=b` or ""."""
+        return place_text(**self.place(name, scope))
 
     # User-defined names (postconf_user.c).
     def register_user_parameters(self) -> None:

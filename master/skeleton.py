@@ -69,7 +69,11 @@ SECURITY
 
 DIAGNOSTICS
     Fatal errors are logged as `fatal: ...` and end the process with exit
-    status 1.  An unexpected exception logs `error: unexpected exception`,
+    status 1.  A configuration error names its place: a main.cf line with
+    the configuration directory (`/etc/postfix/main.cf:7: ...`), an -o
+    override with its service (`service tlsmgr: -o max_idle=x: ...`);
+    one without a place names the directory (`configuration /etc/postfix:
+    ...`).  An unexpected exception logs `error: unexpected exception`,
     the traceback, and `fatal: ...`.
 
 BUGS
@@ -398,12 +402,16 @@ def _read_params(config: Config, params: Sequence[Param]) -> dict[str, Any]:
 
 def _config_fatal(config_dir: str, err: Exception) -> NoReturn:
     """`/etc/postfix/main.cf:7: ...`, `service NAME: -o ...: ...`, else the directory."""
-    text = str(err)
-    if text.startswith("main.cf:"):
-        msg_fatal(os.path.join(config_dir, text))
-    if text.startswith(("service ", "open ")):
-        msg_fatal(text)
-    msg_fatal(f"configuration {config_dir}: {text}")
+    if isinstance(err, ConfigError) and err.located:
+        if err.filename and not os.path.isabs(err.filename):
+            err = ConfigError(
+                err.message,
+                filename=os.path.join(config_dir, err.filename),
+                lineno=err.lineno,
+                origin=err.origin,
+            )
+        msg_fatal(str(err))
+    msg_fatal(f"configuration {config_dir}: {err}")
 
 
 def _mail_owner(name: str) -> tuple[int | None, int | None]:

@@ -386,6 +386,7 @@ def test_override_errors_name_the_override_and_its_origin():
     with pytest.raises(ConfigError) as err:
         config.get_int("t_int")
     assert str(err.value).startswith("master.cf:12: -o t_int=x: bad numerical configuration")
+    assert (err.value.origin, err.value.filename) == ("master.cf:12: -o t_int=x", None)
     bare = Config({}, ROWS, [("t_time", "0")])
     with pytest.raises(ConfigError, match=r"^-o t_time=0: invalid t_time: 0 \(min 1\)$"):
         bare.get_time("t_time")
@@ -409,8 +410,29 @@ def test_with_overrides_keeps_main_cf_and_lines():
     base = cfg("t_int = 3\nt_time = 0\n", ROWS)
     view = base.with_overrides([("t_int", "4")], "master.cf:2")
     assert view.get_int("t_int") == 4 and base.get_int("t_int") == 3
-    with pytest.raises(ConfigError, match=r"^main.cf:2: invalid t_time"):
+    with pytest.raises(ConfigError, match=r"^main.cf:2: invalid t_time") as err:
         view.get_time("t_time")
+    assert (err.value.filename, err.value.lineno, err.value.message) == (
+        "main.cf",
+        2,
+        "invalid t_time: 0 (min 1)",
+    )
+    # Each layer of overrides keeps its own origin.
+    twice = view.with_overrides([("t_time", "0")], "service x")
+    with pytest.raises(ConfigError, match=r"^service x: -o t_time=0: invalid t_time"):
+        twice.get_time("t_time")
+    assert twice.get_int("t_int") == 4
+
+
+def test_a_config_error_formats_its_place_and_moves_only_as_data():
+    err = ConfigError("bad", filename="main.cf", lineno=7)
+    assert str(err) == "main.cf:7: bad" and err.located
+    assert str(ConfigError("open /x/main.cf: gone", filename="/x/main.cf")) == (
+        "open /x/main.cf: gone"
+    )  # a whole file: the text names it
+    assert not ConfigError("parameter a: bad").located
+    moved = ConfigError("parameter a: bad", origin="-o a=b").at("master.cf", 3)
+    assert (str(moved), moved.lineno) == ("master.cf:3: -o a=b: parameter a: bad", 3)
 
 
 def test_load_reads_the_directory(tmp_path, monkeypatch):

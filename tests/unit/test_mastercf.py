@@ -117,8 +117,8 @@ def test_continuations_comments_and_option_forms():
 
 
 def test_braces_group_arguments():
-    assert split_args("a {b c} { d {e} f } -x", "w") == ["a", "b c", "d {e} f", "-x"]
-    assert split_args("{}", "w") == [""]
+    assert split_args("a {b c} { d {e} f } -x") == ["a", "b c", "d {e} f", "-x"]
+    assert split_args("{}") == [""]
 
 
 def test_per_service_parameter_views():
