@@ -107,12 +107,6 @@ def say(text: str) -> None:
     msg_info(text)
 
 
-def fatal_line(text: str) -> None:
-    """Log `fatal: text` (stderr and the mail log) without leaving yet."""
-    with contextlib.suppress(SystemExit):
-        msg_fatal(text)
-
-
 # Whether the master runs ------------------------------------------------
 
 
@@ -145,7 +139,7 @@ def read_state(config: Config) -> dict:
 # check -------------------------------------------------------------------
 
 
-def check(config_dir: str, *, quiet_ok: bool = False) -> Config:
+def check(config_dir: str) -> Config:
     """Postfix's check-fatal + check-warn: Fatal on errors, warnings printed."""
     try:
         config, entries = instance.read_configuration(config_dir)
@@ -463,9 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return command(config_dir, args)
     except Fatal as err:
-        for line in str(err).split("\n"):
-            fatal_line(line)
-        return 1
+        msg_fatal(str(err))  # one `fatal:` line per line of the text, then exit 1
     except KeyboardInterrupt:
         return 1
 

@@ -15,7 +15,8 @@ SYNOPSIS
 DESCRIPTION
     Every line is tagged `syslog_name/process_name[pid]: ` as Postfix
     does, followed by `warning: `, `error: `, `fatal: ` or `panic: ` for
-    those severities (nothing for info), e.g.
+    those severities (nothing for info); a text of several lines is
+    logged as that many tagged lines, e.g.
 
         postfix/tlsmgr[4970]: warning: bogus seed length "0" in "seed" request
 
@@ -160,7 +161,11 @@ def _tag() -> str:
 
 
 def _emit(priority: int, prefix: str, text: str) -> None:
-    body = f"{prefix}{text}"
+    for line in text.split("\n"):
+        _emit_line(priority, f"{prefix}{line}")
+
+
+def _emit_line(priority: int, body: str) -> None:
     pid = os.getpid()
     if _state.maillog_fd is not None:
         stamp = time.strftime("%b %d %H:%M:%S")
