@@ -3,8 +3,10 @@
 SYNOPSIS
     from master.avail import Service, Child
 
-    service = Service(entry, path, argv, listen_fds, loop, throttle_delay)
-    service.open_status_channel(); service.update_listen()
+    service = Service(entry, path, argv, listen_fds, loop, throttle_delay)  # fd 5 ready
+    service.update_listen()
+    service.configure(entry, path, argv, throttle_delay, stress)   # reload: new settings,
+    service.open_status_channel()                                  # and a fresh fd 5
     service.can_spawn() -> bool; service.wanted       # set by a readable listener
     service.avail_more(child); service.avail_less(child)
     service.throttle(reason); service.unthrottle()
@@ -30,8 +32,9 @@ DESCRIPTION
     (it may already be reaped), a stale generation is ignored with a
     message, a repeated state is ignored, AVAIL after TAKEN counts one
     use.  Records may be read several at a time, and split anywhere.
-    open_status_channel() makes a fresh socketpair (at start and at
-    reload): children of the old one see EOF on fd 5 and leave.
+    A Service is built with its socketpair; open_status_channel() makes a
+    fresh one at reload: children of the old one see EOF on fd 5 and
+    leave.
 
     Throttling.  throttle(reason) stops forking and listening for
     throttle_delay seconds and keeps the reason for status; a timer
@@ -108,6 +111,7 @@ class Service:
         self._busy_warn = 0.0
         self._partial = b""
         self.configure(entry, path, argv, throttle_delay, stress)
+        self.open_status_channel()
 
     def configure(
         self, entry: ServiceEntry, path: str, argv: list[str], throttle_delay: int, stress: bool

@@ -5,6 +5,9 @@ SYNOPSIS
 
     status = run(config_dir, foreground=False, ready_fd=None)
 
+    master = Master.start(config_dir, foreground=False, ready=Readiness(fd))
+    status = master.run()                   # what run() does after step 1
+
 DESCRIPTION
     run() is Postfix's master(8) after its -w fork (control.py detaches
     first, or stays in the foreground for start-fg).  In order:
@@ -83,6 +86,7 @@ import signal
 import socket
 import time
 import traceback
+from typing import NoReturn
 
 from master import listen, privs, proto
 from master.avail import Service
@@ -106,7 +110,7 @@ from master.log import log_init, msg_error, msg_fatal, msg_info, msg_warn
 from master.mastercf import ServiceEntry
 from master.spawn import Spawner
 
-__all__ = ["Master", "run", "version"]
+__all__ = ["Master", "Readiness", "init_environment", "init_logging", "run", "version"]
 
 STOP_WAIT = 5.0
 KILL_WAIT = 5.0
@@ -126,123 +130,143 @@ def version() -> str:
         return "unknown"
 
 
+def init_logging(config: Config, foreground: bool) -> None:
+    """Log as main.cf says (and on stderr in the foreground)."""
+    log_init(
+        "master",
+        syslog_name=config.get("syslog_name"),
+        facility=config.get("syslog_facility"),
+        maillog_file=config.get("maillog_file"),
+        stderr=foreground,
+    )
+
+
+def init_environment(config: Config) -> None:
+    """import_environment, then what every child needs (reference 4.4)."""
+    keep: dict[str, str] = {}
+    for item in config.get_list("import_environment"):
+        name, eq, value = item.partition("=")
+        if eq:
+            keep[name] = value
+        elif name in os.environ:
+            keep[name] = os.environ[name]
+    os.environ.clear()
+    os.environ.update(keep)
+    os.environ[proto.ENV_MAIL_CONFIG] = config.config_dir
+    os.environ[proto.ENV_MAIL_LOGTAG] = config.get("syslog_name")
+    if config.get("maillog_file"):
+        queue = config.get("queue_directory")
+        os.environ["POSTLOG_SERVICE"] = os.path.join(queue, "public", "postlog")
+        os.environ["POSTLOG_HOSTNAME"] = config.get("myhostname") or socket.gethostname()
+
+
 # The master --------------------------------------------------------------
 
 
-class Master:
-    """One resident master; see the module docstring for the steps."""
+class Readiness:
+    """The pipe to `minipostfix start`: one NUL byte once listening, or the fatal error."""
 
-    def __init__(self, config_dir: str, foreground: bool, ready_fd: int | None) -> None:
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def tell(self, data: bytes) -> None:
+        """Write data and close the pipe; nothing after the first call, or without a pipe."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.fd, data)
+                os.close(self.fd)
+            self.fd = None
+
+    def fatal(self, text: str) -> NoReturn:
+        """Log a fatal startup error, tell `minipostfix start`, exit 1."""
+        self.tell(f"fatal: {text}\n".encode())
+        msg_fatal(text)
+
+
+class Master:
+    """One resident master; see the module docstring for the steps.
+
+    Master.start() reads the configuration, prepares the instance on disk
+    and then builds the master whole: a Master always has its
+    configuration, mail_owner, event loop and spawner.
+    """
+
+    def __init__(
+        self,
+        config_dir: str,
+        config: Config,
+        owner: Owner,
+        *,
+        foreground: bool,
+        ready: Readiness,
+        lock_fds: list[int],
+    ) -> None:
         self.config_dir = config_dir
+        self.config = config
+        self.owner = owner
         self.foreground = foreground
-        self.ready_fd = ready_fd
-        self.config: Config | None = None
-        self.owner: Owner | None = None
+        self.ready = ready
+        self.lock_fds = lock_fds
+        self.loop = EventLoop()
+        self.loop.set_watchdog(WATCHDOG_TIME)
+        self.spawner = Spawner(self.loop, dict(os.environ), foreground=foreground)
         self.services: dict[tuple[str, str], Service] = {}
         self.wakeups: dict[Service, object] = {}
         self.condwake: set[Service] = set()
         self.addresses: dict[Service, list] = {}
-        self.lock_fds: list[int] = []
-        self.loop: EventLoop | None = None
-        self.spawner: Spawner | None = None
         self.started = time.time()
         self.hup = False
         self.stop_signal = 0
         self.last_publish = 0.0
         self.last_state = ""
-        self.publish_timer = None
+        self.publish_timer: object | None = None
 
     # Startup -------------------------------------------------------------
 
-    def fatal(self, text: str) -> None:
-        """Log a fatal startup error, tell `minipostfix start`, exit 1."""
-        self.tell_ready(f"fatal: {text}\n".encode())
-        msg_fatal(text)
-
-    def tell_ready(self, data: bytes) -> None:
-        if self.ready_fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(self.ready_fd, data)
-                os.close(self.ready_fd)
-            self.ready_fd = None
-
-    def start(self) -> None:
+    @classmethod
+    def start(cls, config_dir: str, *, foreground: bool, ready: Readiness) -> Master:
+        """Steps 2 to 6 of the module docstring; a startup error is fatal (exit 1)."""
         try:
-            config, entries = read_configuration(self.config_dir)
-            self.config = config
-            self.init_logging()
-            self.owner = lookup_owner(config)
-            self.init_environment()
-            make_directories(layout(config, self.owner))
+            config, entries = read_configuration(config_dir)
+            init_logging(config, foreground)
+            owner = lookup_owner(config)
+            init_environment(config)
+            make_directories(layout(config, owner))
             os.chdir(config.get("queue_directory"))
-            self.lock_fds.append(lock_pid_file(PID_FILE))
-            with self.as_owner():
+            lock_fds = [lock_pid_file(PID_FILE)]
+            with privs.saved_eugid(owner.uid, owner.gid):
                 data_lock = os.path.join(config.get("data_directory"), DATA_LOCK)
-                self.lock_fds.append(lock_pid_file(data_lock))
+                lock_fds.append(lock_pid_file(data_lock))
         except ConfigError as err:
-            self.fatal(str(err))
+            ready.fatal(str(err))
         except OSError as err:
-            self.fatal(f"{err.filename or 'startup'}: {err.strerror}")
-        self.loop = EventLoop()
-        self.loop.set_watchdog(WATCHDOG_TIME)
-        self.spawner = Spawner(self.loop, dict(os.environ), foreground=self.foreground)
+            ready.fatal(f"{err.filename or 'startup'}: {err.strerror}")
+        master = cls(
+            config_dir, config, owner, foreground=foreground, ready=ready, lock_fds=lock_fds
+        )
         try:
             for entry in entries:
-                self.start_service(entry)
+                master.start_service(entry)
         except OSError as err:
-            self.fatal(f"service startup: {err.strerror}")
+            ready.fatal(f"service startup: {err.strerror}")
         for signum in (signal.SIGHUP, signal.SIGCHLD, *STOP_SIGNALS):
-            self.loop.on_signal(signum, self.record_signal)
-        self.loop.ignore_signal(signal.SIGPIPE)
+            master.loop.on_signal(signum, master.record_signal)
+        master.loop.ignore_signal(signal.SIGPIPE)
         msg_info(f"daemon started -- version {version()}, configuration {config.config_dir}")
-        self.tell_ready(b"\0")
-        for service in self.services.values():
-            self.wakeup_init(service)
-        self.publish_state(force=True)
-
-    def init_logging(self) -> None:
-        cfg = self.config
-        assert cfg is not None
-        log_init(
-            "master",
-            syslog_name=cfg.get("syslog_name"),
-            facility=cfg.get("syslog_facility"),
-            maillog_file=cfg.get("maillog_file"),
-            stderr=self.foreground,
-        )
-
-    def init_environment(self) -> None:
-        """import_environment, then what every child needs (reference 4.4)."""
-        cfg = self.config
-        assert cfg is not None
-        keep: dict[str, str] = {}
-        for item in cfg.get_list("import_environment"):
-            name, eq, value = item.partition("=")
-            if eq:
-                keep[name] = value
-            elif name in os.environ:
-                keep[name] = os.environ[name]
-        os.environ.clear()
-        os.environ.update(keep)
-        os.environ[proto.ENV_MAIL_CONFIG] = cfg.config_dir
-        os.environ[proto.ENV_MAIL_LOGTAG] = cfg.get("syslog_name")
-        if cfg.get("maillog_file"):
-            queue = cfg.get("queue_directory")
-            os.environ["POSTLOG_SERVICE"] = os.path.join(queue, "public", "postlog")
-            os.environ["POSTLOG_HOSTNAME"] = cfg.get("myhostname") or socket.gethostname()
+        ready.tell(b"\0")
+        for service in master.services.values():
+            master.wakeup_init(service)
+        master.publish_state(force=True)
+        return master
 
     def as_owner(self) -> contextlib.AbstractContextManager:
-        owner = self.owner
-        assert owner is not None
-        return privs.saved_eugid(owner.uid, owner.gid)
+        return privs.saved_eugid(self.owner.uid, self.owner.gid)
 
     # Services ------------------------------------------------------------
 
     def service_args(self, entry: ServiceEntry, listen_count: int) -> tuple[str, list[str], bool]:
         """The program path, argv and stress flag of a service's children."""
-        cfg = self.config
-        assert cfg is not None
-        path = os.path.join(cfg.get("daemon_directory"), entry.command)
+        path = os.path.join(self.config.get("daemon_directory"), entry.command)
         stress = entry.type == "inet" and entry.maxproc > 1 and not self._loopback_only(entry)
         argv = proto.child_argv(
             entry.command,
@@ -264,31 +288,34 @@ class Master:
             return False  # unresolvable now; open_listeners() reports it
         return all(a[0].startswith("127.") or a[0] == "::1" for a in addrs)
 
-    def configure(self, service: Service, entry: ServiceEntry) -> None:
-        """Give a new or kept service its settings from master.cf and main.cf."""
-        assert self.config is not None
+    def start_service(self, entry: ServiceEntry) -> Service:
+        """A new service: its listeners, then the service built with its settings, listening."""
+        fds = listen.open_listeners(entry, self.config, self.as_owner)
+        path, argv, stress = self.service_args(entry, len(fds))
+        throttle = self.config.get_time("service_throttle_time")
+        service = Service(entry, path, argv, fds, self.loop, throttle, stress)
+        self.addresses[service] = listen.listener_addresses(fds) if entry.type == "inet" else []
+        self.services[entry.identity] = service
+        self.watch(service, entry)
+        return service
+
+    def reconfigure(self, service: Service, entry: ServiceEntry) -> None:
+        """A kept service after reload: the new settings and a fresh status channel."""
         path, argv, stress = self.service_args(entry, len(service.listen_fds))
         throttle = self.config.get_time("service_throttle_time")
         service.configure(entry, path, argv, throttle, stress)
         service.open_status_channel()
+        self.watch(service, entry)
+
+    def watch(self, service: Service, entry: ServiceEntry) -> None:
+        """Listen as the service's state allows; a conditional wake-up waits for a child."""
         service.update_listen()
         self.condwake.discard(service)
         if entry.wakeup and entry.wakeup_conditional:
             self.condwake.add(service)
 
-    def start_service(self, entry: ServiceEntry) -> Service:
-        """Listeners, status channel and listen policy of a new service."""
-        assert self.config is not None and self.loop is not None
-        fds = listen.open_listeners(entry, self.config, self.as_owner)
-        service = Service(entry, "", [], fds, self.loop, 0)
-        self.addresses[service] = listen.listener_addresses(fds) if entry.type == "inet" else []
-        self.services[entry.identity] = service
-        self.configure(service, entry)
-        return service
-
     def stop_service(self, service: Service) -> None:
         """A service removed by reload: TERM its children, close its endpoints."""
-        assert self.spawner is not None
         service.removed = True
         self.wakeup_cancel(service)
         service.update_listen()
@@ -305,11 +332,9 @@ class Master:
             self.wakeup_event(service)
 
     def wakeup_cancel(self, service: Service) -> None:
-        assert self.loop is not None
         self.loop.cancel_timer(self.wakeups.pop(service, None))
 
     def wakeup_event(self, service: Service) -> None:
-        assert self.loop is not None
         if not service.throttled:
             try:
                 listen.send_wakeup(
@@ -330,7 +355,6 @@ class Master:
             self.stop_signal = self.stop_signal or signum
 
     def run(self) -> int:
-        assert self.loop is not None
         while True:
             self.loop.run_once(None)
             self.reap_children()
@@ -341,18 +365,15 @@ class Master:
             self.publish_state()
 
     def reap_children(self) -> None:
-        assert self.spawner is not None
         self.spawner.reap()
 
     def start_wanted(self) -> None:
-        assert self.spawner is not None
         for service in list(self.services.values()):
             if service.wanted and self.spawner.spawn(service) and service in self.condwake:
                 self.condwake.discard(service)
                 self.wakeup_init(service)
 
     def stop_if_asked(self) -> bool:
-        assert self.spawner is not None
         signum = self.stop_signal
         if not signum:
             return False
@@ -381,21 +402,21 @@ class Master:
         except ConfigError as err:
             msg_error(f"reload: {err}; keeping the running configuration")
             return
-        old = self.config
-        assert old is not None
+        kept = []
         for name in RESTART_ONLY:
-            if config.get(name) != old.get(name):
+            if config.get(name) != self.config.get(name):
                 msg_warn(f"ignoring {name} parameter value change")
                 msg_warn(f"to change {name}, stop and start minipostfix")
-                config.values[name] = old.get(name)
+                kept.append((name, self.config.get(name)))
+        if kept:
+            config = config.with_overrides(kept, origin="kept from the running configuration")
         self.config = config
-        self.init_logging()
+        init_logging(config, self.foreground)
         os.environ[proto.ENV_MAIL_LOGTAG] = config.get("syslog_name")
         self.apply_plan(entries)
         self.publish_state(force=True)
 
     def apply_plan(self, entries: list[ServiceEntry]) -> None:
-        assert self.config is not None and self.spawner is not None
         self.spawner.env = dict(os.environ)
         wanted = {entry.identity: entry for entry in entries}
         for identity, service in list(self.services.items()):
@@ -414,7 +435,7 @@ class Master:
             else:
                 self.check_interfaces(service, entry)
                 self.wakeup_cancel(service)
-                self.configure(service, entry)
+                self.reconfigure(service, entry)
             self.wakeup_init(service)
 
     def check_interfaces(self, service: Service, entry: ServiceEntry) -> None:
@@ -433,7 +454,6 @@ class Master:
 
     def publish_state(self, force: bool = False) -> None:
         """Rewrite pid/master.state when it changed, at most once a second."""
-        assert self.loop is not None and self.spawner is not None
         now = time.monotonic()
         if not force and now - self.last_publish < PUBLISH_INTERVAL:
             if self.publish_timer is None:
@@ -469,16 +489,14 @@ def run(config_dir: str, *, foreground: bool = False, ready_fd: int | None = Non
     # everything (a syslog or maillog fd closed under it could be reused by a
     # listener); until main.cf is read, log to stderr only (/dev/null detached).
     log_init("master", maillog_file="/dev/stderr")
-    ready_fd = reserve_fds(ready_fd)
+    ready = Readiness(reserve_fds(ready_fd))
     os.umask(0o077)
-    master = Master(config_dir, foreground, ready_fd)
     try:
-        master.start()
-        return master.run()
+        return Master.start(config_dir, foreground=foreground, ready=ready).run()
     except SystemExit:
         raise
     except Exception as err:  # the top of the loop: log once, exit 1
         for line in traceback.format_exc().rstrip().splitlines():
             msg_error(line)
-        master.tell_ready(f"fatal: unexpected error: {err}; see the log\n".encode())
+        ready.tell(f"fatal: unexpected error: {err}; see the log\n".encode())
         return 1

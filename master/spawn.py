@@ -6,7 +6,7 @@ SYNOPSIS
 
     spawner = Spawner(loop, env, foreground=False)
     service = Service(entry, path, argv, listen_fds, loop, throttle_delay)
-    service.open_status_channel(); service.update_listen()
+    service.update_listen()
     if service.can_spawn(): spawner.spawn(service)
     spawner.reap()                      # after SIGCHLD was recorded
     spawner.signal_service(service, signal.SIGTERM)

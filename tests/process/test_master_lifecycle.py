@@ -242,6 +242,19 @@ def test_master_fatal_error_reaches_start(inst):
     inst.wait_for(lambda: not inst.processes(), "failed master to be gone")
 
 
+def test_reload_keeps_inet_protocols_until_a_restart(inst):
+    inst.cli("start").check()
+    pid = inst.master_pid()
+    inst.write_main_cf(inet_protocols="ipv4")
+    inst.cli("reload").check()
+    inst.wait_log("warning: ignoring inet_protocols parameter value change")
+    inst.wait_log("warning: to change inet_protocols, stop and start minipostfix")
+    inst.wait_log("reload -- version")
+    assert ask(inst)[2] == b"ping"
+    assert inst.master_pid() == pid
+    inst.cli("stop").check()
+
+
 def test_bad_config_on_hup_keeps_the_running_one(inst):
     inst.cli("start").check()
     pid = inst.master_pid()

@@ -51,7 +51,6 @@ def make_service(loop: EventLoop, line: str, path: str = "/bin/true", **kw) -> S
     a, b = socket.socketpair()
     service = Service(entry, path, [entry.command], [a.detach()], loop, kw.get("throttle", 60))
     service._peer = b  # the test's end of the listener pair, closed by the fixture owner
-    service.open_status_channel()
     return service
 
 
