@@ -177,12 +177,16 @@ class ServerContext:
     gid: int | None
     queue_directory: str
     data_directory: str
-    listeners: list[socket.socket] = field(default_factory=list)
+    listeners: list[socket.socket]
+    status_fd: int | None  # fd 5, None with -S
+    pre_exit: Hook | None
     use_count: int = 0
     status: StatusChannel = field(init=False)
-    pre_exit: Hook | None = None
     _idle_timer: Any = None
     _exiting: bool = False
+
+    def __post_init__(self) -> None:
+        self.status = StatusChannel(self.status_fd, os.getpid(), self.generation, self.master_gone)
 
     def exit(self, status: int = 0) -> NoReturn:
         """Run pre_exit (once) and leave with `status`."""
@@ -231,8 +235,8 @@ def server_main(
     """Start up as described in the module docstring, run serve(ctx), exit."""
     events = EventLoop()
     try:
-        ctx = _start(list(sys.argv if argv is None else argv), events, params, solitary, transports)
-        ctx.pre_exit = pre_exit
+        args = list(sys.argv if argv is None else argv)
+        ctx = _start(args, events, params, solitary, transports, pre_exit)
         if pre_init is not None:
             pre_init(ctx)
         _enter_jail(ctx)
@@ -301,6 +305,7 @@ def _start(
     params: Sequence[Param],
     solitary: bool,
     transports: Sequence[str],
+    pre_exit: Hook | None,
 ) -> ServerContext:
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):
         events.ignore_signal(signum)
@@ -326,6 +331,7 @@ def _start(
         msg_fatal(f"bad generation: {os.environ.get(proto.ENV_GENERATION)}")
     values = _read_params(config, params)
     uid, gid = _mail_owner(values["mail_owner"])
+    listeners = [] if opts.stdin_client else _check_fds(opts)
     ctx = ServerContext(
         config=config,
         options=opts,
@@ -342,9 +348,10 @@ def _start(
         gid=gid,
         queue_directory=values["queue_directory"],
         data_directory=values["data_directory"],
+        listeners=listeners,
+        status_fd=None if opts.stdin_client else proto.MASTER_STATUS_FD,
+        pre_exit=pre_exit,
     )
-    status_fd = None if opts.stdin_client else _check_fds(ctx)
-    ctx.status = StatusChannel(status_fd, os.getpid(), generation, ctx.master_gone)
     if log.msg_verbose:
         msg_info("daemon started")
     try:
@@ -423,14 +430,15 @@ def _mail_owner(name: str) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _check_fds(ctx: ServerContext) -> int:
-    """fd 5 must be open and fds 6.. must be sockets; wrap the listeners."""
+def _check_fds(opts: proto.ChildOptions) -> list[socket.socket]:
+    """fd 5 must be open and fds 6.. must be sockets; the listeners, wrapped."""
     hint = "start this program through the master (master.cf), or use -S"
     try:
         os.fstat(proto.MASTER_STATUS_FD)
     except OSError:
         msg_fatal(f"status channel (fd {proto.MASTER_STATUS_FD}) is not open: {hint}")
-    for fd in range(proto.MASTER_LISTEN_FD, proto.MASTER_LISTEN_FD + ctx.options.listen_count):
+    listeners = []
+    for fd in range(proto.MASTER_LISTEN_FD, proto.MASTER_LISTEN_FD + opts.listen_count):
         try:
             mode = os.fstat(fd).st_mode
         except OSError:
@@ -439,8 +447,8 @@ def _check_fds(ctx: ServerContext) -> int:
             msg_fatal(f"listener (fd {fd}) is not a socket: {hint}")
         listener = socket.socket(fileno=fd)
         listener.setblocking(False)
-        ctx.listeners.append(listener)
-    return proto.MASTER_STATUS_FD
+        listeners.append(listener)
+    return listeners
 
 
 def _enter_jail(ctx: ServerContext) -> None:
