@@ -110,7 +110,7 @@ from master.log import log_init, msg_error, msg_fatal, msg_info, msg_warn
 from master.mastercf import ServiceEntry
 from master.spawn import Spawner
 
-__all__ = ["Master", "Readiness", "init_environment", "init_logging", "run", "version"]
+__all__ = ["Master", "Readiness", "run", "version"]
 
 STOP_WAIT = 5.0
 KILL_WAIT = 5.0
@@ -130,7 +130,7 @@ def version() -> str:
         return "unknown"
 
 
-def init_logging(config: Config, foreground: bool) -> None:
+def _init_logging(config: Config, foreground: bool) -> None:
     """Log as main.cf says (and on stderr in the foreground)."""
     log_init(
         "master",
@@ -141,7 +141,7 @@ def init_logging(config: Config, foreground: bool) -> None:
     )
 
 
-def init_environment(config: Config) -> None:
+def _init_environment(config: Config) -> None:
     """import_environment, then what every child needs (reference 4.4)."""
     keep: dict[str, str] = {}
     for item in config.get_list("import_environment"):
@@ -198,14 +198,12 @@ class Master:
         owner: Owner,
         *,
         foreground: bool,
-        ready: Readiness,
         lock_fds: list[int],
     ) -> None:
         self.config_dir = config_dir
         self.config = config
         self.owner = owner
         self.foreground = foreground
-        self.ready = ready
         self.lock_fds = lock_fds
         self.loop = EventLoop()
         self.loop.set_watchdog(WATCHDOG_TIME)
@@ -228,9 +226,9 @@ class Master:
         """Steps 2 to 6 of the module docstring; a startup error is fatal (exit 1)."""
         try:
             config, entries = read_configuration(config_dir)
-            init_logging(config, foreground)
+            _init_logging(config, foreground)
             owner = lookup_owner(config)
-            init_environment(config)
+            _init_environment(config)
             make_directories(layout(config, owner))
             os.chdir(config.get("queue_directory"))
             lock_fds = [lock_pid_file(PID_FILE)]
@@ -241,9 +239,7 @@ class Master:
             ready.fatal(str(err))
         except OSError as err:
             ready.fatal(f"{err.filename or 'startup'}: {err.strerror}")
-        master = cls(
-            config_dir, config, owner, foreground=foreground, ready=ready, lock_fds=lock_fds
-        )
+        master = cls(config_dir, config, owner, foreground=foreground, lock_fds=lock_fds)
         try:
             for entry in entries:
                 master.start_service(entry)
@@ -411,7 +407,7 @@ class Master:
         if kept:
             config = config.with_overrides(kept, origin="kept from the running configuration")
         self.config = config
-        init_logging(config, self.foreground)
+        _init_logging(config, self.foreground)
         os.environ[proto.ENV_MAIL_LOGTAG] = config.get("syslog_name")
         self.apply_plan(entries)
         self.publish_state(force=True)
