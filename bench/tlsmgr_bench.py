@@ -38,7 +38,8 @@ DESCRIPTION
     --scale   on fresh real/ours instances: lookup rate (8 connections) with 1,000 cached
               entries, then with --scale-entries (1,000,000) of --session-size bytes, and the
               tlsmgr's VmRSS/VmHWM from /proc/PID/status and the cache file's size (ours
-              runs with tls_session_cache_max_entries = 0, i.e. unlimited).
+              runs with tls_session_cache_max_entries = 0 and tls_session_cache_size_limit
+              = 0, i.e. unlimited).
     --scan    on fresh real/ours instances with smtp_tls_session_cache_timeout = 120s (the
               minimum): --scan-entries victims are stored at start; the scan that runs at
               tlsmgr start + 240 s finds them expired and deletes them. Lookups (8 connections,
@@ -793,7 +794,8 @@ def scenario(
     for label in labels:
         if label in report["skipped"] or label == "null":
             continue
-        ours_extra = {"tls_session_cache_max_entries": "0"} if label == "ours" else {}
+        unlimited = {"tls_session_cache_max_entries": "0", "tls_session_cache_size_limit": "0"}
+        ours_extra = unlimited if label == "ours" else {}
         try:
             with make_instance(label, binaries, args, {**extra, **ours_extra}) as inst:
                 log(f"{name}: {label}")

@@ -274,6 +274,7 @@ class Tlsmgr:
                 spec.database,
                 timeout=spec.timeout,
                 max_entries=cfg.get_int("tls_session_cache_max_entries"),
+                max_bytes=cfg.get_int("tls_session_cache_size_limit"),
                 data_directory=ctx.data_directory,
                 mail_owner=ctx.mail_owner,
                 mail_owner_uid=_owner_uid(ctx),

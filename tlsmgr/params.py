@@ -6,11 +6,12 @@ SYNOPSIS
 DESCRIPTION
     PARAMS are the main.cf parameters named in tlsmgr(8), with Postfix
     3.7's defaults and bounds, plus minipostfix's own
-    tls_session_cache_max_entries (tlsmgr(8) BUGS: nothing bounded the
-    number of cache entries) and tls_session_ticket_secret_file (ticket
-    keys shared by several hosts, docs/cluster.md).  `minipostconf -d` finds this table through
-    the `minipostfix.params` entry point group, so master/ never imports
-    tlsmgr/.
+    tls_session_cache_max_entries and tls_session_cache_size_limit
+    (tlsmgr(8) BUGS: nothing bounded the number of cache entries or the
+    size of the cache files) and tls_session_ticket_secret_file (ticket
+    keys shared by several hosts, docs/cluster.md).  `minipostconf -d`
+    finds this table through the `minipostfix.params` entry point group,
+    so master/ never imports tlsmgr/.
 
     CACHE_TABLE mirrors cache_table[] in Postfix's tlsmgr.c: one row per
     cache type with the names of its database, timeout and loglevel
@@ -95,6 +96,14 @@ PARAMS: tuple[Param, ...] = (
         0,
         doc="minipostfix: most entries per session cache; the oldest are evicted. "
         "0 means unlimited (Postfix's behaviour).",
+    ),
+    Param(
+        "tls_session_cache_size_limit",
+        "1073741824",
+        "long",
+        0,
+        doc="minipostfix: most bytes of entries (cache_id and stored value) per session "
+        "cache; the oldest are evicted. 0 means unlimited.",
     ),
     Param(
         "tls_session_ticket_secret_file",

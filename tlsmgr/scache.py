@@ -1,18 +1,18 @@
-"""One TLS session cache: entries as Postfix stores them, expiry, cleanup scan, size bound.
+"""One TLS session cache: entries as Postfix stores them, expiry, cleanup scan, size bounds.
 
 SYNOPSIS
     from tlsmgr import scache
 
     cache = scache.SessionCache.open(
         "smtp", "btree:/var/lib/postfix/smtp_scache", timeout=3600,
-        max_entries=100000, data_directory="/var/lib/postfix",
+        max_entries=100000, max_bytes=1 << 30, data_directory="/var/lib/postfix",
         mail_owner="postfix", mail_owner_uid=uid)
     cache.lookup(cache_id, now) -> bytes | None
     cache.update(cache_id, session, now)
     cache.delete(cache_id) -> bool
     cache.start_cleanup(now)                  # from a timer, every `timeout` s
     cache.cleanup_step(now, budget=1) -> bool # from the loop hook; True = more to do
-    cache.stats() -> {"entries", "hits", "misses", "evictions", "expired"}
+    cache.stats() -> {"entries", "bytes", "hits", "misses", "evictions", "expired"}
     cache.flush(); cache.close()
 
     scache.encode_entry(saved_at, session) -> bytes
@@ -21,12 +21,12 @@ SYNOPSIS
 DESCRIPTION
     Files.  A cache named `type:path` (type hash or btree; without a
     prefix, default_database_type) lives in the Berkeley DB file
-    `path.db`.  With max_entries > 0 a second file, `path.age.db`, a
-    btree keyed by big-endian saved_at + key, finds the oldest entry
-    without holding keys in memory.  Both are created or truncated at
-    open (dbhash.Table.create: exclusive flock, mode 0600), by the
-    caller's effective uid/gid: tlsmgr opens them as mail_owner, in
-    pre-init, inside master.privs.saved_eugid().  Before that the path
+    `path.db`.  With max_entries > 0 or max_bytes > 0 a second file,
+    `path.age.db`, a btree keyed by big-endian saved_at + key, finds the
+    oldest entry without holding keys in memory.  Both are created or
+    truncated at open (dbhash.Table.create: exclusive flock, mode 0600),
+    by the caller's effective uid/gid: tlsmgr opens them as mail_owner,
+    in pre-init, inside master.privs.saved_eugid().  Before that the path
     goes through redirect.redirect_database() (Postfix's
     data_redirect_map(): a file whose folder exists and is not owned by
     mail_owner is moved into data_directory under its own name, with two
@@ -43,12 +43,20 @@ DESCRIPTION
     lookup: a hit returns the session; an entry with saved_at + timeout
     < now (strictly) is expired; an expired, truncated (< 16 hex digits)
     or malformed entry is deleted and reported as a miss.
-    update: stores with saved_at = now, replacing any old entry; at the
-    size bound the oldest entries (by saved_at) are evicted
-    (decisions 20; tlsmgr(8) BUGS said nothing bounded the cache).
+    update: stores with saved_at = now, replacing any old entry.
     delete: True when the entry was there and was deleted, or when it is
     the entry the cleanup scan stands on (then it is kept, as Postfix
     does); False when it was not there.
+
+    Bounds (tlsmgr(8) BUGS: nothing bounded a cache).  After an update
+    that takes the cache over max_entries entries or max_bytes bytes (0:
+    no bound), the oldest entries by saved_at are evicted until it fits,
+    never the entry just written.  `bytes` counts what the entries hold:
+    key + value as stored (cache_id + 1 + 2 x (8 + session) + 1), not
+    Berkeley DB's page overhead.  The count is kept exact by every path
+    that adds or removes an entry (update, overwrite, delete, expiry,
+    the scan's delete-behind, eviction): no scan, no memory that grows
+    with the cache; the files are empty at open, so it starts at 0.
 
     Cleanup (reference 2.6).  start_cleanup() arms a scan unless one is
     running; each cleanup_step() moves the cursor over at most `budget`
@@ -64,7 +72,8 @@ DESCRIPTION
     TLS cache entry ID: time=T [data N bytes]`, `delete smtp session
     id=ID`, `tlsmgr_cache_run_event: start TLS smtp session cache
     cleanup`, `close smtp TLS cache hash:/path`; plus minipostfix's
-    `evict smtp session id=ID: cache full (N entries)`.  Always logged:
+    `evict smtp session id=ID: cache full (N entries)` (or `N bytes`).
+    Always logged:
     the warnings `smtp TLS cache: truncated entry for ID: ...` and
     `smtp TLS cache: malformed entry for ID: ...`.
 
@@ -103,6 +112,7 @@ INDEX_TIME = ">q"  # big-endian, so that btree order is time order
 DEFAULT_CACHE_SIZE = 8 << 20
 DEFAULT_INDEX_CACHE_SIZE = 1 << 20
 INDEX_SUFFIX = ".age"
+COUNTERS = ("entries", "bytes", "hits", "misses", "evictions", "expired")
 
 __all__ = [
     "EntryError",
@@ -171,6 +181,7 @@ class SessionCache:
         *,
         timeout: int,
         max_entries: int = 0,
+        max_bytes: int = 0,
         verbose: bool = False,
         log: Any = master_log,
     ) -> None:
@@ -178,11 +189,12 @@ class SessionCache:
         self.name = name
         self.timeout = timeout
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.verbose = verbose
         self.log = log
         self._table = table
         self._index = index
-        self.counters = dict.fromkeys(("entries", "hits", "misses", "evictions", "expired"), 0)
+        self.counters = dict.fromkeys(COUNTERS, 0)
         self._cursor: dbhash.Cursor | None = None
         self._first = False
         self._cursor_key: bytes | None = None  # Postfix's saved_cursor
@@ -196,6 +208,7 @@ class SessionCache:
         *,
         timeout: int,
         max_entries: int = 0,
+        max_bytes: int = 0,
         data_directory: str,
         mail_owner: str = "postfix",
         mail_owner_uid: int,
@@ -225,7 +238,7 @@ class SessionCache:
             log.msg_info(f"open {cache_type} TLS cache {name}")
         table = dbhash.Table.create(path + ".db", kind, cache_size=cache_size, lock_wait=lock_wait)
         index = None
-        if max_entries > 0:
+        if max_entries > 0 or max_bytes > 0:
             try:
                 index = dbhash.Table.create(
                     path + INDEX_SUFFIX + ".db",
@@ -243,6 +256,7 @@ class SessionCache:
             index,
             timeout=timeout,
             max_entries=max_entries,
+            max_bytes=max_bytes,
             verbose=verbose,
             log=log,
         )
@@ -274,7 +288,7 @@ class SessionCache:
         return session
 
     def update(self, cache_id: str, session: bytes, now: float) -> None:
-        """Store session under cache_id, saved at now; evict at the bound."""
+        """Store session under cache_id, saved at now; evict at the bounds."""
         saved_at = int(now)
         if self.verbose:
             self.log.msg_info(f"put {self.label} session id={cache_id} [data {len(session)} bytes]")
@@ -283,15 +297,21 @@ class SessionCache:
                 f" [data {len(session)} bytes]"
             )
         key = _key(cache_id)
+        value = encode_entry(saved_at, session)
         old = self._table.get(key)
-        self._table.put(key, encode_entry(saved_at, session))
+        self._table.put(key, value)
+        counters = self.counters
         if old is None:
-            self.counters["entries"] += 1
+            counters["entries"] += 1
+            counters["bytes"] += len(key) + len(value)
+        else:
+            counters["bytes"] += len(value) - len(old)
         if self._index is not None:
             if old is not None:
                 self._unindex(key, old)
-            self._index.put(_INDEX_TIME.pack(saved_at) + key, b"")
-            self._evict()
+            index_key = _INDEX_TIME.pack(saved_at) + key
+            self._index.put(index_key, b"")
+            self._evict(index_key)
 
     def delete(self, cache_id: str) -> bool:
         """Delete cache_id; True if deleted or protected by the scan cursor."""
@@ -406,12 +426,16 @@ class SessionCache:
         return session
 
     def _remove(self, key: bytes, value: bytes | None = None) -> bool:
-        if self._index is not None and value is None:
+        """Delete key's entry (value: what it holds, when known) and its index key."""
+        if value is None:
             value = self._table.get(key)
+            if value is None:
+                return False
         if not self._table.delete(key):
             return False
         self.counters["entries"] -= 1
-        if self._index is not None and value is not None:
+        self.counters["bytes"] -= len(key) + len(value)
+        if self._index is not None:
             self._unindex(key, value)
         return True
 
@@ -421,29 +445,47 @@ class SessionCache:
         if saved_at is not None:
             self._index.delete(_INDEX_TIME.pack(saved_at) + key)
 
-    def _evict(self) -> None:
+    def _evict(self, newest: bytes) -> None:
+        """Delete the oldest entries, never the one just written (index key
+        `newest`), while the cache is over a bound."""
         assert self._index is not None
-        while self.counters["entries"] > self.max_entries:
-            oldest = self._index.first()
-            if oldest is None:
-                return
-            index_key = oldest[0]
-            key = index_key[TIME_SIZE:]
-            self._index.delete(index_key)
-            value = self._table.get(key)
-            # Sanity check: evict only the entry this index key describes.
-            if value is None or _saved_at(value) != _INDEX_TIME.unpack_from(index_key)[0]:
-                continue
+        if not self._over():
+            return
+        cursor = self._index.cursor()
+        try:
+            record = cursor.first()
+            while record is not None and self._over():
+                if record[0] != newest:
+                    self._evict_one(record[0])
+                record = cursor.next()
+        finally:
+            cursor.close()
+
+    def _over(self) -> bool:
+        counters = self.counters
+        return 0 < self.max_entries < counters["entries"] or 0 < self.max_bytes < counters["bytes"]
+
+    def _evict_one(self, index_key: bytes) -> None:
+        """Evict the entry an index key names, when it is still the entry the
+        key describes; delete the index key either way."""
+        assert self._index is not None
+        key = index_key[TIME_SIZE:]
+        value = self._table.get(key)
+        if value is not None and _saved_at(value) == _INDEX_TIME.unpack_from(index_key)[0]:
             if self.verbose:
-                self.log.msg_info(
-                    f"evict {self.label} session id={_id(key)}:"
-                    f" cache full ({self.max_entries} entries)"
+                full = (
+                    f"{self.max_entries} entries"
+                    if 0 < self.max_entries < self.counters["entries"]
+                    else f"{self.max_bytes} bytes"
                 )
+                self.log.msg_info(f"evict {self.label} session id={_id(key)}: cache full ({full})")
             self._table.delete(key)
             self.counters["entries"] -= 1
+            self.counters["bytes"] -= len(key) + len(value)
             self.counters["evictions"] += 1
             if key == self._cursor_key:
                 self._cursor_key, self._del_cursor = None, False
+        self._index.delete(index_key)
 
 
 def _key(cache_id: str) -> bytes:

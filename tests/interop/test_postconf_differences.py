@@ -30,14 +30,18 @@ def both(confdir, main: str, *args: str, master: str | None = None):
     return real(str(confdir), *args), mini(str(confdir), *args)
 
 
-def test_our_own_parameters_are_known(confdir):
-    theirs, ours = both(confdir, "tls_session_cache_max_entries = 5\n", "-n")
-    assert "tls_session_cache_max_entries" not in theirs[1]
-    assert "unused parameter: tls_session_cache_max_entries=5" in theirs[2]
-    assert "tls_session_cache_max_entries = 5\n" in ours[1] and ours[2] == ""
-    theirs, ours = both(confdir, "", "-d", "tls_session_cache_max_entries")
+@pytest.mark.parametrize(
+    "name, default",
+    [("tls_session_cache_max_entries", "100000"), ("tls_session_cache_size_limit", "1073741824")],
+)
+def test_our_own_parameters_are_known(confdir, name, default):
+    theirs, ours = both(confdir, f"{name} = 5\n", "-n")
+    assert name not in theirs[1]
+    assert f"unused parameter: {name}=5" in theirs[2]
+    assert f"{name} = 5\n" in ours[1] and ours[2] == ""
+    theirs, ours = both(confdir, "", "-d", name)
     assert theirs[1] == "" and "unknown parameter" in theirs[2]
-    assert ours[1] == "tls_session_cache_max_entries = 100000\n"
+    assert ours[1] == f"{name} = {default}\n"
 
 
 def test_process_name_is_ours(confdir):

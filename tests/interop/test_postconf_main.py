@@ -29,7 +29,11 @@ pytestmark = pytest.mark.postfix
 # Names whose values depend on the process that asks (see test_postconf_differences.py).
 PER_PROCESS = {"process_id", "process_name"}
 # minipostfix's own parameters (tlsmgr's rows), which Postfix's postconf does not list.
-OURS = ("tls_session_cache_max_entries =", "tls_session_ticket_secret_file =")
+OURS = (
+    "tls_session_cache_max_entries =",
+    "tls_session_cache_size_limit =",
+    "tls_session_ticket_secret_file =",
+)
 ALWAYS = ["myhostname", "mydomain", "myorigin", "mynetworks", "relay_domains"]
 
 

@@ -3,7 +3,7 @@
 SYNOPSIS
     from support.caches import TIMEOUT, open_cache
 
-    cache = open_cache(folder, name="smtp", kind="hash", max_entries=0, log=log)
+    cache = open_cache(folder, name="smtp", kind="hash", max_entries=0, max_bytes=0, log=log)
     ...
     cache.close()
 
@@ -36,6 +36,7 @@ def open_cache(
     file: str | None = None,
     timeout: int = TIMEOUT,
     max_entries: int = 0,
+    max_bytes: int = 0,
     verbose: bool = False,
     log: Any = None,
     **sizes: int,
@@ -46,6 +47,7 @@ def open_cache(
         f"{kind}:{folder}/{file or name + '_scache'}",
         timeout=timeout,
         max_entries=max_entries,
+        max_bytes=max_bytes,
         data_directory=folder,
         mail_owner_uid=os.geteuid(),
         verbose=verbose,

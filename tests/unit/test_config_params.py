@@ -13,7 +13,11 @@ DIFFERENT = {
     "myhostname": "computed on the host; the row's empty text is never used",
 }
 # Rows that are minipostfix's own (no Postfix parameter of that name).
-OURS = {"tls_session_cache_max_entries", "tls_session_ticket_secret_file"}
+OURS = {
+    "tls_session_cache_max_entries",
+    "tls_session_cache_size_limit",
+    "tls_session_ticket_secret_file",
+}
 TYPES = {"str", "int", "long", "time", "bool", "list"}
 
 

@@ -83,8 +83,8 @@ def test_d_lists_postfix_defaults_and_every_daemons_rows(confdir):
     assert status == 0 and err == "" and names == sorted(names)
     assert "relayhost =" in out.splitlines() and "virtual_maps" not in names
     assert "tls_session_cache_max_entries = 100000" in out.splitlines()  # tlsmgr's entry point
-    # 831 built-ins (empty master.cf) + tlsmgr's own rows: max_entries, ticket secret file
-    assert len(names) == 833
+    # 831 built-ins (empty master.cf) + tlsmgr's own rows: max_entries, size_limit, secret file
+    assert len(names) == 834
 
 
 def test_service_defined_names_follow_master_cf(confdir):

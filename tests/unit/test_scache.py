@@ -80,7 +80,14 @@ def test_update_lookup_delete(cache):
     assert cache.delete("id") is True
     assert cache.delete("id") is False
     assert cache.lookup("id", T0) is None
-    assert cache.stats() == {"entries": 1, "hits": 2, "misses": 2, "evictions": 0, "expired": 0}
+    assert cache.stats() == {
+        "entries": 1,
+        "bytes": len(b"empty\0") + len(encode_entry(T0, b"")),
+        "hits": 2,
+        "misses": 2,
+        "evictions": 0,
+        "expired": 0,
+    }
 
 
 def test_expiry_is_strict(cache):
