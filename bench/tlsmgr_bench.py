@@ -47,11 +47,12 @@ DESCRIPTION
               reported overall and per 250 ms slice. tlsmgr's CPU use in the 2 idle seconds after
               the window says whether the scan was still running. Takes about 4.5 min per
               instance.
-    --flood   on fresh real/ours instances: a 64 KiB session is stored; --flood-conns (10)
-              connections each send 64 KiB of pipelined lookups of it (1,524 requests whose
-              replies come to 133 MB) and never read; meanwhile one well-behaved connection
-              does lookups for --duration seconds: its rate, p50, p99 and max, how many
-              flooders had been answered at all, and the tlsmgr's VmRSS/VmHWM. Postfix's
+    --flood   on fresh real/ours instances: a 32 KiB session (the largest our caches store)
+              is stored; --flood-conns (10) connections each send 64 KiB of pipelined lookups
+              of it (1,524 requests whose replies come to 67 MB) and never read; meanwhile one
+              well-behaved connection does lookups for --duration seconds: its rate, p50, p99
+              and max, how many flooders had been answered at all, and the tlsmgr's
+              VmRSS/VmHWM. Postfix's
               tlsmgr answers the first request of a read and drops the rest, and it writes
               with blocking I/O: a flooder that never reads may stall it (the run then
               reports the load generator's timeout as an error).
@@ -120,6 +121,7 @@ from support.instance import (
 )
 from support.postfix import SBIN
 from support.sockets import connectable
+from tlsmgr.scache import MAX_SESSION
 
 BENCH = Path(__file__).resolve().parent
 SOURCES = {"loadgen": BENCH / "loadgen.c", "nullserver": BENCH / "nullserver.c"}
@@ -127,7 +129,7 @@ CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-pthread"]
 MAIL_OWNER = "postfix"
 TLSMGR_BENCH_LINE = "tlsmgr unix - - n 1000? 1 tlsmgr\n"
 SCAN_TIMEOUT = 120  # Postfix raises any smaller positive cache timeout to 120 s
-FLOOD_SESSION = 65536  # the largest session a request can carry
+FLOOD_SESSION = MAX_SESSION  # the largest session our tlsmgr stores (Postfix's stores any)
 
 
 class Skip(Exception):
@@ -504,7 +506,7 @@ def flood_connect(inst: Server) -> socket.socket:
 
 def run_flood(inst: Server, loader: Loader, args: argparse.Namespace) -> dict:
     """A well-behaved client's lookups while --flood-conns connections have each sent 64 KiB
-    of pipelined lookups of a 64 KiB session and read nothing."""
+    of pipelined lookups of a FLOOD_SESSION-byte session and read nothing."""
     out: dict = {"flooders": args.flood_conns, "session_size": FLOOD_SESSION}
     loader.populate(inst, args.ids)
     big = os.urandom(FLOOD_SESSION)

@@ -8,12 +8,14 @@ SYNOPSIS
         max_entries=100000, max_bytes=1 << 30, data_directory="/var/lib/postfix",
         mail_owner="postfix", mail_owner_uid=uid)
     cache.lookup(cache_id, now) -> bytes | None
-    cache.update(cache_id, session, now)
+    cache.update(cache_id, session, now)                # StoreError
     cache.delete(cache_id) -> bool
     cache.start_cleanup(now)                  # from a timer, every `timeout` s
     cache.cleanup_step(now, budget=1) -> bool # from the loop hook; True = more to do
-    cache.stats() -> {"entries", "bytes", "hits", "misses", "evictions", "expired"}
+    cache.stats() -> {"entries", "bytes", "hits", "misses", "evictions", "expired",
+                      "oversized"}
     cache.flush(); cache.close()
+    scache.MAX_CACHE_ID, scache.MAX_SESSION
 
     scache.encode_entry(saved_at, session) -> bytes
     scache.decode_entry(value) -> (saved_at, session)      # EntryError
@@ -48,7 +50,10 @@ DESCRIPTION
     the entry the cleanup scan stands on (then it is kept, as Postfix
     does); False when it was not there.
 
-    Bounds (tlsmgr(8) BUGS: nothing bounded a cache).  After an update
+    Bounds (tlsmgr(8) BUGS: nothing bounded a cache).  An update whose
+    cache_id is longer than MAX_CACHE_ID bytes or whose session is longer
+    than MAX_SESSION bytes is refused (StoreError, a warning, counted as
+    oversized); the entry it would have replaced stays.  After an update
     that takes the cache over max_entries entries or max_bytes bytes (0:
     no bound), the oldest entries by saved_at are evicted until it fits,
     never the entry just written.  `bytes` counts what the entries hold:
@@ -73,14 +78,15 @@ DESCRIPTION
     id=ID`, `tlsmgr_cache_run_event: start TLS smtp session cache
     cleanup`, `close smtp TLS cache hash:/path`; plus minipostfix's
     `evict smtp session id=ID: cache full (N entries)` (or `N bytes`).
-    Always logged:
-    the warnings `smtp TLS cache: truncated entry for ID: ...` and
-    `smtp TLS cache: malformed entry for ID: ...`.
+    Always logged: the warnings `smtp TLS cache: truncated entry for ID:
+    ...`, `smtp TLS cache: malformed entry for ID: ...`, and `smtp TLS
+    cache: session of N bytes (limit M) not stored` (or cache_id).
 
 DIAGNOSTICS
-    dbhash.DBError for an unsupported type and for every file or Berkeley
-    DB failure; tlsmgr treats them as fatal (its caches are truncated at
-    the next start anyway).
+    update raises service.StoreError (the reply is FAIL) for an entry
+    over a cap.  dbhash.DBError for an unsupported type and for every
+    file or Berkeley DB failure; tlsmgr treats them as fatal (its caches
+    are truncated at the next start anyway).
 
 BUGS
     Postfix's UTF-8 check (an update with a non-UTF-8 cache_id is skipped
@@ -105,6 +111,7 @@ from master import log as master_log
 from tlsmgr import dbhash
 from tlsmgr.dbhash import DBError
 from tlsmgr.redirect import redirect_database, split_database
+from tlsmgr.service import StoreError
 
 TIME_FORMAT = "<q"  # time_t on amd64
 TIME_SIZE = struct.calcsize(TIME_FORMAT)
@@ -112,7 +119,11 @@ INDEX_TIME = ">q"  # big-endian, so that btree order is time order
 DEFAULT_CACHE_SIZE = 8 << 20
 DEFAULT_INDEX_CACHE_SIZE = 1 << 20
 INDEX_SUFFIX = ".age"
-COUNTERS = ("entries", "bytes", "hits", "misses", "evictions", "expired")
+# Size caps of one entry, far above every real session (docs/tlsmgr.md, "Bounds",
+# has the measured figures): an update over either is refused.
+MAX_CACHE_ID = 1024
+MAX_SESSION = 32 * 1024
+COUNTERS = ("entries", "bytes", "hits", "misses", "evictions", "expired", "oversized")
 
 __all__ = [
     "EntryError",
@@ -288,7 +299,12 @@ class SessionCache:
         return session
 
     def update(self, cache_id: str, session: bytes, now: float) -> None:
-        """Store session under cache_id, saved at now; evict at the bounds."""
+        """Store session under cache_id, saved at now; evict at the bounds.
+
+        StoreError when the entry is over a size cap."""
+        key = _key(cache_id)
+        if len(key) > MAX_CACHE_ID + 1 or len(session) > MAX_SESSION:
+            raise self._oversized(key, session)
         saved_at = int(now)
         if self.verbose:
             self.log.msg_info(f"put {self.label} session id={cache_id} [data {len(session)} bytes]")
@@ -296,7 +312,6 @@ class SessionCache:
                 f"write {self.label} TLS cache entry {cache_id}: time={saved_at}"
                 f" [data {len(session)} bytes]"
             )
-        key = _key(cache_id)
         value = encode_entry(saved_at, session)
         old = self._table.get(key)
         self._table.put(key, value)
@@ -391,6 +406,17 @@ class SessionCache:
         finally:
             if self._index is not None:
                 self._index.close()
+
+    # Refusals ------------------------------------------------------------
+
+    def _oversized(self, key: bytes, session: bytes) -> StoreError:
+        self.counters["oversized"] += 1
+        if len(key) > MAX_CACHE_ID + 1:
+            what = f"cache_id of {len(key) - 1} bytes (limit {MAX_CACHE_ID})"
+        else:
+            what = f"session of {len(session)} bytes (limit {MAX_SESSION})"
+        self.log.msg_warn(f"{self.label} TLS cache: {what} not stored")
+        return StoreError(f"{what} not stored")
 
     # Internals -----------------------------------------------------------
 

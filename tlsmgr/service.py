@@ -56,9 +56,15 @@ DESCRIPTION
               type (plus requests.malformed), warnings.suppressed (see
               below), and per cache type
               <type>.enabled, <type>.timeout and, when enabled, the
-              store's entries, hits, misses, evictions, expired; prng.*
+              store's stats() (scache.SessionCache: entries, bytes, hits,
+              misses, evictions, expired, oversized); prng.*
               when rand has a stats() method.  minipostfix only
               (decisions 24).
+    lookup, update and delete get FAIL when the store raises StoreError,
+    such as for an update over a size cap (see scache.py).  FAIL, not
+    ERR: ERR means "not found", while FAIL is what a disabled cache
+    answers, and Postfix's smtp and smtpd ignore the status of an update
+    and treat both alike on a lookup.
     lookup, update, delete and policy on an unknown cache type: FAIL and
     `bogus cache type "X" in "NAME" request`; lookup, update and delete
     on a disabled cache: FAIL, no warning.  A malformed request (its
@@ -147,8 +153,15 @@ class Random(Protocol):
     def mix(self, data: bytes) -> None: ...
 
 
+class StoreError(Exception):
+    """A store could not do what was asked and has logged why; the reply is FAIL."""
+
+
 class SessionStore(Protocol):
-    """What the service needs from a session cache (scache.SessionCache)."""
+    """What the service needs from a session cache (scache.SessionCache).
+
+    lookup, update and delete raise StoreError when the store refuses
+    (an entry over a size cap) or cannot do it."""
 
     def lookup(self, cache_id: str, now: float) -> bytes | None: ...
 
@@ -345,7 +358,10 @@ class Service:
         slot = self._slot(request, now)
         if slot is None or slot.store is None:
             return Reply(REQ_LOOKUP, Status.FAIL)
-        session = slot.store.lookup(request.cache_id, now)
+        try:
+            session = slot.store.lookup(request.cache_id, now)
+        except StoreError:
+            return Reply(REQ_LOOKUP, Status.FAIL)
         if session is None:
             return Reply(REQ_LOOKUP, Status.ERR)
         return Reply(REQ_LOOKUP, Status.OK, session)
@@ -354,16 +370,23 @@ class Service:
         slot = self._slot(request, now)
         if slot is None or slot.store is None:
             return Reply(REQ_UPDATE, Status.FAIL)
-        slot.store.update(request.cache_id, request.session, now)
         # Security: session data is hashed into the pool and never credited.
         self.rand.mix(request.session)
+        try:
+            slot.store.update(request.cache_id, request.session, now)
+        except StoreError:
+            return Reply(REQ_UPDATE, Status.FAIL)
         return Reply(REQ_UPDATE, Status.OK)
 
     def _delete(self, request: Request, now: float) -> Reply:
         slot = self._slot(request, now)
         if slot is None or slot.store is None:
             return Reply(REQ_DELETE, Status.FAIL)
-        return Reply(REQ_DELETE, Status.OK if slot.store.delete(request.cache_id) else Status.ERR)
+        try:
+            deleted = slot.store.delete(request.cache_id)
+        except StoreError:
+            return Reply(REQ_DELETE, Status.FAIL)
+        return Reply(REQ_DELETE, Status.OK if deleted else Status.ERR)
 
     def _tktkey(self, request: Request, now: float) -> Reply:
         name = request.keyname

@@ -25,8 +25,9 @@ from support.instance import OUR_TLSMGR, MiniInstance
 from support.procs import memory_kb, socket_fds
 from support.sockets import recv_exactly
 from support.waiting import WAIT, wait_until
-from tlsmgr import attr, service
+from tlsmgr import service
 from tlsmgr.protocol import Status
+from tlsmgr.scache import MAX_SESSION
 
 pytestmark = pytest.mark.root
 
@@ -183,14 +184,14 @@ def _send(sock: socket.socket, data: bytes) -> socket.socket:
 
 
 def test_client_that_disconnects_mid_reply_does_not_disturb_others(inst):
-    big = os.urandom(48 * 1024)  # 64 KiB of base64 per reply
+    big = os.urandom(MAX_SESSION)  # the largest a cache stores: 43 KiB of base64 per reply
     other = connect(inst)
     leaver = connect(inst)
     try:
         assert ask(other, *_parts(update(b"big", big)))[0] == (b"status", OK)
         pid = inst.tlsmgr_pid()
         baseline = socket_fds(pid)
-        # 100 pipelined lookups (6.5 MB of replies); read a little, then vanish.
+        # 100 pipelined lookups (4.4 MB of replies); read a little, then vanish.
         leaver.sendall(lookup(b"big") * 100)
         assert leaver.recv(1000).startswith(b"status\0" + OK)
         # The server is not stuck writing to the leaver: others are served.
@@ -307,15 +308,16 @@ def test_client_keeps_its_connection(inst):
 
 FLOODERS = 10
 # tlsmgr's peak RSS (VmHWM) while FLOODERS connections have each sent 64 KiB of pipelined
-# lookups of a 64 KiB session and read nothing.  Each read is 1,524 lookups, whose replies
-# come to 133 MB: answered in full, ten of them took well over a gigabyte.  With flow
+# lookups of a 32 KiB session (the largest a cache stores) and read nothing.  Each read is
+# 1,524 lookups, whose replies come to 67 MB: answered in full, ten of them would take
+# about 670 MB.  With flow
 # control a connection holds at most its 256 KiB of output (plus one reply) and one read
 # of input, about 4 MB for all ten; tlsmgr itself starts at about 30 MB.  Generous: 100 MB.
 FLOOD_RSS_BOUND_KB = 100 * 1024
 
 
 def test_clients_that_pipeline_big_lookups_and_never_read_stay_bounded(inst):
-    session = os.urandom(attr.MAX_DATA)  # the largest session a request can carry
+    session = os.urandom(MAX_SESSION)  # the largest session a cache stores
     reply = b"status\0" + OK + b"\0session\0" + base64.b64encode(session) + b"\0\0"
     good = connect(inst)
     flooders: list[socket.socket] = []

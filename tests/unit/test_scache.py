@@ -87,6 +87,7 @@ def test_update_lookup_delete(cache):
         "misses": 2,
         "evictions": 0,
         "expired": 0,
+        "oversized": 0,
     }
 
 

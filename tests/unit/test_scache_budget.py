@@ -1,4 +1,4 @@
-"""tlsmgr.scache's bound in bytes: the byte budget and its exact count."""
+"""tlsmgr.scache's bounds in bytes: the byte budget, its exact count, and the size caps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 
 from support.caches import TIMEOUT, open_cache
 from support.stand_ins import Log
-from tlsmgr.scache import encode_entry
+from tlsmgr import attr
+from tlsmgr.scache import MAX_CACHE_ID, MAX_SESSION, encode_entry
+from tlsmgr.service import StoreError
 
 T0 = 1_700_000_000
 
@@ -148,3 +150,52 @@ def test_unlimited_still_counts_bytes(folder):
         assert counted(c) == on_file(c)
     finally:
         c.close()
+
+
+# The size caps --------------------------------------------------------------------
+
+
+def test_entries_up_to_the_caps_are_stored(folder):
+    c = open_cache(folder)
+    try:
+        c.update("i" * MAX_CACHE_ID, b"s" * MAX_SESSION, T0)
+        assert c.lookup("i" * MAX_CACHE_ID, T0) == b"s" * MAX_SESSION
+    finally:
+        c.close()
+
+
+def test_over_cap_updates_are_refused_with_a_warning(folder):
+    log = Log()
+    c = open_cache(folder, log=log)
+    try:
+        c.update("id", b"old", T0)
+        with pytest.raises(StoreError):
+            c.update("id", b"s" * (MAX_SESSION + 1), T0 + 1)
+        with pytest.raises(StoreError):
+            c.update("i" * (MAX_CACHE_ID + 1), b"s", T0 + 1)
+        assert c.lookup("id", T0 + 1) == b"old"  # the entry it would have replaced stays
+        assert counted(c) == on_file(c) == (1, size("id", b"old"))
+        assert c.stats()["oversized"] == 2
+        assert log.lines == [
+            f"warning: smtp TLS cache: session of {MAX_SESSION + 1} bytes (limit {MAX_SESSION})"
+            " not stored",
+            f"warning: smtp TLS cache: cache_id of {MAX_CACHE_ID + 1} bytes"
+            f" (limit {MAX_CACHE_ID}) not stored",
+        ]
+    finally:
+        c.close()
+
+
+def test_the_caps_count_bytes_not_characters(folder):
+    c = open_cache(folder)
+    try:
+        with pytest.raises(StoreError):
+            c.update("é" * (MAX_CACHE_ID // 2 + 1), b"s", T0)
+    finally:
+        c.close()
+
+
+def test_the_caps_bind_below_the_protocol_limits():
+    # Otherwise the protocol layer would refuse first and the caps would be dead code;
+    # tests/interop/test_session_sizes.py checks that real sessions fit under them.
+    assert MAX_SESSION < attr.MAX_DATA and MAX_CACHE_ID < attr.MAX_VALUE

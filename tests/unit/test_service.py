@@ -11,6 +11,7 @@ from support.keychain_reference import reference_keybuf
 from support.stand_ins import Conn, Log, Rand
 from tlsmgr import keychain, protocol, service
 from tlsmgr.protocol import Reply, Request, Status
+from tlsmgr.scache import MAX_SESSION
 from tlsmgr.tickets import SharedTicketKeys
 
 T0 = 1_700_000_000
@@ -138,6 +139,20 @@ def test_malformed_request_gets_fail_of_its_shape(env):
     )
     unknown = Request("frobnicate", error="unknown request")
     assert protocol.encode_reply(svc.handle(unknown, T0)) == b"status\x004294967294\x00\x00"
+
+
+def test_updates_the_store_refuses_get_fail(env):
+    svc, log, rand = env
+    big = Request("update", cache_type="smtp", cache_id="id", session=b"s" * (MAX_SESSION + 1))
+    assert svc.handle(big, T0) == Reply("update", Status.FAIL)
+    assert log.lines == [
+        f"warning: smtp TLS cache: session of {MAX_SESSION + 1} bytes (limit {MAX_SESSION})"
+        " not stored"
+    ]
+    lookup = Request("lookup", cache_type="smtp", cache_id="id")
+    assert svc.handle(lookup, T0) == Reply("lookup", Status.ERR)
+    stats = dict(svc.handle(Request("stats"), T0).items)
+    assert (stats["smtp.oversized"], stats["smtp.entries"]) == ("1", "0")
 
 
 def test_stats(env):
