@@ -9,6 +9,8 @@ Markers (registered in setup.cfg, --strict-markers):
 Fixtures:
     folder   a world-searchable (0755) temporary folder under /tmp, removed after
     maillog  master.log lines sent to a file; returns a function that reads it
+    tmpfs    mount(size) -> a folder on a fresh tmpfs of that size ("2m"), to fill a
+             file system for real; root only (skipped otherwise), unmounted after
 
 Shared helpers are in tests/support, imported as `support` (setup.cfg's pythonpath).
 """
@@ -23,6 +25,7 @@ import pytest
 
 from master import log
 from support import postfix
+from support.disks import mount_tmpfs, unmount
 
 
 def pytest_collection_modifyitems(config, items):
@@ -53,3 +56,22 @@ def maillog(tmp_path):
     log.log_init("tlsmgr", maillog_file=str(path))
     yield lambda: path.read_text() if path.exists() else ""
     log.log_init("pytest", maillog_file="/dev/stderr")
+
+
+@pytest.fixture
+def tmpfs():
+    """mount(size) -> a folder on a new tmpfs of that size; unmounted and removed after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounts: list[str] = []
+
+    def mount(size: str) -> str:
+        path, why = mount_tmpfs(size)
+        if path is None:
+            pytest.skip(f"cannot mount a tmpfs: {why}")
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        unmount(path)

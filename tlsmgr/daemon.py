@@ -50,6 +50,8 @@ DESCRIPTION
     pre_exit (TERM, INT, master EOF at stop or reload, max_use):
         close (flush) the caches, save the exchange file, erase the key
         chain.  Postfix's tlsmgr dies on TERM without saving; ours saves.
+        A cache whose last flush fails (a full disk) costs a warning, not
+        the others' flush.
 
 SECURITY
     Privileged code opens, unprivileged code reads: the entropy source is
@@ -164,8 +166,12 @@ class Tlsmgr:
         return 0 if more else None
 
     def pre_exit(self, ctx: ServerContext) -> None:
-        for cache in self.caches.values():
-            cache.close()
+        for cache_type, cache in self.caches.items():
+            try:
+                cache.close()
+            except DBError as err:
+                # A full disk: the pages are lost, as the next start truncates anyway.
+                log.msg_warn(f"{cache_type} TLS cache: {err}")
         self.caches.clear()
         if self.pool is not None:
             entropy.save_at_exit(self.exch, self.pool)

@@ -12,6 +12,7 @@ SYNOPSIS
     cursor.first() / cursor.next() -> (key, value) | None
     cursor.close()
     table.sync(); table.close()
+    table.free_bytes() -> int             # room left on the file system
     dbhash.TYPES                          # ("hash", "btree")
     dbhash.DBError
 
@@ -47,7 +48,12 @@ SECURITY
 
 DIAGNOSTICS
     DBError, whose text names the file and the Berkeley DB error, for
-    every failure (open, lock, read, write).
+    every failure (open, lock, read, write).  Berkeley DB reports ENOMEM
+    as Python's MemoryError: it means its buffer pool is full of dirty
+    pages it cannot write (a full disk: the call that finds no buffer
+    first retries for about 4 s inside Berkeley DB), so that is a
+    DBError too.  free_bytes() says how much room the file system has
+    left for the table's owner.
 
 SEE ALSO
     src/util/dict_db.c, dict_open.c (Postfix), Berkeley DB's DB->open
@@ -68,6 +74,8 @@ TYPES = ("hash", "btree")
 _DBTYPE = {"hash": db.DB_HASH, "btree": db.DB_BTREE}
 H_NELEM = 4096
 _LOCK_RETRY = 0.05
+# What a Berkeley DB call raises on failure: ENOMEM comes as MemoryError.
+_DB_ERRORS = (db.DBError, MemoryError)
 
 
 class DBError(Exception):
@@ -81,32 +89,36 @@ class Cursor:
         self._table = table
         try:
             self._cursor = table._db.cursor()
-        except db.DBError as err:
+        except _DB_ERRORS as err:
             raise table._error("read", err) from None
 
     def first(self) -> tuple[bytes, bytes] | None:
         try:
             return self._cursor.first()
-        except db.DBError as err:
+        except _DB_ERRORS as err:
             raise self._table._error("read", err) from None
 
     def next(self) -> tuple[bytes, bytes] | None:
         try:
             return self._cursor.next()
-        except db.DBError as err:
+        except _DB_ERRORS as err:
             raise self._table._error("read", err) from None
 
     def close(self) -> None:
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
+            try:
+                cursor.close()
+            except _DB_ERRORS as err:
+                raise self._table._error("close a cursor on", err) from None
 
 
 class Table:
     """One Berkeley DB file; see the module docstring."""
 
-    def __init__(self, path: str, handle: db.DB, lock_fd: int) -> None:
+    def __init__(self, path: str, handle: db.DB, lock_fd: int, cache_size: int = 0) -> None:
         self.path = path
+        self.cache_size = cache_size
         self._db = handle
         self._lock_fd = lock_fd
 
@@ -136,21 +148,21 @@ class Table:
         except DBError:
             os.close(lock_fd)
             raise
-        return cls(path, handle, lock_fd)
+        return cls(path, handle, lock_fd, cache_size)
 
-    def _error(self, what: str, err: db.DBError) -> DBError:
+    def _error(self, what: str, err: Exception) -> DBError:
         return DBError(f"{what} database {self.path}: {_reason(err)}")
 
     def get(self, key: bytes) -> bytes | None:
         try:
             return self._db.get(key)
-        except db.DBError as err:
+        except _DB_ERRORS as err:
             raise self._error("read", err) from None
 
     def put(self, key: bytes, value: bytes) -> None:
         try:
             self._db.put(key, value)
-        except db.DBError as err:
+        except _DB_ERRORS as err:
             raise self._error("write", err) from None
 
     def delete(self, key: bytes) -> bool:
@@ -158,7 +170,7 @@ class Table:
             self._db.delete(key)
         except db.DBNotFoundError:
             return False
-        except db.DBError as err:
+        except _DB_ERRORS as err:
             raise self._error("delete from", err) from None
         return True
 
@@ -179,8 +191,16 @@ class Table:
             return
         try:
             self._db.sync()
-        except db.DBError as err:
+        except _DB_ERRORS as err:
             raise self._error("sync", err) from None
+
+    def free_bytes(self) -> int:
+        """Bytes the file system holding the table has left for unprivileged writers."""
+        try:
+            st = os.fstatvfs(self._lock_fd)
+        except OSError as err:
+            raise DBError(f"statvfs {self.path}: {err.strerror}") from None
+        return st.f_bavail * st.f_frsize
 
     def close(self) -> None:
         """Sync, close, release the lock.  Harmless when already closed.
@@ -197,7 +217,7 @@ class Table:
         try:
             try:
                 handle.sync()
-            except db.DBError as err:
+            except _DB_ERRORS as err:
                 raise DBError(f"sync database {self.path}: {_reason(err)}") from None
             try:
                 handle.close(db.DB_NOSYNC)
@@ -227,7 +247,7 @@ def _lock(path: str, fd: int, wait: float) -> None:
         time.sleep(_LOCK_RETRY)
 
 
-def _reason(err: db.DBError) -> str:
+def _reason(err: Exception) -> str:
     args = err.args
     if len(args) >= 2 and isinstance(args[1], str):
         return args[1]

@@ -7,15 +7,15 @@ SYNOPSIS
         "smtp", "btree:/var/lib/postfix/smtp_scache", timeout=3600,
         max_entries=100000, max_bytes=1 << 30, data_directory="/var/lib/postfix",
         mail_owner="postfix", mail_owner_uid=uid)
-    cache.lookup(cache_id, now) -> bytes | None
+    cache.lookup(cache_id, now) -> bytes | None         # StoreError
     cache.update(cache_id, session, now)                # StoreError
-    cache.delete(cache_id) -> bool
+    cache.delete(cache_id) -> bool                      # StoreError
     cache.start_cleanup(now)                  # from a timer, every `timeout` s
     cache.cleanup_step(now, budget=1) -> bool # from the loop hook; True = more to do
     cache.stats() -> {"entries", "bytes", "hits", "misses", "evictions", "expired",
-                      "oversized"}
-    cache.flush(); cache.close()
-    scache.MAX_CACHE_ID, scache.MAX_SESSION
+                      "oversized", "refused", "errors", "no_room", "disabled"}
+    cache.flush(); cache.close()                        # DBError
+    scache.MAX_CACHE_ID, scache.MAX_SESSION, scache.ROOM_MARGIN
 
     scache.encode_entry(saved_at, session) -> bytes
     scache.decode_entry(value) -> (saved_at, session)      # EntryError
@@ -63,6 +63,32 @@ DESCRIPTION
     the scan's delete-behind, eviction): no scan, no memory that grows
     with the cache; the files are empty at open, so it starts at 0.
 
+    Room.  Berkeley DB writes a page to its file when it needs the
+    page's buffer, so a cache's dirty pages (up to its buffer pool) may
+    all need disk space at any moment; and without transactions a write
+    that fails halfway may leave the file inconsistent (seen on a full
+    disk: a btree whose records a cursor walks but get() no longer
+    finds).  So the cache keeps away from a full file system: before the
+    first update and after every ROOM_STEP bytes stored, it checks that
+    the file system of each of its files has room for both buffer pools
+    and ROOM_MARGIN more.  When one has not, the cache has no room: updates
+    are refused (StoreError, counted as refused, the warning `smtp TLS
+    cache: /path: N bytes free, fewer than M: updates refused until
+    there is room`), and each later update checks again; lookups,
+    deletes and the scan go on.  With room again: `smtp TLS cache: room
+    again: updates resumed`.
+
+    Failures.  A Berkeley DB error in a request, a scan step or an
+    eviction (a disk filled by another writer between two checks, an
+    I/O error) disables the cache until the next tlsmgr start, which
+    truncates its files: its files may be inconsistent, and they cannot
+    be made anew in place (after the jail their names are out of
+    reach).  The warning: `smtp TLS cache: ERROR: cache disabled until
+    tlsmgr restarts`.  Every later request gets StoreError at once,
+    without touching the files: on a full disk every Berkeley DB call
+    would first wait about 4 s for a buffer it cannot write, as the one
+    that failed did.  The other caches, seeds and ticket keys carry on.
+
     Cleanup (reference 2.6).  start_cleanup() arms a scan unless one is
     running; each cleanup_step() moves the cursor over at most `budget`
     entries.  An expired or bad entry is remembered and deleted one step
@@ -79,23 +105,24 @@ DESCRIPTION
     cleanup`, `close smtp TLS cache hash:/path`; plus minipostfix's
     `evict smtp session id=ID: cache full (N entries)` (or `N bytes`).
     Always logged: the warnings `smtp TLS cache: truncated entry for ID:
-    ...`, `smtp TLS cache: malformed entry for ID: ...`, and `smtp TLS
-    cache: session of N bytes (limit M) not stored` (or cache_id).
+    ...`, `smtp TLS cache: malformed entry for ID: ...`, and the size
+    cap, room and failure lines above.
 
 DIAGNOSTICS
-    update raises service.StoreError (the reply is FAIL) for an entry
-    over a cap.  dbhash.DBError for an unsupported type and for every
-    file or Berkeley DB failure; tlsmgr treats them as fatal (its caches
-    are truncated at the next start anyway).
+    lookup, update and delete raise service.StoreError (the reply is
+    FAIL) for an update over a cap or while the cache has no room, and for
+    every request once the cache is disabled; dbhash.DBError from open()
+    (fatal for tlsmgr), flush() and close().
 
 BUGS
     Postfix's UTF-8 check (an update with a non-UTF-8 cache_id is skipped
     when smtputf8_enable is on) is not copied: keys are stored as sent.
 
-    NOTE: long because entries, the age index, eviction and the resumable
-    scan all move the same cursor and counters; cutting SessionCache in
-    two would spread one invariant (the entry count and the index agree,
-    the scan's current entry is never deleted under it) over two files.
+    NOTE: long because entries, the age index, eviction, the resumable
+    scan and the room and failure states all move the same cursor and
+    counters; cutting SessionCache in two would spread one invariant
+    (the counts match the file, the index names every entry, the scan's
+    current entry is never deleted under it) over two files.
 
 SEE ALSO
     src/tls/tls_scache.c (Postfix), redirect.py, dbhash.py
@@ -104,6 +131,7 @@ SEE ALSO
 from __future__ import annotations
 
 import binascii
+import contextlib
 import struct
 from typing import Any
 
@@ -123,7 +151,21 @@ INDEX_SUFFIX = ".age"
 # has the measured figures): an update over either is refused.
 MAX_CACHE_ID = 1024
 MAX_SESSION = 32 * 1024
-COUNTERS = ("entries", "bytes", "hits", "misses", "evictions", "expired", "oversized")
+# Free space checked after every ROOM_STEP bytes stored; updates are refused while a
+# file system has less than the buffer pools' size plus ROOM_MARGIN free (see Room).
+ROOM_STEP = 1 << 20
+ROOM_MARGIN = 4 << 20
+COUNTERS = (
+    "entries",
+    "bytes",
+    "hits",
+    "misses",
+    "evictions",
+    "expired",
+    "oversized",
+    "refused",
+    "errors",
+)
 
 __all__ = [
     "EntryError",
@@ -210,6 +252,11 @@ class SessionCache:
         self._first = False
         self._cursor_key: bytes | None = None  # Postfix's saved_cursor
         self._del_cursor = False
+        self._disabled = False
+        self._no_room = False
+        self._unchecked = ROOM_STEP  # bytes stored since the last room check
+        pools = table.cache_size + (index.cache_size if index is not None else 0)
+        self._room_needed = pools + ROOM_MARGIN
 
     @classmethod
     def open(
@@ -275,81 +322,110 @@ class SessionCache:
     # Client operations ---------------------------------------------------
 
     def lookup(self, cache_id: str, now: float) -> bytes | None:
-        """The session stored under cache_id, or None (miss, expired, bad)."""
+        """The session stored under cache_id, or None (miss, expired, bad); StoreError."""
+        if self._disabled:
+            raise self._unavailable()
         key = _key(cache_id)
-        if not self.verbose:
-            # The common case, a live well-formed entry, decoded in line;
-            # anything else takes the general path below (which reads again).
-            value = self._table.get(key)
-            if value is None:
-                self.counters["misses"] += 1
-                return None
-            if value[-1:] == b"\0" and len(value) > 2 * TIME_SIZE:
-                try:
-                    raw = binascii.unhexlify(value[:-1])
-                except (binascii.Error, ValueError):
-                    raw = b""
-                if raw and _TIME.unpack_from(raw)[0] + self.timeout >= int(now):
-                    self.counters["hits"] += 1
-                    return raw[TIME_SIZE:]
-        else:
-            self.log.msg_info(f"lookup {self.label} session id={cache_id}")
-        session = self._lookup(key, int(now))
+        try:
+            if not self.verbose:
+                # The common case, a live well-formed entry, decoded in line;
+                # anything else takes the general path below (which reads again).
+                value = self._table.get(key)
+                if value is None:
+                    self.counters["misses"] += 1
+                    return None
+                if value[-1:] == b"\0" and len(value) > 2 * TIME_SIZE:
+                    try:
+                        raw = binascii.unhexlify(value[:-1])
+                    except (binascii.Error, ValueError):
+                        raw = b""
+                    if raw and _TIME.unpack_from(raw)[0] + self.timeout >= int(now):
+                        self.counters["hits"] += 1
+                        return raw[TIME_SIZE:]
+            else:
+                self.log.msg_info(f"lookup {self.label} session id={cache_id}")
+            session = self._lookup(key, int(now))
+        except DBError as err:
+            raise self._failed(err) from None
         self.counters["hits" if session is not None else "misses"] += 1
         return session
 
     def update(self, cache_id: str, session: bytes, now: float) -> None:
         """Store session under cache_id, saved at now; evict at the bounds.
 
-        StoreError when the entry is over a size cap."""
+        StoreError when the entry is over a size cap, the cache has no room
+        or is disabled, or the files fail."""
         key = _key(cache_id)
         if len(key) > MAX_CACHE_ID + 1 or len(session) > MAX_SESSION:
             raise self._oversized(key, session)
+        if self._disabled:
+            raise self._unavailable()
         saved_at = int(now)
+        value = encode_entry(saved_at, session)
+        self._unchecked += len(key) + len(value)
+        if self._unchecked >= ROOM_STEP or self._no_room:
+            self._check_room()
+            if self._no_room:
+                self.counters["refused"] += 1
+                raise StoreError(f"{self.label} TLS cache: no room")
         if self.verbose:
             self.log.msg_info(f"put {self.label} session id={cache_id} [data {len(session)} bytes]")
             self.log.msg_info(
                 f"write {self.label} TLS cache entry {cache_id}: time={saved_at}"
                 f" [data {len(session)} bytes]"
             )
-        value = encode_entry(saved_at, session)
-        old = self._table.get(key)
-        self._table.put(key, value)
-        counters = self.counters
-        if old is None:
-            counters["entries"] += 1
-            counters["bytes"] += len(key) + len(value)
-        else:
-            counters["bytes"] += len(value) - len(old)
-        if self._index is not None:
-            if old is not None:
-                self._unindex(key, old)
-            index_key = _INDEX_TIME.pack(saved_at) + key
-            self._index.put(index_key, b"")
-            self._evict(index_key)
+        try:
+            old = self._table.get(key)
+            self._table.put(key, value)
+            counters = self.counters
+            if old is None:
+                counters["entries"] += 1
+                counters["bytes"] += len(key) + len(value)
+            else:
+                counters["bytes"] += len(value) - len(old)
+            if self._index is not None:
+                if old is not None:
+                    self._unindex(key, old)
+                index_key = _INDEX_TIME.pack(saved_at) + key
+                self._index.put(index_key, b"")
+                self._evict(index_key)
+        except DBError as err:
+            raise self._failed(err) from None
 
     def delete(self, cache_id: str) -> bool:
-        """Delete cache_id; True if deleted or protected by the scan cursor."""
+        """Delete cache_id; True if deleted or protected by the scan cursor.
+
+        StoreError when the cache is disabled or the files fail."""
+        if self._disabled:
+            raise self._unavailable()
         if self.verbose:
             self.log.msg_info(f"delete {self.label} session id={cache_id}")
         key = _key(cache_id)
         if key == self._cursor_key:
             return True
-        return self._remove(key)
+        try:
+            return self._remove(key)
+        except DBError as err:
+            raise self._failed(err) from None
 
     def stats(self) -> dict[str, int]:
-        return dict(self.counters)
+        return {**self.counters, "no_room": int(self._no_room), "disabled": int(self._disabled)}
 
     # Cleanup scan --------------------------------------------------------
 
     def start_cleanup(self, now: float) -> None:
-        """Arm a scan unless one is running (tlsmgr_cache_run_event)."""
+        """Arm a scan unless one is running (tlsmgr_cache_run_event) or the
+        cache is disabled."""
         if self.verbose:
             self.log.msg_info(
                 f"tlsmgr_cache_run_event: start TLS {self.label} session cache cleanup"
             )
-        if self._cursor is None:
-            self._cursor = self._table.cursor()
+        if self._cursor is None and not self._disabled:
+            try:
+                self._cursor = self._table.cursor()
+            except DBError as err:
+                self._failed(err)
+                return
             self._first = True
 
     @property
@@ -357,11 +433,17 @@ class SessionCache:
         return self._cursor is not None
 
     def cleanup_step(self, now: float, budget: int = 1) -> bool:
-        """Move the scan over at most `budget` entries; True while it has more to do."""
-        for _ in range(max(1, budget)):
-            if self._cursor is None:
-                return False
-            self._sequence(int(now))
+        """Move the scan over at most `budget` entries; True while it has more to do.
+
+        A failure of the files ends the scan and disables the cache."""
+        try:
+            for _ in range(max(1, budget)):
+                if self._cursor is None:
+                    return False
+                self._sequence(int(now))
+        except DBError as err:
+            self._failed(err)
+            return False
         return self._cursor is not None
 
     def _sequence(self, now: int) -> None:
@@ -380,34 +462,43 @@ class SessionCache:
                 self.log.msg_info(f"lookup {self.label} session id={_id(saved)}")
             self._lookup(saved, now)
         if record is None:
-            self._cursor.close()
-            self._cursor = None
+            self._end_scan()
             return
         self._cursor_key, self._del_cursor = record[0], not keep
+
+    def _end_scan(self) -> None:
+        cursor, self._cursor = self._cursor, None
+        self._cursor_key, self._del_cursor = None, False
+        if cursor is not None:
+            with contextlib.suppress(DBError):  # nothing is lost with the cursor
+                cursor.close()
 
     # Flushing ------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write dirty pages to the files (no fsync)."""
+        """Write dirty pages to the files (no fsync); DBError."""
         self._table.sync()
         if self._index is not None:
             self._index.sync()
 
     def close(self) -> None:
-        """End any scan, sync and close the files, release their locks."""
+        """End any scan, sync and close the files, release their locks.
+
+        DBError when the last sync fails; the files are closed anyway."""
         if self.verbose:
             self.log.msg_info(f"close {self.label} TLS cache {self.name}")
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None
-        self._cursor_key = None
-        try:
-            self._table.close()
-        finally:
-            if self._index is not None:
-                self._index.close()
+        self._end_scan()
+        errors = []
+        for table in (self._table, self._index):
+            try:
+                if table is not None:
+                    table.close()
+            except DBError as err:
+                errors.append(str(err))
+        if errors:
+            raise DBError("; ".join(errors))
 
-    # Refusals ------------------------------------------------------------
+    # Failures ------------------------------------------------------------
 
     def _oversized(self, key: bytes, session: bytes) -> StoreError:
         self.counters["oversized"] += 1
@@ -417,6 +508,38 @@ class SessionCache:
             what = f"session of {len(session)} bytes (limit {MAX_SESSION})"
         self.log.msg_warn(f"{self.label} TLS cache: {what} not stored")
         return StoreError(f"{what} not stored")
+
+    def _check_room(self) -> None:
+        """Set or clear no_room by the free space of each file's file system."""
+        self._unchecked = 0
+        try:
+            short = [
+                (table.path, free)
+                for table in (self._table, self._index)
+                if table is not None and (free := table.free_bytes()) < self._room_needed
+            ]
+        except DBError as err:
+            raise self._failed(err) from None
+        if short and not self._no_room:
+            path, free = short[0]
+            self.log.msg_warn(
+                f"{self.label} TLS cache: {path}: {free} bytes free, fewer than"
+                f" {self._room_needed}: updates refused until there is room"
+            )
+        elif not short and self._no_room:
+            self.log.msg_info(f"{self.label} TLS cache: room again: updates resumed")
+        self._no_room = bool(short)
+
+    def _failed(self, err: DBError) -> StoreError:
+        """Disable the cache after a failure of its files (see Failures)."""
+        self.counters["errors"] += 1
+        self._disabled = True
+        self._end_scan()
+        self.log.msg_warn(f"{self.label} TLS cache: {err}: cache disabled until tlsmgr restarts")
+        return StoreError(str(err))
+
+    def _unavailable(self) -> StoreError:
+        return StoreError(f"{self.label} TLS cache disabled after an error")
 
     # Internals -----------------------------------------------------------
 

@@ -57,14 +57,16 @@ DESCRIPTION
               below), and per cache type
               <type>.enabled, <type>.timeout and, when enabled, the
               store's stats() (scache.SessionCache: entries, bytes, hits,
-              misses, evictions, expired, oversized); prng.*
+              misses, evictions, expired, oversized, refused, errors,
+              no_room, disabled); prng.*
               when rand has a stats() method.  minipostfix only
               (decisions 24).
-    lookup, update and delete get FAIL when the store raises StoreError,
-    such as for an update over a size cap (see scache.py).  FAIL, not
-    ERR: ERR means "not found", while FAIL is what a disabled cache
-    answers, and Postfix's smtp and smtpd ignore the status of an update
-    and treat both alike on a lookup.
+    lookup, update and delete get FAIL when the store raises StoreError:
+    an update over a size cap or into a cache whose file system is
+    short of room, any request to a cache whose files failed (see
+    scache.py).  FAIL, not ERR: ERR means "not found", while FAIL is
+    what a disabled cache answers, and Postfix's smtp and smtpd ignore
+    the status of an update and treat both alike on a lookup.
     lookup, update, delete and policy on an unknown cache type: FAIL and
     `bogus cache type "X" in "NAME" request`; lookup, update and delete
     on a disabled cache: FAIL, no warning.  A malformed request (its
@@ -161,7 +163,8 @@ class SessionStore(Protocol):
     """What the service needs from a session cache (scache.SessionCache).
 
     lookup, update and delete raise StoreError when the store refuses
-    (an entry over a size cap) or cannot do it."""
+    (an entry over a size cap, no room on disk) or cannot do it (its
+    files failed)."""
 
     def lookup(self, cache_id: str, now: float) -> bytes | None: ...
 

@@ -16,7 +16,8 @@ bench/ and for programs the tests start.  Each module is one concept:
     wire_cases          the tlsmgr wire cases, ours and Postfix 3.7.11's replies
     tlsmgr_server       a test-only tlsmgr server process for the client and wire tests
     stand_ins           Log, Conn and Rand for unit tests of tlsmgr modules
-    caches              a real session cache in a test's folder
+    caches              a real session cache in a test's folder, and what its file holds
+    disks               small tmpfs file systems to fill for real
     prng_reference      a pure-Python ChaCha20 and the pool's construction
     keychain_reference  the shared ticket key chain, computed independently
     secret_files        ticket secret files with given bytes and mode

@@ -5,6 +5,7 @@ SYNOPSIS
 
     cache = open_cache(folder, name="smtp", kind="hash", max_entries=0, max_bytes=0, log=log)
     ...
+    on_file(cache) -> (entries, bytes)
     cache.close()
 
 DESCRIPTION
@@ -15,6 +16,10 @@ DESCRIPTION
     arguments (cache_size, index_cache_size) go to SessionCache.open().
     TIMEOUT (3600 s) is the default session timeout.  The caller closes
     the cache; the folder fixture removes the files.
+
+    on_file() walks the cache file (white box: the cache's own table)
+    and counts its records and their bytes, key and value, as
+    SessionCache's `entries` and `bytes` should.
 """
 
 from __future__ import annotations
@@ -54,3 +59,16 @@ def open_cache(
         log=log or Log(),
         **sizes,
     )
+
+
+def on_file(cache: SessionCache) -> tuple[int, int]:
+    """(entries, bytes) of the cache file, by a full walk."""
+    entries = total = 0
+    cursor = cache._table.cursor()
+    record = cursor.first()
+    while record is not None:
+        entries += 1
+        total += len(record[0]) + len(record[1])
+        record = cursor.next()
+    cursor.close()
+    return entries, total

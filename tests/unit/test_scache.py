@@ -88,6 +88,10 @@ def test_update_lookup_delete(cache):
         "evictions": 0,
         "expired": 0,
         "oversized": 0,
+        "refused": 0,
+        "errors": 0,
+        "no_room": 0,
+        "disabled": 0,
     }
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from support.caches import TIMEOUT, open_cache
+from support.caches import TIMEOUT, on_file, open_cache
 from support.stand_ins import Log
 from tlsmgr import attr
 from tlsmgr.scache import MAX_CACHE_ID, MAX_SESSION, encode_entry
@@ -19,19 +19,6 @@ T0 = 1_700_000_000
 def size(cache_id: str, session: bytes) -> int:
     """What one entry counts: its key and its value as stored."""
     return len(cache_id.encode()) + 1 + len(encode_entry(T0, session))
-
-
-def on_file(cache) -> tuple[int, int]:
-    """(entries, bytes) of the cache file, by a full walk."""
-    entries = total = 0
-    cursor = cache._table.cursor()
-    record = cursor.first()
-    while record is not None:
-        entries += 1
-        total += len(record[0]) + len(record[1])
-        record = cursor.next()
-    cursor.close()
-    return entries, total
 
 
 def counted(cache) -> tuple[int, int]:
