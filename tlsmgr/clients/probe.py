@@ -36,9 +36,9 @@ DESCRIPTION
     status_lines() is what `minipostfix status -v` prints for tlsmgr
     (the `minipostfix.status` entry point, decisions 24; the master puts
     `tlsmgr: ` before each line): uptime, requests served, and per cache
-    its entries, hits, misses, evictions, expired, from a `stats`
-    request.  It never raises: an unreachable tlsmgr or an unreadable
-    main.cf is one line saying so.
+    the figures of its `stats` (entries, bytes, hits, misses, ...).  It
+    never raises: an unreachable tlsmgr or an unreadable main.cf is one
+    line saying so.
 
 DIAGNOSTICS
     Exit status 0 for OK, 1 for ERR, 2 for FAIL, 3 when tlsmgr cannot be
