@@ -19,7 +19,7 @@ import pytest
 from support.caches import on_file
 from support.disks import fill
 from support.stand_ins import Log
-from tlsmgr import scache
+from tlsmgr.dbhash import DBError
 from tlsmgr.scache import ROOM_MARGIN, SessionCache
 from tlsmgr.service import StoreError
 
@@ -128,5 +128,5 @@ def test_a_write_error_disables_the_cache(tmpfs, folder, full):
     finally:
         try:
             c.close()
-        except scache.DBError:
+        except DBError:
             pass  # the last flush meets the full disk too
