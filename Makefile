@@ -6,9 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := python3-venv python3-dev gcc libdb5.3-dev
 # What the tests run for real: Postfix (the comparison oracle), postmap's db tools,
-# haproxy (the load balancer in front of two smtpd) and redis-server.  Installed,
-# never started: the tests start their own servers on loopback or unix sockets.
-TEST_APT_PACKAGES := postfix db5.3-util haproxy redis-server
+# haproxy (the load balancer in front of two smtpd), redis-server, and systemd for
+# `systemd-analyze verify` of the rendered unit.  Installed, never started: the tests
+# start their own servers on loopback or unix sockets.  systemd's package is safe in a
+# container: it does not replace init (systemd-sysv does), its maintainer scripts talk
+# to a running manager only when /run/systemd/system exists, and the policy-rc.d below
+# keeps what it recommends (dbus, timesyncd) from starting.
+TEST_APT_PACKAGES := postfix db5.3-util haproxy redis-server systemd
 UID := $(shell id -u)
 
 # Where `make run` puts its instance (../shared decisions, item 4).
@@ -96,7 +100,7 @@ $(VENV)/.support: $(VENV)/.installed
 setup: $(VENV)/.installed $(VENV)/.support mail-owner
 
 # The runtime configuration, rendered from the embedded default.
-$(RUN_CONF)/main.cf: etc/main.cf etc/master.cf $(VENV)/.installed
+$(RUN_CONF)/main.cf: etc/main.cf etc/master.cf etc/minipostfix.service $(VENV)/.installed
 	$(BIN)/minipostfix -c $(RUN_CONF) create-instance \
 	  queue_directory=$(RUN_QUEUE) data_directory=$(RUN_DATA) \
 	  daemon_directory=$(CURDIR)/$(BIN) maillog_file=$(RUN_LOG)

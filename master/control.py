@@ -12,7 +12,8 @@ SYNOPSIS
     check            configuration syntax, directories, ownership, mail_owner
     create-instance NAME=VALUE...
                      copy the embedded main.cf and master.cf into config_dir
-                     and apply the edits (config_directory is set to config_dir)
+                     and apply the edits (config_directory is set to config_dir);
+                     render the systemd unit config_dir/minipostfix.service
 
 DESCRIPTION
     The configuration directory is -c DIR, else $MAIL_CONFIG, else
@@ -38,6 +39,9 @@ DESCRIPTION
     start-fg runs the master in this process: no DaemonContext, umask 077,
     log lines on stderr as well as in the mail log, and the caller's
     process group, so the terminal's Ctrl-C (SIGINT) stops it cleanly.
+    Under systemd (Type=notify, $NOTIFY_SOCKET set) it tells the service
+    manager READY=1 once the master listens, RELOADING=1 and READY=1
+    around a reload, STOPPING=1 when it stops (master/sdnotify.py).
 
     stop sends SIGTERM and waits up to 10 s for the master to be gone
     (the master itself waits 5 s for its children, then kills them); if
@@ -91,6 +95,7 @@ from master.config import MAIN_CF, Config, config_directory, split_nameval
 from master.errors import ConfigError
 from master.events import EventLoop
 from master.log import log_init, msg_fatal, msg_info, msg_warn
+from master.sdnotify import Notifier
 from master.statusview import master_view, provider_lines
 
 NAME = "minipostfix"
@@ -257,8 +262,9 @@ def _before_start(config_dir: str) -> Config:
 
 
 def cmd_start_fg(config_dir: str, _args: argparse.Namespace) -> int:
+    notifier = Notifier.from_environment()  # systemd's Type=notify; children never see it
     _before_start(config_dir)
-    return resident.run(config_dir, foreground=True)
+    return resident.run(config_dir, foreground=True, notifier=notifier)
 
 
 def cmd_master(config_dir: str, args: argparse.Namespace) -> int:
@@ -377,6 +383,14 @@ def cmd_create_instance(config_dir: str, args: argparse.Namespace) -> int:
         edit_main_cf(os.path.join(config_dir, MAIN_CF), edits)
     except (ConfigError, OSError) as err:
         raise Fatal(str(err)) from None
+    from master.systemd_unit import write_unit
+
+    try:
+        write_unit(config_dir)
+    except ValueError as err:
+        raise Fatal(f"{embedded.UNIT}: {err}") from None
+    except OSError as err:
+        raise Fatal(f"{err.filename or embedded.UNIT}: {err.strerror}") from None
     return 0
 
 

@@ -1,10 +1,11 @@
-"""Locate the embedded default configuration (etc/main.cf, etc/master.cf).
+"""Locate the embedded default configuration (etc/main.cf, etc/master.cf, the unit).
 
 SYNOPSIS
-    from master.embedded import embedded_file, embedded_directory
+    from master.embedded import NAMES, UNIT, embedded_file, embedded_directory
 
     embedded_file("main.cf")        # absolute path of the embedded main.cf
-    embedded_directory()            # the folder that holds both files
+    embedded_file(UNIT)             # the systemd unit template (minipostfix.service)
+    embedded_directory()            # the folder that holds all three files
 
 DESCRIPTION
     The files in the checkout's etc/ are the source of truth (decisions.md
@@ -37,7 +38,9 @@ import sysconfig
 from master.config import MAIN_CF
 from master.mastercf import MASTER_CF
 
-NAMES = (MAIN_CF, MASTER_CF)
+NAMES = (MAIN_CF, MASTER_CF)  # the configuration files create-instance copies
+UNIT = "minipostfix.service"  # the systemd unit template create-instance renders
+FILES = (*NAMES, UNIT)
 
 
 def candidate_directories() -> list[str]:
@@ -54,20 +57,20 @@ def candidate_directories() -> list[str]:
 
 
 def embedded_directory() -> str:
-    """The first candidate folder that holds both main.cf and master.cf."""
+    """The first candidate folder that holds main.cf, master.cf and the unit template."""
     searched = candidate_directories()
     for folder in searched:
-        if all(os.path.isfile(os.path.join(folder, name)) for name in NAMES):
+        if all(os.path.isfile(os.path.join(folder, name)) for name in FILES):
             return folder
     raise FileNotFoundError(
-        "cannot find the embedded main.cf and master.cf; searched: "
+        f"cannot find the embedded {', '.join(FILES)}; searched: "
         + ", ".join(searched)
         + " (reinstall the minipostfix package)"
     )
 
 
 def embedded_file(name: str) -> str:
-    """Absolute path of the embedded `name` (main.cf or master.cf)."""
-    if name not in NAMES:
+    """Absolute path of the embedded `name` (main.cf, master.cf or minipostfix.service)."""
+    if name not in FILES:
         raise ValueError(f"not an embedded configuration file: {name!r}")
     return os.path.join(embedded_directory(), name)

@@ -3,9 +3,10 @@
 SYNOPSIS
     from master.master import run
 
-    status = run(config_dir, foreground=False, ready_fd=None)
+    status = run(config_dir, foreground=False, ready_fd=None, notifier=None)
 
-    master = Master.start(config_dir, foreground=False, ready=Readiness(fd))
+    master = Master.start(config_dir, foreground=False, ready=Readiness(fd),
+                          notifier=Notifier.from_environment())
     status = master.run()                   # what run() does after step 1
 
 DESCRIPTION
@@ -28,7 +29,9 @@ DESCRIPTION
        runs: `fatal: the minipostfix mail system is already running`.  A
        stale file from a killed master is simply locked and rewritten.
     6. Create every listener, then log `daemon started -- version V,
-       configuration DIR`, write one byte to `ready_fd`, and loop.
+       configuration DIR`, write one byte to `ready_fd`, send READY=1
+       to systemd (start-fg as a Type=notify service: `notifier`), and
+       loop.
 
     Each turn of the loop waits for events (listeners, status records,
     timers, signals; signal handlers only record), then acts in this
@@ -42,7 +45,8 @@ DESCRIPTION
     status socketpair, so its old children see EOF on fd 5 and leave; its
     wake-up timer restarts.  Removed services' children get SIGTERM and
     their listeners close at once (the master does not block waiting for
-    them, unlike Postfix).  New services start.
+    them, unlike Postfix).  New services start.  Under systemd a reload
+    is framed by RELOADING=1 and READY=1, a stop begins with STOPPING=1.
 
     Stop (SIGTERM, SIGINT): TERM every child by pid, wait up to 5 s,
     KILL what is left, reap, exit 0.  Abort (SIGQUIT): TERM every child
@@ -108,6 +112,7 @@ from master.instance import (
 )
 from master.log import log_init, msg_error, msg_fatal, msg_info, msg_warn
 from master.mastercf import ServiceEntry
+from master.sdnotify import Notifier
 from master.spawn import Spawner
 
 __all__ = ["Master", "Readiness", "run", "version"]
@@ -199,12 +204,14 @@ class Master:
         *,
         foreground: bool,
         lock_fds: list[int],
+        notifier: Notifier | None = None,
     ) -> None:
         self.config_dir = config_dir
         self.config = config
         self.owner = owner
         self.foreground = foreground
         self.lock_fds = lock_fds
+        self.notifier = notifier or Notifier()
         self.loop = EventLoop()
         self.loop.set_watchdog(WATCHDOG_TIME)
         self.spawner = Spawner(self.loop, dict(os.environ), foreground=foreground)
@@ -222,7 +229,14 @@ class Master:
     # Startup -------------------------------------------------------------
 
     @classmethod
-    def start(cls, config_dir: str, *, foreground: bool, ready: Readiness) -> Master:
+    def start(
+        cls,
+        config_dir: str,
+        *,
+        foreground: bool,
+        ready: Readiness,
+        notifier: Notifier | None = None,
+    ) -> Master:
         """Steps 2 to 6 of the module docstring; a startup error is fatal (exit 1)."""
         try:
             config, entries = read_configuration(config_dir)
@@ -239,7 +253,9 @@ class Master:
             ready.fatal(str(err))
         except OSError as err:
             ready.fatal(f"{err.filename or 'startup'}: {err.strerror}")
-        master = cls(config_dir, config, owner, foreground=foreground, lock_fds=lock_fds)
+        master = cls(
+            config_dir, config, owner, foreground=foreground, lock_fds=lock_fds, notifier=notifier
+        )
         try:
             for entry in entries:
                 master.start_service(entry)
@@ -250,6 +266,7 @@ class Master:
         master.loop.ignore_signal(signal.SIGPIPE)
         msg_info(f"daemon started -- version {version()}, configuration {config.config_dir}")
         ready.tell(b"\0")
+        master.notifier.ready()
         for service in master.services.values():
             master.wakeup_init(service)
         master.publish_state(force=True)
@@ -373,6 +390,7 @@ class Master:
         signum = self.stop_signal
         if not signum:
             return False
+        self.notifier.stopping()
         self.spawner.stopping = True
         self.spawner.signal_all(signal.SIGTERM)
         if signum == signal.SIGQUIT:
@@ -392,6 +410,14 @@ class Master:
         if not self.hup:
             return
         self.hup = False
+        self.notifier.reloading()
+        try:
+            self.reload()
+        finally:
+            self.notifier.ready()
+
+    def reload(self) -> None:
+        """Re-read both files and apply them; a bad configuration keeps the running one."""
         msg_info(f"reload -- version {version()}, configuration {self.config_dir}")
         try:
             config, entries = read_configuration(self.config_dir)
@@ -479,7 +505,13 @@ class Master:
         self.publish_state()
 
 
-def run(config_dir: str, *, foreground: bool = False, ready_fd: int | None = None) -> int:
+def run(
+    config_dir: str,
+    *,
+    foreground: bool = False,
+    ready_fd: int | None = None,
+    notifier: Notifier | None = None,
+) -> int:
     """The resident master; returns the exit status (see the module docstring)."""
     # Sanity check: logging must hold no descriptor while reserve_fds() closes
     # everything (a syslog or maillog fd closed under it could be reused by a
@@ -488,7 +520,8 @@ def run(config_dir: str, *, foreground: bool = False, ready_fd: int | None = Non
     ready = Readiness(reserve_fds(ready_fd))
     os.umask(0o077)
     try:
-        return Master.start(config_dir, foreground=foreground, ready=ready).run()
+        master = Master.start(config_dir, foreground=foreground, ready=ready, notifier=notifier)
+        return master.run()
     except SystemExit:
         raise
     except Exception as err:  # the top of the loop: log once, exit 1

@@ -15,6 +15,7 @@ PY
 "$venv/bin/minipostfix" -c "$tmp/etc" create-instance queue_directory="$tmp/queue" \
     data_directory="$tmp/data" daemon_directory="$venv/bin" maillog_file="$tmp/maillog"
 test -s "$tmp/etc/main.cf" && test -s "$tmp/etc/master.cf"
+grep -qx "ExecStart=$venv/bin/minipostfix -c $tmp/etc start-fg" "$tmp/etc/minipostfix.service"
 "$venv/bin/minipostconf" -c "$tmp/etc" -n | grep -q "^queue_directory = $tmp/queue$"
 "$venv/bin/minipostconf" -c "$tmp/etc" -M | grep -q "^tlsmgr "
 "$venv/bin/minipostconf" -d tls_random_source | grep -q "dev:/dev/urandom"
