@@ -13,6 +13,7 @@ SYNOPSIS
     entry.fields            # the eight fields as written
     entry.raw_args          # the arguments as written, braces kept
     master_lines(text, filename, warn) -> [MasterLine]   # syntax layer only
+    service_disabled(patterns, name, type) -> bool        # master_service_disable
     split_args(text, where) # blanks separate, "{ ... }" groups (braces removed)
     daemon_overrides(args)  # the -o name=value pairs before the first non-option
 
@@ -41,6 +42,21 @@ DESCRIPTION
     service.  A later entry with the same identity replaces the earlier
     one, with a warning.
 
+    master_service_disable (main.cf) switches services off as Postfix's
+    master does: parse_master_cf() leaves out every entry it disables,
+    so the master neither opens its listeners nor starts it, and a
+    reload that disables a running service stops it like a removed one.
+    The value is a list of patterns, separated by blanks or commas, each
+    "type" (every service of that type: inet, unix, unix-dgram, fifo,
+    pass) or "name/type" with the name as written in the first field
+    (smtp/inet, 127.0.0.1:2525/inet); "!pattern" excludes, the first
+    pattern that matches decides, case does not matter.  The form of
+    Postfix 2.6 to 2.10, "name.type", still works: a pattern without "/"
+    has its last "." read as "/" (so ".inet" means the empty name and
+    matches nothing; write "inet").  No wildcards, files or tables.  A
+    disabled entry is still checked like any other, so that a mistake in
+    it shows now rather than when it is enabled again.
+
     No sockets, no clock, no third-party imports (port names are resolved
     by the caller through `port_lookup`).
 
@@ -56,7 +72,8 @@ BUGS
     like postconf, rejects it.
 
 SEE ALSO
-    master(5), src/master/master_ent.c, src/postconf/postconf_master.c (Postfix)
+    master(5), postconf(5) master_service_disable, src/master/master_ent.c,
+    src/global/match_service.c, src/postconf/postconf_master.c (Postfix)
 """
 
 from __future__ import annotations
@@ -353,6 +370,31 @@ def _entry(
     )
 
 
+def _pattern(text: str) -> str:
+    """match_service_compat(): "name.type" (Postfix 2.6 to 2.10) is "name/type"."""
+    if "/" not in text and "." in text:
+        head, _, tail = text.rpartition(".")
+        return f"{head}/{tail}"
+    return text
+
+
+def service_disabled(patterns: list[str], name: str, stype: str) -> bool:
+    """Whether master_service_disable's patterns switch off service name/type.
+
+    match_service_match(): the first pattern that matches decides, "!"
+    inverts, a pattern without "/" is a service type; case is ignored.
+    """
+    name_type = f"{name}/{stype}".lower()
+    for raw in patterns:
+        pattern = _pattern(raw).lower()
+        disable = True
+        while pattern.startswith("!"):
+            pattern, disable = pattern[1:], not disable
+        if pattern == (name_type if "/" in pattern else stype.lower()):
+            return disable
+    return False
+
+
 def parse_master_cf(
     text: str,
     config: Config,
@@ -360,13 +402,20 @@ def parse_master_cf(
     port_lookup: Callable[[str], str | None] | None = None,
     warn: Warn | None = None,
 ) -> list[ServiceEntry]:
-    """Parse master.cf text; ConfigError names the line and the field at fault."""
+    """Parse master.cf text; ConfigError names the line and the field at fault.
+
+    Entries that master_service_disable switches off are checked, then
+    left out.
+    """
     entries: dict[tuple[str, str], ServiceEntry] = {}
+    disabled = config.get_list("master_service_disable")
     for line in master_lines(text, filename, warn):
         try:
             entry = _entry(line, config, filename, port_lookup, warn)
         except ConfigError as err:
             raise err.at(filename, line.lineno) from None
+        if service_disabled(disabled, entry.name, entry.type):
+            continue
         old = entries.pop(entry.identity, None)
         if old is not None and warn:
             warn(

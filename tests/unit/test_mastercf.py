@@ -226,3 +226,53 @@ def test_corpus(path):
         assert str(err.value).startswith(expected)
     else:
         assert parse(text, main={"compatibility_level": "3.6"})
+
+
+# master_service_disable -----------------------------------------------------------
+
+DISABLE_CF = (
+    "smtp inet n - n - - smtpd\n"
+    "127.0.0.1:2525 inet n - n - - smtpd\n"
+    "tlsmgr unix - - n 1000? 1 tlsmgr\n"
+    "my.relay unix - - n - - smtp\n"
+    "postlog unix-dgram n - n - 1 postlogd\n"
+    "pickup fifo n - n 60 1 pickup\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("setting", "left"),
+    [
+        ("", ["smtp/inet", "127.0.0.1:2525/inet", "tlsmgr/unix", "my.relay/unix",
+              "postlog/unix-dgram", "pickup/fifo"]),
+        ("smtp/inet", ["127.0.0.1:2525/inet", "tlsmgr/unix", "my.relay/unix",
+                       "postlog/unix-dgram", "pickup/fifo"]),
+        ("inet", ["tlsmgr/unix", "my.relay/unix", "postlog/unix-dgram", "pickup/fifo"]),
+        ("!smtp/inet, inet", ["smtp/inet", "tlsmgr/unix", "my.relay/unix",
+                              "postlog/unix-dgram", "pickup/fifo"]),
+        ("inet !smtp/inet", ["tlsmgr/unix", "my.relay/unix", "postlog/unix-dgram",
+                             "pickup/fifo"]),  # the first match decides
+        ("!!inet", ["tlsmgr/unix", "my.relay/unix", "postlog/unix-dgram", "pickup/fifo"]),
+        ("UNIX,FIFO", ["smtp/inet", "127.0.0.1:2525/inet", "postlog/unix-dgram"]),
+        ("tlsmgr.unix 127.0.0.1:2525/inet", ["smtp/inet", "my.relay/unix",
+                                              "postlog/unix-dgram", "pickup/fifo"]),
+        ("my.relay/unix unix-dgram", ["smtp/inet", "127.0.0.1:2525/inet", "tlsmgr/unix",
+                                      "pickup/fifo"]),
+        # Neither a name alone, nor the old ".type" form (an empty name), nor wildcards.
+        ("tlsmgr .inet */inet all", ["smtp/inet", "127.0.0.1:2525/inet", "tlsmgr/unix",
+                                     "my.relay/unix", "postlog/unix-dgram", "pickup/fifo"]),
+    ],
+)  # fmt: skip
+def test_master_service_disable_leaves_services_out(setting, left):
+    entries = parse(DISABLE_CF, main={"compatibility_level": "3.6",
+                                      "master_service_disable": setting})  # fmt: skip
+    assert [f"{e.name}/{e.type}" for e in entries] == left
+
+
+def test_a_disabled_entry_is_still_checked_and_does_not_hide_its_twin():
+    with pytest.raises(ConfigError, match='master.cf:1: field "maxproc"'):
+        parse("smtp inet n - n - x smtpd\n", main={"master_service_disable": "inet"})
+    # "smtp" and "25" are one listener; disabling the name smtp leaves the other entry.
+    main = {"compatibility_level": "3.6", "master_service_disable": "smtp/inet"}
+    (entry,) = parse("25 inet n - n - - a\nsmtp inet n - n - - b\n", main=main)
+    assert (entry.name, entry.command) == ("25", "a")
