@@ -13,8 +13,11 @@ SYNOPSIS
     entry.fields            # the eight fields as written
     entry.raw_args          # the arguments as written, braces kept
     master_lines(text, filename, warn) -> [MasterLine]   # syntax layer only
+    master_line(text) -> MasterLine  # one entry's text; FieldError names a field
     service_disabled(patterns, name, type) -> bool        # master_service_disable
     split_args(text, where) # blanks separate, "{ ... }" groups (braces removed)
+    split_words(text)       # the same with the braces kept
+    check_fields(fields)    # the checks of fields 2 to 7 (FieldError)
     daemon_overrides(args)  # the -o name=value pairs before the first non-option
 
 DESCRIPTION
@@ -79,7 +82,7 @@ SEE ALSO
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from master.config import Config, Warn, logical_lines, split_nameval
@@ -142,7 +145,7 @@ class ServiceEntry:
         return config.with_overrides(self.overrides, origin=f"{self.filename}:{self.lineno}")
 
 
-def _tokens(text: str) -> list[str]:
+def split_words(text: str) -> list[str]:
     """mystrtokq(): blank-separated tokens; blanks inside {} do not separate."""
     out: list[str] = []
     i, n = 0, len(text)
@@ -181,7 +184,7 @@ def split_args(text: str) -> list[str]:
     """
     out: list[str] = []
     options, value_next = True, False
-    for token in _tokens(text):
+    for token in split_words(text):
         if value_next:
             value_next = False
         elif options and token.startswith("-") and token not in ("-", "--"):
@@ -224,12 +227,27 @@ def daemon_overrides(args: list[str]) -> list[tuple[tuple[str, str] | str, str]]
     return out
 
 
+class FieldError(ConfigError):
+    """One of the eight fields is bad (`value`) or missing (`value` None).
+
+    `field` is its index in FIELDS, so that minipostconf can word the
+    problem as postconf does for a value on its command line.
+    """
+
+    def __init__(self, message: str, field: int, value: str | None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+
+
 def _bool(value: str, default: bool, fname: str) -> bool:
     if value == "-":
         return default
     if value in ("y", "n"):
         return value == "y"
-    raise ConfigError(f'field "{fname}": bad value: "{value}" (expected y, n or -)')
+    raise FieldError(
+        f'field "{fname}": bad value: "{value}" (expected y, n or -)', FIELDS.index(fname), value
+    )
 
 
 def _number(value: str, default: int, fname: str) -> tuple[int, bool]:
@@ -238,7 +256,11 @@ def _number(value: str, default: int, fname: str) -> tuple[int, bool]:
     digits = value[:-1] if fname == "wakeup" and value.endswith("?") else value
     if not digits.isdigit() or not digits.isascii():
         expected = "seconds, N? or -" if fname == "wakeup" else "a number or -"
-        raise ConfigError(f'field "{fname}": bad value: "{value}" (expected {expected})')
+        raise FieldError(
+            f'field "{fname}": bad value: "{value}" (expected {expected})',
+            FIELDS.index(fname),
+            value,
+        )
     return int(digits), digits != value
 
 
@@ -297,31 +319,42 @@ def master_lines(
     out = []
     for lineno, line in logical_lines(text, filename, warn):
         try:
-            out.append(_master_line(lineno, line))
+            out.append(master_line(line, lineno))
         except ConfigError as err:
             raise err.at(filename, lineno) from None
     return out
 
 
-def _master_line(lineno: int, line: str) -> MasterLine:
-    words = line.split(None, len(FIELDS) - 1)
-    if len(words) < len(FIELDS):
-        raise ConfigError(f'missing "{FIELDS[len(words)]}" field')
-    command, *more = words[7].split(None, 1)
-    rest = more[0] if more else ""
-    if words[1] not in TRANSPORTS:
-        raise ConfigError(
-            f'field "type": bad value: "{words[1]}" (expected {", ".join(TRANSPORTS)})'
+def check_fields(fields: Sequence[str]) -> None:
+    """The syntax of the type, private, unpriv, chroot, wakeup and maxproc fields.
+
+    FieldError for the first bad one, in that order (postconf's).
+    """
+    if fields[1] not in TRANSPORTS:
+        raise FieldError(
+            f'field "type": bad value: "{fields[1]}" (expected {", ".join(TRANSPORTS)})',
+            1,
+            fields[1],
         )
     for index in (2, 3, 4):
-        _bool(words[index], True, FIELDS[index])
-    _number(words[5], 0, "wakeup")
-    _number(words[6], 0, "maxproc")
+        _bool(fields[index], True, FIELDS[index])
+    _number(fields[5], 0, "wakeup")
+    _number(fields[6], 0, "maxproc")
+
+
+def master_line(line: str, lineno: int = 0) -> MasterLine:
+    """One entry's text (its lines joined) -> MasterLine; ConfigError (FieldError) if bad."""
+    words = line.split(None, len(FIELDS) - 1)
+    if len(words) < len(FIELDS):
+        raise FieldError(f'missing "{FIELDS[len(words)]}" field', len(words), None)
+    command, *more = words[7].split(None, 1)
+    rest = more[0] if more else ""
+    check_fields(words)
     args = split_args(rest)
     for pair, value in daemon_overrides(args):
         if isinstance(pair, str):
             raise ConfigError(f'field "{ARGUMENTS}": -o "{value}": {pair} (write -o name=value)')
-    return MasterLine(lineno, (*words[:7], command), tuple(_tokens(rest)), tuple(args))
+    return MasterLine(lineno, (*words[:7], command), tuple(split_words(rest)), tuple(args))
 
 
 def _entry(

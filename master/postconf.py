@@ -1,11 +1,17 @@
-"""minipostconf: show main.cf parameters, edit main.cf, show master.cf (Postfix's postconf(1)).
+"""minipostconf: show and edit main.cf and master.cf (Postfix's postconf(1)).
 
 SYNOPSIS
     minipostconf [-c config_dir] [-d | -n] [-f] [-h | -H] [-x] [-o name=value] [name ...]
     minipostconf [-c config_dir] -e name=value ...      (or just name=value ...)
     minipostconf [-c config_dir] -X name ...            (remove)
     minipostconf [-c config_dir] -# name ...            (comment out)
-    minipostconf [-c config_dir] -M [-fx] [service[/type] ...]
+    minipostconf [-c config_dir] -M [-fox] [service[/type] ...]
+    minipostconf [-c config_dir] -F [-fhHox] [service[/type[/field]] ...]
+    minipostconf [-c config_dir] -P [-fhHox] [service[/type[/parameter]] ...]
+    minipostconf [-c config_dir] -Me service/type=entry ... | -MX|-M# service/type ...
+    minipostconf [-c config_dir] -Fe service/type/field=value ...
+    minipostconf [-c config_dir] -Pe service/type/parameter=value ...
+    minipostconf [-c config_dir] -PX service/type/parameter ...
 
     from master.postconf import main
     main(["-c", "/etc/minipostfix", "-n"]) -> exit status
@@ -40,11 +46,28 @@ DESCRIPTION
     an exclusive lock.  -X removes the named lines, -# comments them out.
 
     -M prints master.cf entries in postconf's columns; arguments are
-    normalised ("-o { a = b }" as "-o a=b", "{ x y }" as "{x y}").
+    normalised ("-o { a = b }" as "-o a=b", "{ x y }" as "{x y}").  -F
+    prints "service/type/field = value" for each of the eight fields
+    (service type private unprivileged chroot wakeup process_limit
+    command, the command with its arguments), -P
+    "service/type/parameter = value" for each -o setting, sorted per
+    entry.  Each takes patterns (see master/postconf_master.py); one that
+    matches nothing is a warning.  -h and -H show only values or names,
+    -x expands -o values, -f folds.
 
-    The name space lives in master/postconf_names.py, the -e/-X/-#
-    engine in master/postconf_edit.py; this module is the command line
-    and the output.
+    With -e, -X or -#, -M, -F and -P edit master.cf instead
+    (master/mastercf_edit.py): -Me replaces or adds whole entries, -MX
+    removes them, -M# comments them out, -Fe sets a field, -Pe sets and
+    -PX removes a -o parameter.  A first argument with "=" implies -e.
+
+    Options combine as postconf's do: one of -M -F -P -p (the default),
+    with the modifiers each allows; a conflict is "specify one of -d -n"
+    or "with option -F, do not specify -d", in postconf's words.
+
+    The name space lives in master/postconf_names.py, the main.cf editor
+    in master/postconf_edit.py, master.cf entries in
+    master/postconf_master.py and their editor in master/mastercf_edit.py;
+    this module is the command line and the output.
 
 DIAGNOSTICS
     Warnings and errors on stderr as "minipostconf: warning: ..." and
@@ -53,15 +76,15 @@ DIAGNOSTICS
     parameter a: recursive reference: a -> b -> a".  Never a traceback.
 
 BUGS
-    Not supported: -a -A -b -C -F -l -m -P -t -T, and editing master.cf
-    (-Me, -MX, -M#).  Legacy DBMS parameters ("ldap:name" makes
+    Not supported: -a -A -b -C -l -m -t -T.  Legacy DBMS parameters ("ldap:name" makes
     name_server_host known) are not recognised: such settings are
     reported as unused.  Deliberate differences from postconf are listed
     in docs/configuration.md.
 
 SEE ALSO
     postconf(1), src/postconf/*.c (Postfix), master/postconf_names.py,
-    master/postconf_edit.py, master/config.py, master/mastercf.py
+    master/postconf_edit.py, master/postconf_master.py,
+    master/mastercf_edit.py, master/config.py, master/mastercf.py
 """
 
 from __future__ import annotations
@@ -69,41 +92,64 @@ from __future__ import annotations
 import getopt
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from master.config import config_directory, split_nameval
 from master.errors import ConfigError
 from master.macro import CHARS_SPACE
-from master.mastercf import MASTER_CF
+from master.mastercf_edit import edit_master
 from master.postconf_edit import edit_main
+from master.postconf_master import (
+    ATTRIBUTES,
+    MasterEntry,
+    ServicePattern,
+    parse_field_name,
+)
 from master.postconf_names import PROGRAM, Namespace, warn
 
 __all__ = [
-    "COLUMNS",
     "Options",
-    "format_master_entry",
     "main",
-    "normalize_args",
     "print_line",
     "run",
+    "show_fields",
     "show_master",
+    "show_params",
     "show_parameters",
 ]
 
 LINE_LIMIT = 80
 INDENT = "    "
-COLUMNS = (0, 11, 17, 25, 33, 41, 49, 57)  # -M: where each of the eight fields starts
 OPTIONS = "aAbc:C:deEfFhHlmMno:pPqtT:vxX#"
-UNSUPPORTED = "aAbCEFlmPqtT"
-ORDER = "defhHMnxX#"  # how postconf orders the two letters of "specify one of -A -B"
-EXCLUSIVE = ("dn", "hH", "eX#dfhHnx")
+UNSUPPORTED = "aAbCElmqtT"
+# pcf_compat_names: the order in which postconf names options in its messages.
+NAMES_ORDER = "aAbCdefFhHlmMnopPtTxX#"
+MAJOR = "aAblmtpMFPT"  # the major modes: one at most, -p when none is given
+# Options of which one at most may be given (pcf_incompat_options).
+EXCLUSIVE = (MAJOR, "den#X", "fe#X", "xe#X", "ode#X", "he#XH")
+# A major mode and the modifiers it allows (pcf_compat_options).
+COMPATIBLE = {
+    "p": "eX#fhxdnoH",
+    "M": "eX#fox",
+    "F": "efhoxH",
+    "P": "eXfhoxH",
+}
+EDITS = "eX#"
 USAGE = (
     "usage: minipostconf [-c config_dir] [-d | -n] [-fhHvx] [-o name=value] [name ...]"
-    " | [-e] name=value ... | -X name ... | -# name ... | -M [-fx] [service[/type] ...]"
+    " | [-e] name=value ... | -X name ... | -# name ... | -M [-fox] [service[/type] ...]"
+    " | -F [-fhHox] [service[/type[/field]] ...] | -P [-fhHox] [service[/type[/parameter]] ...]"
+    " | -Me service/type=entry ... | -MX|-M# service/type ... | -Fe service/type/field=value ..."
+    " | -Pe service/type/parameter=value ... | -PX service/type/parameter ..."
 )
 
 
 # Command line ---------------------------------------------------------------------
+
+
+def _named(letters: set[str] | str) -> str:
+    """Options as postconf names them in a message: "-d -n", in its table's order."""
+    return " ".join(f"-{letter}" for letter in sorted(set(letters), key=NAMES_ORDER.index))
 
 
 class Options:
@@ -124,13 +170,16 @@ class Options:
             if letter == "c":
                 self.cli_dir = value
             elif letter == "o":
+                self.flags += "o"
                 try:
                     self.overrides.append(split_nameval(value))
                 except ValueError as err:
                     raise ConfigError(f"invalid parameter override: {value}: {err}") from None
-            elif letter not in "pv":
+            elif letter != "v":
                 self.flags += letter
-        if self.names and "=" in self.names[0]:
+        if not set(self.flags) & set(MAJOR):
+            self.flags += "p"
+        if set(self.flags) & set("pMFP") and self.names and "=" in self.names[0]:
             self.flags += "e"
         self._check_combinations()
         self.explicit_dir = self.cli_dir is not None or "MAIL_CONFIG" in os.environ
@@ -139,26 +188,27 @@ class Options:
     def __contains__(self, letter: str) -> bool:
         return letter in self.flags
 
+    @property
+    def major(self) -> str:
+        return next(letter for letter in MAJOR if letter in self.flags)
+
+    @property
+    def edit(self) -> str:
+        """ "e", "X" or "#" when editing, else ""."""
+        return next((letter for letter in EDITS if letter in self.flags), "")
+
     def _check_combinations(self) -> None:
+        """pcf_check_exclusive_options(), then pcf_check_compat_options()."""
         for group in EXCLUSIVE:
-            used = sorted({f for f in self.flags if f in group}, key=ORDER.index)
-            edit = group[0] == "e"
-            if len(used) > 1 and (not edit or set(used) & set("eX#")):
-                raise ConfigError(f"specify one of -{used[0]} -{used[1]}")
-        if "M" in self.flags:
-            for letter in "dnhHeX#":
-                if letter in self.flags:
-                    what = "editing master.cf" if letter in "eX#" else f"option -{letter}"
-                    if letter in "eX#":
-                        raise ConfigError(
-                            f"{what} (-M with -{letter}) is not supported; edit master.cf "
-                            "with a text editor"
-                        )
-                    raise ConfigError(f"with option -M, do not specify -{letter}")
-        if set(self.flags) & set("eX#") and not self.names:
-            raise ConfigError(
-                "-e requires name=value argument" if "e" in self else "missing parameter name"
-            )
+            used = set(self.flags) & set(group)
+            if len(used) > 1:
+                raise ConfigError(f"specify one of {_named(used)}")
+        major = self.major
+        excess = set(self.flags) - set(major + COMPATIBLE.get(major, ""))
+        if excess:
+            raise ConfigError(f"with option -{major}, do not specify {_named(excess)}")
+        if "e" in self and not self.names:
+            raise ConfigError("-e requires name=value argument")
 
 
 # Output -----------------------------------------------------------------------------------
@@ -212,132 +262,140 @@ def show_parameters(ns: Namespace, opts: Options) -> list[str]:
     return out
 
 
-def normalize_args(raw_args: Iterable[str]) -> list[str]:
-    """pcf_normalize_daemon_args(): split -oname=value, unbrace -o { a = b } as a=b."""
-    args = list(raw_args)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("-") or arg == "--":
-            break
-        at = arg.find("o", 1)
-        if at > 1:
-            args[i : i + 1] = [arg[:at], "-" + arg[at:]]
-            i += 1
-            continue
-        if at == 1:
-            if len(arg) > 2:
-                args[i : i + 1] = ["-o", arg[2:]]
-            if i + 1 < len(args) and args[i + 1].startswith("{"):
-                args[i + 1] = _display_nameval(_strip_braces(args[i + 1]))
-            i += 1
-        i += 1
-    for j in range(i, len(args)):
-        if args[j].startswith("{"):
-            args[j] = _strip_braces(args[j])
-    return args
+class _Filters:
+    """The command line's service patterns, with their hit counts for "unmatched request"."""
+
+    def __init__(self, texts: list[str], most: int, shape: str) -> None:
+        self.patterns = []
+        for text in texts:
+            pattern = ServicePattern.parse(text, 1, most)
+            if pattern is None:
+                raise ConfigError(shape)
+            self.patterns.append(pattern)
+        self.hits = [0] * len(self.patterns)
+
+    def matching(self, name: str, stype: str) -> list[ServicePattern | None]:
+        """The patterns that match (each counted), or [None] when there are none at all."""
+        if not self.patterns:
+            return [None]
+        out = []
+        for i, pattern in enumerate(self.patterns):
+            if pattern.matches(name, stype):
+                self.hits[i] += 1
+                out.append(pattern)
+        return out
+
+    def hit(self, pattern: ServicePattern) -> None:
+        self.hits[self.patterns.index(pattern)] += 1
+
+    def warn_unmatched(self) -> None:
+        for pattern, hits in zip(self.patterns, self.hits, strict=True):
+            if not hits:
+                warn(f'unmatched request: "{pattern.text}"')
 
 
-def _strip_braces(token: str) -> str:
-    inner = token[1:-1] if token.endswith("}") else token[1:]
-    return inner.strip(CHARS_SPACE)
+def _entries(ns: Namespace) -> list[tuple[int, MasterEntry]]:
+    return [(scope, MasterEntry.from_line(line)) for scope, line in enumerate(ns.masters)]
 
 
-def _display_nameval(text: str) -> str:
-    try:
-        name, value = split_nameval(text)
-    except ValueError as err:
-        warn(f'{MASTER_CF}: {err}: "{text}"')
-        return text
-    return f"{name}={value}"
-
-
-def format_master_entry(
-    fields: Iterable[str], args: list[str], fold: bool, expand: Callable[[str], str] | None = None
-) -> str:
-    """pcf_print_master_entry(): the eight fields in postconf's columns, then the arguments."""
-    line = ""
-    for column, text in zip(COLUMNS, fields, strict=True):
-        if line:
-            line += " " * max(1, column - len(line))
-        line += text
-    out, length = [line], len(line)
-    in_options = True
-    i = 0
-    while i < len(args):
-        arg, value, parens = args[i], None, False
-        width = len(arg)
-        if in_options:
-            if not arg.startswith("-") or arg == "--":
-                in_options = False
-            elif arg[1:2] == "o" and i + 1 < len(args):
-                value = args[i + 1]
-                if expand is not None and arg == "-o":
-                    value = expand(value)
-                length = LINE_LIMIT
-                parens = any(ch in CHARS_SPACE for ch in value)
-                width += len(value) + 3 + (2 if parens else 0)
-        if not in_options:
-            parens = any(ch in CHARS_SPACE for ch in arg)
-        if length > len(INDENT):
-            if not fold or length + 1 + width < LINE_LIMIT:
-                out.append(" ")
-                length += 1
-            else:
-                out.append("\n" + INDENT)
-                length = len(INDENT)
-        shown = "{" + arg + "}" if not in_options and parens else arg
-        out.append(shown)
-        length += len(shown)
-        if value is not None:
-            out.append(" " + ("{" + value + "}" if parens else value))
-            i += 1
-            length = LINE_LIMIT
-        i += 1
-    return "".join(out) + "\n"
+def _expander(ns: Namespace, opts: Options, scope: int) -> Callable[[str], str] | None:
+    if "x" not in opts:
+        return None
+    return lambda text: ns.expand_scoped(text, None, scope)
 
 
 def show_master(ns: Namespace, opts: Options) -> list[str]:
-    patterns = []
-    for text in opts.names:
-        parts = text.split("/")
-        if not 1 <= len(parts) <= 2 or not all(parts):
-            raise ConfigError("-M option requires service_name[/type]")
-        patterns.append([text, parts, 0])
+    """-M: the entries in postconf's columns (pcf_show_master_entries)."""
+    filters = _Filters(opts.names, 2, "-M option requires service_name[/type]")
     out = []
-    for scope, line in enumerate(ns.masters):
-        matches = [p for p in patterns if _match(p[1], line.fields[0], line.fields[1])]
-        for pattern in matches:
-            pattern[2] += 1
-        for _ in matches or ([None] if not patterns else []):
-            expand = None
-            if "x" in opts:
-                expand = _local_expander(ns, scope)
-            out.append(
-                format_master_entry(line.fields, normalize_args(line.raw_args), "f" in opts, expand)
-            )
-    for text, _, count in patterns:
-        if not count:
-            warn(f'unmatched request: "{text}"')
+    for scope, entry in _entries(ns):
+        for _ in filters.matching(entry.name, entry.type):
+            out.append(entry.text("f" in opts, _expander(ns, opts, scope)))
+    filters.warn_unmatched()
     return out
 
 
-def _match(pattern: list[str], name: str, stype: str) -> bool:
-    return pattern[0] in ("*", name) and (len(pattern) < 2 or pattern[1] in ("*", stype))
+def show_fields(ns: Namespace, opts: Options) -> list[str]:
+    """-F: service/type/field = value, the eight fields of each entry in order."""
+    filters = _Filters(opts.names, 3, "-F option requires service_name[/type[/field]]")
+    wanted = [parse_field_name(p.parts[2]) for p in filters.patterns]
+    out = []
+    for scope, entry in _entries(ns):
+        for pattern in filters.matching(entry.name, entry.type):
+            field = wanted[filters.patterns.index(pattern)] if pattern else None
+            for index in range(len(ATTRIBUTES)) if field is None else [field]:
+                out.append(_field_line(entry, index, opts, _expander(ns, opts, scope)))
+    filters.warn_unmatched()
+    return out
 
 
-def _local_expander(ns: Namespace, scope: int) -> Callable[[str], str]:
-    return lambda text: ns.expand_scoped(text, None, scope)
+def _field_line(
+    entry: MasterEntry, index: int, opts: Options, expand: Callable[[str], str] | None
+) -> str:
+    """pcf_print_master_field()."""
+    name = f"{entry.name}/{entry.type}/{ATTRIBUTES[index]}"
+    if "H" in opts:
+        return name + "\n"
+    label = "" if "h" in opts else name + " = "
+    if label and len(label) + len(entry.fields[index]) > LINE_LIMIT:
+        label += "\n" + INDENT
+    column = len(label) - label.rfind("\n") - 1
+    return label + entry.field_text(index, column, "f" in opts, expand)
+
+
+def show_params(ns: Namespace, opts: Options) -> list[str]:
+    """-P: service/type/parameter = value, each entry's -o settings sorted by name."""
+    filters = _Filters(opts.names, 3, "-P option requires service_name[/type[/parameter]]")
+    out = []
+    for scope, entry in _entries(ns):
+        params = dict(entry.params())
+        if not params:
+            continue  # postconf keeps no parameter table for it: no match either
+        for pattern in _param_matches(filters, entry):
+            wanted = sorted(params) if pattern is None or pattern.parts[2] == "*" else None
+            if wanted is None:
+                name = pattern.parts[2]
+                if name not in params:
+                    continue
+                filters.hit(pattern)
+                wanted = [name]
+            elif pattern is not None:
+                filters.hit(pattern)
+            for name in wanted:
+                value = params[name]
+                if "x" in opts:
+                    value = ns.expand_scoped(value, None, scope)
+                text = f"{entry.name}/{entry.type}/{name} = {value}"
+                if "H" in opts:
+                    text = f"{entry.name}/{entry.type}/{name}"
+                elif "h" in opts:
+                    text = value
+                out.append(print_line(text, "f" in opts))
+    filters.warn_unmatched()
+    return out
+
+
+def _param_matches(filters: _Filters, entry: MasterEntry) -> list[ServicePattern | None]:
+    """The patterns whose service part matches, not yet counted (-P counts found names)."""
+    if not filters.patterns:
+        return [None]
+    return [p for p in filters.patterns if p.matches(entry.name, entry.type)]
 
 
 # Program ---------------------------------------------------------------------------------
 
+SHOW_MASTER = {"M": show_master, "F": show_fields, "P": show_params}
+
 
 def run(argv: list[str]) -> int:
     opts = Options(argv)
-    if set(opts.flags) & set("eX#"):
-        mode = "e" if "e" in opts else "X" if "X" in opts else "#"
-        edit_main(opts.config_dir, opts.names, mode)
+    if opts.edit:
+        if not opts.names:
+            raise ConfigError("missing service argument")
+        if opts.major in "MFP":
+            edit_master(opts.config_dir, opts.names, opts.major, opts.edit)
+        else:
+            edit_main(opts.config_dir, opts.names, opts.edit)
         return 0
     ns = Namespace(
         opts.config_dir,
@@ -345,11 +403,11 @@ def run(argv: list[str]) -> int:
         defaults_only="d" in opts,
         overrides=opts.overrides,
     )
-    if "M" in opts:
+    if opts.major in "MFP":
         ns.read_master(required=True)
         ns.read_main()
         ns.register_user_parameters()
-        out = show_master(ns, opts)
+        out = SHOW_MASTER[opts.major](ns, opts)
         _write(out)
         ns.flag_unused(main=False)
         return 0

@@ -63,7 +63,7 @@ def edit_main_cf(path: str, edits: list[tuple[str, str]]) -> None:
 
 def rewrite_main_cf(path: str, table: dict[str, str | None], mode: str) -> None:
     """Copy main.cf with the named logical lines replaced (e), removed (X) or commented out (#)."""
-    lines, mode_bits = _read_lines(path), _file_mode(path)
+    lines, mode_bits = read_lines(path), file_mode(path)
     found: dict[str, int] = {}
     out: list[str] = []
     interesting = False
@@ -91,7 +91,7 @@ def rewrite_main_cf(path: str, table: dict[str, str | None], mode: str) -> None:
                 out.append("#" + line)
     if mode == "e":
         out += [f"{key} = {table[key]}\n" for key in sorted(table) if key not in found]
-    _replace_file(path, "".join(out), mode_bits)
+    replace_file(path, "".join(out), mode_bits)
 
 
 def _key_length(line: str) -> int:
@@ -101,7 +101,7 @@ def _key_length(line: str) -> int:
     return len(line)
 
 
-def _read_lines(path: str) -> list[str]:
+def read_lines(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fp:
             text = fp.read()
@@ -113,14 +113,14 @@ def _read_lines(path: str) -> list[str]:
     return [line + "\n" for line in lines]
 
 
-def _file_mode(path: str) -> int:
+def file_mode(path: str) -> int:
     try:
         return os.stat(path).st_mode & 0o7777
     except OSError:
         return 0o644
 
 
-def _replace_file(path: str, text: str, mode: int) -> None:
+def replace_file(path: str, text: str, mode: int) -> None:
     """edit_file(): write path.tmp under an exclusive lock, then rename it over path."""
     import fcntl
 

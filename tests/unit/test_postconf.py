@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from master.errors import ConfigError
-from master.postconf import format_master_entry, normalize_args, print_line
+from master.postconf import print_line
 from master.postconf_edit import edit_main_cf
+from master.postconf_master import format_master_entry, normalize_args
 from support.postconf_diff import minipostconf
 
 
@@ -149,9 +150,14 @@ def test_master_cf_o_names(confdir):
         (["-d", "a=b"], "specify one of -d -e"),
         (["-Md"], "with option -M, do not specify -d"),
         (["-Mn"], "with option -M, do not specify -n"),
-        (["-M", "-e", "a/unix=x"], "editing master.cf (-M with -e) is not supported"),
+        (["-M", "-e", "a/unix=x"], 'bad field count: "a/unix=x"'),
+        (["-Mdh"], "with option -M, do not specify -d -h"),
+        (["-FMP"], "specify one of -F -M -P"),
+        (["-FX", "a/b/c"], "with option -F, do not specify -X"),
+        (["-P#", "a/b/c"], "with option -P, do not specify -#"),
+        (["-X"], "missing service argument"),
         (["-e"], "-e requires name=value argument"),
-        (["-F"], "option -F is not supported by minipostconf"),
+        (["-m"], "option -m is not supported by minipostconf"),
         (["-Z"], "option -Z not recognized (usage: minipostconf"),
         (["-c"], "option -c requires argument"),
         (["-e", "#a=b"], "-e, -X, or -# accepts no comment input"),
@@ -319,3 +325,100 @@ def test_bytes_that_are_not_utf8_pass_through(confdir):
         check=False,
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"caf\xe9\n", b"")
+
+
+# -F and -P ---------------------------------------------------------------------------------
+
+MASTER = (
+    "relay unix - - n - - smtp -o syslog_name=postfix/$service_name -o b=2\n"
+    "# a comment\n"
+    "tlsmgr unix - - y 1000? 1 tlsmgr\n"
+)
+
+
+def test_f_shows_each_field_and_the_command_with_its_arguments(confdir):
+    status, out, err = pc(confdir, "", "-F", "relay/unix/command", "tlsmgr", master=MASTER)
+    assert out.splitlines() == [
+        "relay/unix/command = smtp -o syslog_name=postfix/$service_name -o b=2",
+        "tlsmgr/unix/service = tlsmgr", "tlsmgr/unix/type = unix", "tlsmgr/unix/private = -",
+        "tlsmgr/unix/unprivileged = -", "tlsmgr/unix/chroot = y", "tlsmgr/unix/wakeup = 1000?",
+        "tlsmgr/unix/process_limit = 1", "tlsmgr/unix/command = tlsmgr",
+    ]  # fmt: skip
+    assert pc(confdir, "", "-Fhx", "relay/*/command", master=MASTER)[1] == (
+        "smtp -o syslog_name=postfix/relay -o b=2\n"
+    )
+    assert pc(confdir, "", "-F", "relay/unix/bogus", master=MASTER)[2] == (
+        'minipostconf: fatal: invalid service attribute name: "bogus"\n'
+    )
+
+
+def test_p_shows_the_o_settings_sorted_per_entry(confdir):
+    status, out, err = pc(confdir, "", "-P", master=MASTER)
+    assert out == "relay/unix/b = 2\nrelay/unix/syslog_name = postfix/$service_name\n"
+    assert pc(confdir, "", "-PH", master=MASTER)[1] == "relay/unix/b\nrelay/unix/syslog_name\n"
+    status, out, err = pc(confdir, "", "-Px", "relay/unix/syslog_name", "tlsmgr", master=MASTER)
+    assert out == "relay/unix/syslog_name = postfix/relay\n"
+    assert 'warning: unmatched request: "tlsmgr"' in err  # an entry without -o settings
+
+
+# Editing master.cf -------------------------------------------------------------------------
+
+
+def edited(confdir, *args: str) -> tuple[int, str, str]:
+    (confdir / "master.cf").write_text(MASTER)
+    status, out, err = minipostconf("-c", str(confdir), *args)
+    return status, (confdir / "master.cf").read_text(), err
+
+
+def test_pe_and_px_rewrite_the_entry_in_postconf_columns(confdir):
+    status, text, err = edited(confdir, "-Pe", "relay/unix/b=3", "relay/unix/c=4")
+    assert (status, err) == (0, "")
+    assert text == (  # the comment right after the entry moves above it, as with postconf
+        "# a comment\n"
+        "relay      unix  -       -       n       -       -       smtp\n"
+        "    -o syslog_name=postfix/$service_name\n    -o b=3\n    -o c=4\n"
+        "tlsmgr unix - - y 1000? 1 tlsmgr\n"
+    )
+    status, text, err = edited(confdir, "-PX", "relay/unix/syslog_name", "nosuch/unix/x")
+    assert text.splitlines()[:3] == [
+        "# a comment",
+        "relay      unix  -       -       n       -       -       smtp",
+        "    -o b=2",
+    ]
+    assert err == 'minipostconf: warning: unmatched service_name/type: "nosuch/unix/x"\n'
+
+
+def test_fe_me_mx_and_m_comment_out(confdir):
+    assert edited(confdir, "-Fe", "tlsmgr/unix/wakeup=3600")[1].endswith(
+        "tlsmgr     unix  -       -       y       3600    1       tlsmgr\n"
+    )
+    status, text, err = edited(confdir, "-Me", "tlsmgr/unix=tlsmgr unix - - n - 1 tlsmgr",
+                               "new/fifo=new fifo n - n - 1 new")  # fmt: skip
+    assert text.splitlines()[-2:] == [
+        "tlsmgr     unix  -       -       n       -       1       tlsmgr",
+        "new        fifo  n       -       n       -       1       new",
+    ]
+    assert (
+        edited(confdir, "-MX", "relay/unix")[1] == "# a comment\ntlsmgr unix - - y 1000? 1 tlsmgr\n"
+    )
+    assert edited(confdir, "-M#", "*/unix")[1] == (
+        "#relay unix - - n - - smtp -o syslog_name=postfix/$service_name -o b=2\n"
+        "# a comment\n#tlsmgr unix - - y 1000? 1 tlsmgr\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-Fe", "tlsmgr/unix/wakeup=soon"], 'invalid wakeup field "soon" in "soon"'),
+        (["-Fe", "tlsmgr/unix/*=1"], "-Fe does not accept wild-card field name"),
+        (["-Pe", "relay/unix/b=two words"], "-Pe does not accept whitespace in parameter value"),
+        (["-PX", "relay/unix"], "-Pe or -PX requires service_name/type/parameter"),
+        (["-Me", "x/unix=x unix - -"], 'bad field count: "x/unix=x unix - -"'),
+        (["-MX", "relay"], "-Me, -MX or -M# requires service_name/type"),
+    ],
+)
+def test_bad_master_cf_edits_change_nothing(confdir, args, message):
+    status, text, err = edited(confdir, *args)
+    assert (status, text, err) == (1, MASTER, f"minipostconf: fatal: {message}\n")
+    assert sorted(os.listdir(confdir)) == ["main.cf", "master.cf"]
