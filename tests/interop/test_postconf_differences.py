@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from support.postconf_diff import mini, real
+from support.postconf_diff import edit_both, mini, real
 
 pytestmark = pytest.mark.postfix
 
@@ -139,3 +139,85 @@ def test_legacy_dbms_parameters_are_not_recognised(confdir):
     assert "mydb_server_host = ldap.example" in theirs[1]
     assert "mydb_server_host" not in ours[1]
     assert "main.cf:2: unused parameter: mydb_server_host=ldap.example" in ours[2]
+
+
+# master.cf: -M, -F, -P and their edits ------------------------------------------------
+
+
+def test_the_first_command_argument_with_blanks_keeps_its_braces(confdir, tmp_path):
+    master = "x unix - - n - - cmd {a b} {c d}\n"
+    theirs, ours = both(confdir, "", "-M", master=master)
+    assert theirs[1].endswith("cmd a b {c d}\n")  # three arguments, read back
+    assert ours[1].endswith("cmd {a b} {c d}\n")
+    theirs, ours = edit_both(tmp_path, {"master.cf": master}, "-Pe", "x/unix/p=1")
+    assert theirs.files["master.cf"].endswith(b"    -o p=1\n    a b {c d}\n")
+    assert ours.files["master.cf"].endswith(b"    -o p=1\n    {a b} {c d}\n")
+
+
+def test_a_failed_edit_leaves_no_temporary_file(tmp_path):
+    theirs, ours = edit_both(
+        tmp_path, {"master.cf": "a unix - - n - - a\n"}, "-Fe", "a/unix/wakeup=x"
+    )
+    assert theirs.status == ours.status == 1
+    assert theirs.listing == ["main.cf", "master.cf", "master.cf.tmp"]
+    assert ours.listing == ["main.cf", "master.cf"]
+
+
+def test_an_edit_adds_the_missing_final_newline_to_master_cf(tmp_path):
+    args = ("-Me", "b/unix=b unix - - n - - b")
+    theirs, ours = edit_both(tmp_path, {"master.cf": "a unix - - n - - a"}, *args)
+    assert theirs.files["master.cf"] == (
+        b"a unix - - n - - ab          unix  -       -       n       -       -       b\n"
+    )
+    assert ours.files["master.cf"] == (
+        b"a unix - - n - - a\nb          unix  -       -       n       -       -       b\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "main"),
+    [(("-MX", "a/unix  "), False), (("-X", "a  "), True)],
+    ids=["master.cf", "main.cf"],
+)
+def test_trailing_blanks_after_a_name_to_remove_are_ignored(tmp_path, args, main):
+    files = {"main.cf": "a = 1\n", "master.cf": "a unix - - n - - a\n"}
+    theirs, ours = edit_both(tmp_path, files, *args)
+    name = "main.cf" if main else "master.cf"
+    assert theirs.files[name] == files[name].encode()  # "a  " matches nothing
+    assert ours.files[name] == b""
+
+
+def test_an_empty_command_is_refused_where_postconf_crashes(tmp_path):
+    theirs, ours = edit_both(
+        tmp_path, {"master.cf": "a unix - - n - - a\n"}, "-Fe", "a/unix/command="
+    )
+    assert theirs.status < 0  # killed by a signal
+    assert ours.status == 1 and ours.stderr == ['fatal: bad field count: "a/unix/command="']
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("-Fe", "a/unix/wakeup="), 'invalid wakeup field "" in ""'),
+        (
+            ("-Me", "a/unix=a unix - - n -? - a"),
+            'invalid wakeup field "-?" in "a unix - - n -? - a"',
+        ),
+        (("-Me", "a/unix=a unix - - n - - a -o x"), 'field "arguments": -o "x": missing'),
+    ],
+    ids=["empty wakeup", "-? wakeup", "-o without ="],
+)
+def test_edits_postconf_writes_and_the_master_would_misread_are_refused(tmp_path, args, message):
+    theirs, ours = edit_both(tmp_path, {"master.cf": "a unix - - n - - a\n"}, *args)
+    assert theirs.status == 0
+    assert ours.status == 1 and ours.stderr[0].startswith(f"fatal: {message}")
+    assert ours.files["master.cf"] == b"a unix - - n - - a\n"
+
+
+def test_an_entry_of_master_cf_that_an_edit_cannot_read_names_its_line(tmp_path):
+    master = "a unix - - n - - a\nb unix - - n - x b\n"
+    theirs, ours = edit_both(tmp_path, {"master.cf": master}, "-Pe", "*/unix/p=1")
+    assert theirs.stderr == ['fatal: invalid process_limit field "x" in "b unix - - n - x b "']
+    assert ours.stderr == [
+        'fatal: field "maxproc": bad value: "x" (expected a number or -)'
+    ]  # after the location, which is "master.cf:2: " (see support.postconf_diff)
