@@ -176,7 +176,12 @@ MASTER_PARAMS: tuple[Param, ...] = (
     Param("inet_protocols", "all", "list", doc="ipv4, ipv6 or all."),
     Param("compatibility_level", "0", doc="Postfix release whose defaults apply (e.g. 3.6)."),
     Param("multi_instance_name", "", doc="Instance name; prefixes syslog_name when set."),
-    Param("master_service_disable", "", "list", doc="name/type patterns of disabled services."),
+    Param(
+        "master_service_disable",
+        "",
+        "list",
+        doc="Services the master leaves out: types or name/type, !pattern excludes.",
+    ),
     Param("myhostname", "", doc="This host's name (computed from the host when unset)."),
     Param("mail_name", "Postfix", doc="The mail system's name in messages."),
     Param("stress", "", doc="Set by the master under overload (read-only)."),
