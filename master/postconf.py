@@ -76,9 +76,9 @@ DIAGNOSTICS
     parameter a: recursive reference: a -> b -> a".  Never a traceback.
 
 BUGS
-    Not supported: -a -A -b -C -l -m -t -T.  Legacy DBMS parameters ("ldap:name" makes
-    name_server_host known) are not recognised: such settings are
-    reported as unused.  Deliberate differences from postconf are listed
+    Not supported: -a -A -b -C -l -m -t -T.  Legacy DBMS parameters
+    ("ldap:name" makes name_server_host known) are not recognised: such
+    settings are reported as unused.  Deliberate differences from postconf are listed
     in docs/configuration.md.
 
 SEE ALSO
