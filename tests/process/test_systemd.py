@@ -35,14 +35,18 @@ def inst():
         yield instance
 
 
-def start_fg(inst: MiniInstance, manager: NotifyListener) -> subprocess.Popen:
-    env = {**os.environ, "NOTIFY_SOCKET": manager.address}
+def start_fg(inst: MiniInstance, manager: NotifyListener | None, stderr=subprocess.DEVNULL):
+    """`minipostfix start-fg` with NOTIFY_SOCKET naming the manager's socket (or unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    if manager is not None:
+        env["NOTIFY_SOCKET"] = manager.address
     return subprocess.Popen(
         [MINIPOSTFIX, "-c", str(inst.etc), "start-fg"],
         stdin=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         env=env,
         start_new_session=True,
+        text=True,
     )
 
 
@@ -118,15 +122,7 @@ def test_a_startup_failure_sends_nothing_and_exits_1(inst, tmp_path):
 
 
 def test_without_notify_socket_start_fg_runs_as_before(inst):
-    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-    proc = subprocess.Popen(
-        [MINIPOSTFIX, "-c", str(inst.etc), "start-fg"],
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-        text=True,
-    )
+    proc = start_fg(inst, None, stderr=subprocess.PIPE)
     try:
         inst.wait_log("daemon started")
         assert ask(inst)
