@@ -30,8 +30,8 @@ DESCRIPTION
     children keep the core limit as under Postfix, files_preserve=[the
     readiness pipe]) before it opens anything else: config files, logs,
     locks, listeners and the event loop are all made after the detach, so
-    nothing else needs preserving (python-notes: "open them after open(),
-    or list them"), and the pid in the lock files is the daemon's own.
+    nothing else needs preserving (DaemonContext closes every descriptor
+    not in files_preserve), and the pid in the lock files is the daemon's own.
     The master writes one NUL byte on the pipe once it listens, or the
     text of its fatal error.  start exits 0 on the byte; 1 on an error,
     on EOF or after 100 s, saying why.
@@ -50,8 +50,9 @@ DESCRIPTION
     TERMs its children and exits at once) and does not wait.  reload
     checks both files, then sends SIGHUP.
 
-    status prints on stderr, whether or not it is a terminal (decisions.md
-    12), `the minipostfix mail system is running: PID: N` (exit 0) or
+    status prints on stderr, whether or not it is a terminal (so scripts
+    see it too; postfix-script prints only to a terminal), `the
+    minipostfix mail system is running: PID: N` (exit 0) or
     `the minipostfix mail system is not running` (exit 1).  status -v
     adds, on stdout, the master's state file (pid/master.state: services,
     children, spawns, throttle state and its reason) and the lines of every
@@ -269,7 +270,7 @@ def cmd_start_fg(config_dir: str, _args: argparse.Namespace) -> int:
 
 def cmd_master(config_dir: str, args: argparse.Namespace) -> int:
     """Internal: the detached master, started by `start`."""
-    import daemon  # python-daemon; only here (ARCHITECTURE.md single owners)
+    import daemon  # python-daemon; its single owner (tests/unit/test_layering.py)
 
     context = daemon.DaemonContext(
         detach_process=True,

@@ -8,8 +8,9 @@ SYNOPSIS
     embedded_directory()            # the folder that holds all three files
 
 DESCRIPTION
-    The files in the checkout's etc/ are the source of truth (decisions.md
-    item 3).  They are found in one of two places, in this order:
+    The files in the checkout's etc/ are the source of truth: one copy,
+    installed as data rather than duplicated into a package.  They are
+    found in one of two places, in this order:
 
     checkout       ../etc/ next to the master package, when the package is
                    imported from a source tree (the flat layout, or an

@@ -21,8 +21,9 @@ DESCRIPTION
     parameter, then reads master.cf (service names in inet addresses are
     looked up in /etc/services).
 
-    layout() is decisions.md item 13: the queue directory 0755 (kept as
-    found when it exists), pid/ 0755 root, private/ 0700 mail_owner,
+    layout() gives Debian's postfix owners and modes (so that our master
+    and Postfix's can take turns on one instance): the queue directory
+    0755 (kept as found when it exists), pid/ 0755 root, private/ 0700 mail_owner,
     public/ 02710 mail_owner:setgid_group (mail_owner's group without
     postdrop), $data_directory 0755 mail_owner.  When not run as root,
     every owner is whoever runs us.  make_directories() creates what is
@@ -124,7 +125,7 @@ def lookup_owner(config: Config) -> Owner:
     try:
         setgid_gid = grp.getgrnam(config.get("setgid_group")).gr_gid
     except KeyError:
-        setgid_gid = gid  # decisions.md 13: mail_owner's group without postdrop
+        setgid_gid = gid  # no postdrop group: public/ gets mail_owner's group
     return Owner(name, uid, gid, setgid_gid)
 
 
@@ -141,7 +142,7 @@ class DirSpec:
 
 
 def layout(config: Config, owner: Owner) -> list[DirSpec]:
-    """The directories the master needs, with decisions.md item 13's owners and modes."""
+    """The directories the master needs, with their owners and modes (see the module docstring)."""
     queue = config.get("queue_directory")
     me = os.geteuid()
     root_gid = 0 if me == 0 else os.getegid()

@@ -147,7 +147,7 @@ def _init_logging(config: Config, foreground: bool) -> None:
 
 
 def _init_environment(config: Config) -> None:
-    """import_environment, then what every child needs (reference 4.4)."""
+    """import_environment, then what every child needs (master.c: clean_env(); maillog_client.c)."""
     keep: dict[str, str] = {}
     for item in config.get_list("import_environment"):
         name, eq, value = item.partition("=")

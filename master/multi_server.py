@@ -183,7 +183,7 @@ def main(
 
 
 def raise_nofile_limit() -> None:
-    """Raise the RLIMIT_NOFILE soft limit to the hard limit (decisions.md, 18)."""
+    """Raise the RLIMIT_NOFILE soft limit to the hard limit (Debian's soft 1024 is too few)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -390,7 +390,7 @@ class Connection:
         self._out.clear()
         self.close()
 
-    # Idle timeout (decisions.md, 18) ------------------------------------
+    # Idle timeout: ipc_timeout, never near a client's 5 s ipc_idle (that would race its reuse)
 
     def _arm_timer(self, delay: float) -> None:
         self._timer = self.ctx.events.request_timer(delay, self._timer_event)

@@ -23,8 +23,8 @@ DESCRIPTION
     provider_lines() calls every entry point of the group
     `minipostfix.status` (a callable(config_dir) -> list[str]), in name
     order, and prefixes each line with the entry point's name, so that
-    master/ shows tlsmgr's figures without importing tlsmgr/
-    (decisions.md 24).  A provider that fails shows as one line, never
+    master/ shows tlsmgr's figures without importing tlsmgr/ (the
+    framework knows no service).  A provider that fails shows as one line, never
     a traceback: `tlsmgr: status unavailable: TimeoutError: ...`.
 
 SEE ALSO

@@ -48,7 +48,8 @@ DESCRIPTION
         MAX_VALUE = 87384     bytes of one value on the wire: the base64
                               text of MAX_DATA bytes
         MAX_LIST  = 131072    bytes of one attribute list, NULs included
-    Postfix 3.7 has no limits here (reference 1.2).
+    Postfix 3.7 has no limits here (attr_scan0.c reads each value with
+    vstring_get_null(), unbounded).
 
     parse_uint() is glibc's sscanf("%u%c") == 1: leading white space and
     a sign are accepted ("-1" wraps to 4294967295), at least one decimal

@@ -24,7 +24,7 @@ DESCRIPTION
     a new one is made.  A request that cannot be sent or whose reply does
     not arrive (connection refused or closed, timeout, bad greeting) is
     tried again on a new connection after 1 s; after 2 attempts
-    (decisions 17) the result is FAIL with reason `problem talking to
+    (attr_clnt_request()'s try limit and delay) the result is FAIL with reason `problem talking to
     server PATH: WHY`.
 
     Every call returns a Result: status is Status.OK, ERR or FAIL (an

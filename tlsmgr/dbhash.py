@@ -33,7 +33,8 @@ DESCRIPTION
     DB_PRIVATE environment gives); `cache_size` sets that pool's size.
     A hash table gets Postfix's set_h_nelem(4096) hint.
 
-    Updates are not synced one by one (decisions 19); sync() writes the
+    Updates are not synced one by one (the cache is truncated at every
+    start, so a sync per update buys nothing); sync() writes the
     dirty pages, close() syncs and releases the lock.
 
     A cursor stays valid while the same Table is updated through get,

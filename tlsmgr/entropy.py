@@ -61,7 +61,7 @@ DESCRIPTION
     exchange_event() is tlsmgr_prng_exch_event without the timer: if the
     file was removed (fstat st_nlink == 0) it calls exit_removed(), which
     warns, sleeps `delay` and raises SystemExit(0) without saving, so the
-    next tlsmgr opens or creates the file anew (decisions.md 23);
+    next tlsmgr opens or creates the file anew, as Postfix's does;
     otherwise it updates the file (ExchangeFile.update()).  save_at_exit()
     updates it on the way out, unless it was removed; it logs and returns
     False rather than raise.

@@ -29,7 +29,7 @@ SYNOPSIS
 DESCRIPTION
     No sockets, no clock, no third-party imports.  Built on attr.py.
 
-    Requests (reference 1.4).  Every request is one attribute list that
+    Requests (tlsmgr_service() in Postfix's tlsmgr.c).  Every request is one attribute list that
     starts with request=NAME, followed by that request's attributes in
     this order:
         seed     size (int)                     -> status, seed (data)
@@ -54,8 +54,9 @@ DESCRIPTION
     attributes after the expected ones are ignored with a warning in
     `warnings`, as Postfix 3.7 does.
 
-    ServerConnection.  The first byte of a connection decides (decisions
-    16): "W" is a master wake-up trigger.  "W\\0", or "W" then end of
+    ServerConnection.  The first byte of a connection decides, however
+    the bytes are split (a request always begins with "request"): "W"
+    is a master wake-up trigger.  "W\\0", or "W" then end of
     input, gives Trigger (close without a reply); "W" and any other byte
     raises RemoteProtocolError(reply=False) (close, no reply).  Anything
     else is the first attribute list.  Lists are parsed however the bytes

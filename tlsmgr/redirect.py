@@ -15,7 +15,7 @@ DESCRIPTION
     A cache named `type:path` (without a prefix, default_type) whose
     folder exists and is not owned by mail_owner is moved into
     data_directory under its own name, with Postfix's two warnings
-    (decisions.md 21, reference 2.2):
+    (data_redirect_map() in Postfix's data_redirect.c):
         request to update table btree:/etc/postfix/smtp_scache in
             non-postfix directory /etc/postfix
         redirecting the request to postfix-owned data_directory /var/lib/postfix

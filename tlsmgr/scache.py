@@ -34,7 +34,8 @@ DESCRIPTION
     mail_owner is moved into data_directory under its own name, with two
     warnings).
 
-    Entries, exactly as Postfix 3.7 stores them (reference 2.4), so that
+    Entries, exactly as Postfix 3.7 stores them (tls_scache_encode() and
+    tls_scache_decode() in tls_scache.c), so that
     `postmap -s hash:path` lists our files:
         key   = cache_id + NUL
         value = upper-case hex of (8-byte little-endian time_t saved_at
@@ -89,7 +90,8 @@ DESCRIPTION
     would first wait about 4 s for a buffer it cannot write, as the one
     that failed did.  The other caches, seeds and ticket keys carry on.
 
-    Cleanup (reference 2.6).  start_cleanup() arms a scan unless one is
+    Cleanup (tlsmgr_cache_run_event() and tlsmgr_loop() in tlsmgr.c,
+    tls_scache_sequence()).  start_cleanup() arms a scan unless one is
     running; each cleanup_step() moves the cursor over at most `budget`
     entries.  An expired or bad entry is remembered and deleted one step
     later, after the cursor has moved past it, by a lookup of its key,

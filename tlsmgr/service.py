@@ -39,7 +39,8 @@ DESCRIPTION
       lookup  OK and the session; ERR (empty) on a miss or an expired
               or malformed entry.
       update  OK; the session bytes are also passed to rand.mix()
-              (hashed into the pool, never credited; decisions 22).
+              (hashed into the pool, never credited: tlsmgr(8)
+              says session data is mixed in; 3.7's code does not).
       delete  OK when deleted (or the cleanup scan stands on the entry),
               ERR when not found.
       tktkey  a name that is neither empty nor 16 bytes: FAIL (empty),
@@ -59,8 +60,9 @@ DESCRIPTION
               store's stats() (scache.SessionCache: entries, bytes, hits,
               misses, evictions, expired, oversized, refused, errors,
               no_room, disabled); prng.*
-              when rand has a stats() method.  minipostfix only
-              (decisions 24).
+              when rand has a stats() method.  minipostfix only:
+              real clients never send it, the six requests they do
+              send stay byte-compatible.
     lookup, update and delete get FAIL when the store raises StoreError:
     an update over a size cap or into a cache whose file system is
     short of room, any request to a cache whose files failed (see

@@ -14,7 +14,7 @@ DESCRIPTION
     `now` (seconds); randomness from `rand.draw(n) -> bytes`.
 
     This is tlsmgr_key() in Postfix's tlsmgr.c with tls_scache_key() and
-    tls_scache_key_rotate() from tls_scache.c (reference 2.8).  A key is
+    tls_scache_key_rotate() from tls_scache.c.  A key is
     returned as the raw 88-byte TLS_TICKET_KEY struct that smtpd expects
     in the keybuf attribute (protocol.py's KEYBUF_SIZE and TICKET_*):
         16 bytes  name

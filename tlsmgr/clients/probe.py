@@ -34,7 +34,8 @@ DESCRIPTION
     cachable and timeout, the stats reply's NAME = VALUE pairs.
 
     status_lines() is what `minipostfix status -v` prints for tlsmgr
-    (the `minipostfix.status` entry point, decisions 24; the master puts
+    (the `minipostfix.status` entry point, so that master/ imports
+    nothing from tlsmgr/; the master puts
     `tlsmgr: ` before each line): uptime, requests served, and per cache
     the figures of its `stats` (entries, bytes, hits, misses, ...).  It
     never raises: an unreachable tlsmgr or an unreadable main.cf is one
