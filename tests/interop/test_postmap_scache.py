@@ -1,11 +1,11 @@
-"""Postfix's postmap lists the session caches our tlsmgr wrote (decisions 19, issue 4).
+"""Postfix's postmap lists the session caches our tlsmgr wrote (flushed at stop and reload).
 
 Our master and our tlsmgr (chroot y) on a private instance; after
 `minipostfix stop`, or after a reload once the old tlsmgr has gone,
 `postmap -c PRIVATE -s TYPE:FILE` (a private, empty main.cf) must list
 exactly the entries stored, hash and btree alike, each value being Postfix's
 layout: upper-case hex of the 8-byte little-endian time saved, then the
-session (postfix-facts.md 2).  postmap runs only when no tlsmgr holds the
+session (tls_scache_encode() in tls_scache.c).  postmap runs only when no tlsmgr holds the
 files: both tlsmgrs keep an exclusive lock on them while they run.
 """
 

@@ -1,6 +1,7 @@
 """The smtp test client resumes its session with a real Postfix smtpd, through our tlsmgr.
 
-A private Postfix 3.7 instance under /tmp (decisions.md 6, postfix-facts.md 6), made by
+A private Postfix 3.7 instance under /tmp (Debian's programs on a configuration directory of
+the test's own, never the system's /etc/postfix), made by
 support.instance.PostfixInstance(tlsmgr=OUR_TLSMGR): the real master
 (`/usr/lib/postfix/sbin/master -c DIR -w`), a real smtpd with STARTTLS on a free loopback
 port (chroot n), anvil and postlogd; daemon_directory is a folder of symlinks to

@@ -13,10 +13,12 @@ Replies are compared byte for byte after normalising only random data: an OK
 reply's seed or keybuf becomes its length.  Where we deliberately differ the
 table says why, and this test asserts the difference explicitly:
     - stale data in error replies: 3.7.11 leaks an earlier request's bytes
-      (reference 1.6), we send empty data;
+      (tlsmgr_service() shares one static buffer between connections),
+      we send empty data;
     - unknown request (and our own `stats`): 3.7.11 sends nothing, we FAIL;
     - pipelined requests: 3.7.11 drops the second, we answer both;
-    - short input (`\\0`, `WX\\0`) and over-limit requests (decisions 16, attr.py).
+    - short input (`\\0`, `WX\\0`: we tell a trigger by content, not by byte count)
+      and over-limit requests (attr.py's limits).
 A `W\\0` trigger is handled the same by both (closed without a reply), and
 both greet with the same 26 bytes.  The cases depend on each other (update
 before lookup-hit), so one fixture sends the whole sequence once, in order,

@@ -1,4 +1,4 @@
-"""Debian's real tlsmgr and postlogd run under our master (decisions.md 25).
+"""Debian's real tlsmgr and postlogd run under our master, which follows Postfix's conventions.
 
 daemon_directory is a temporary folder with symlinks to
 /usr/lib/postfix/sbin/{tlsmgr,postlogd}; postlogd is the unix-dgram service

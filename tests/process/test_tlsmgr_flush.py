@@ -1,9 +1,9 @@
 """Our tlsmgr saves its PRNG exchange file when it stops and when the master reloads.
 
-decisions 11 and 19: children treat TERM (minipostfix stop) like the master
+Children treat TERM (minipostfix stop) like the master
 going away (EOF on fd 5 at reload): caches closed, exchange file saved.
 Postfix 3.7's tlsmgr saves at reload but dies on TERM without saving
-(postfix-facts.md 3); ours saves on both.  The session caches' side of
+(TERM keeps its default action there); ours saves on both.  The session caches' side of
 flushing is checked with Postfix's postmap in tests/interop/test_postmap_scache.py.
 """
 

@@ -84,7 +84,7 @@ def test_tlsmgr_is_chrooted_and_runs_as_mail_owner(jailed):
     assert ids.root == str(inst.queue)
     assert ids.uids == (owner.pw_uid,) * 4
     assert ids.gids == (owner.pw_gid,) * 4
-    # decisions 9: exactly mail_owner's own groups, none of root's.
+    # initgroups(mail_owner), as chroot_uid.c: exactly mail_owner's own groups, none of root's.
     assert ids.groups == frozenset(os.getgrouplist("postfix", owner.pw_gid))
     assert tlsmgr_args(pid) == ["-l", "-t", "unix", "-u", "-c"]
 

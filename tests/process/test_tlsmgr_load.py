@@ -49,7 +49,7 @@ def inst():
 
 @pytest.fixture
 def nofile():
-    """decisions 18: tests that open 1000 connections raise their own soft limit."""
+    """Tests that open 1000 connections raise their own soft limit (Debian's is 1024)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = CLIENTS + 200
     if hard != resource.RLIM_INFINITY and hard < wanted:

@@ -1,5 +1,5 @@
-"""Our tlsmgr, unchanged, under Postfix's own master(8) (issue 4: "and unchanged under the
-real Postfix master").
+"""Our tlsmgr, unchanged, under Postfix's own master(8): it follows Postfix's master/child
+conventions, not just our master's.
 
 A private instance run by `/usr/lib/postfix/sbin/master -c DIR -w`: its
 daemon_directory holds symlinks to /usr/lib/postfix/sbin/* with tlsmgr

@@ -23,9 +23,10 @@ DESCRIPTION
     `reply` is what minipostfix sends, `postfix` what Postfix 3.7.11
     sends when that differs (None: the same), and `differs` says why we
     deliberately differ.  A reply is bytes, or a compiled bytes regular
-    expression for random data.  Sources: the probe transcript
-    (../../shared/spec/tlsmgr-probe-postfix-3.7.11.txt) and the
-    reference, sections 1.2-1.4.
+    expression for random data.  Sources: Debian's Postfix 3.7.11
+    tlsmgr, probed byte by byte (tests/interop/test_tlsmgr_diff.py sends
+    every case to it), and its source: attr_scan0.c, base64_code.c and
+    tlsmgr_service() in tlsmgr.c.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ OK = b"status\x000\x00"
 ERR = b"status\x004294967295\x00"
 FAIL = b"status\x004294967294\x00"
 B64 = rb"[A-Za-z0-9+/]"
-STALE = "3.7.11 sends stale bytes of an earlier request in the data attribute (reference 1.6)"
+STALE = "3.7.11 sends stale bytes of an earlier request in the data attribute (one static buffer)"
 UNKNOWN = "3.7.11 sends no reply at all to an unknown request name (the client hangs)"
-PIPELINE = "3.7.11 drops what follows the first request of a read (reference 1.3 item 8)"
+PIPELINE = "3.7.11 drops what follows the first request of a read (its read buffer is discarded)"
 LIMIT = "minipostfix limits names to 64 bytes, values to 64 KiB, requests to 128 KiB and closes"
 
 
@@ -177,7 +178,7 @@ CASES: tuple[Case, ...] = (
     ),
     Case("wakeup-trigger", b"W\x00", b""),
     Case("garbage", b"\xff\xfe\x00garbage-without-structure\x00\x00", FAIL + b"\x00"),
-    # The request table, reference 1.4.
+    # The request table (tlsmgr_service() in tlsmgr.c).
     Case(
         "policy-bogus",
         request(b"request", b"policy", b"cache_type", b"bogus"),
@@ -229,7 +230,7 @@ CASES: tuple[Case, ...] = (
         request(b"request", b"lookup", b"cache_type", b"smtp", b"cache_id", b"empty"),
         OK + b"session\x00\x00\x00",
     ),
-    # Number parsing: sscanf("%u%c") == 1 (reference 1.2).
+    # Number parsing: sscanf("%u%c") == 1 (attr_scan0.c).
     Case(
         "seed-leading-blank",
         SEED_SIZE + b" 7\x00\x00",
@@ -263,7 +264,7 @@ CASES: tuple[Case, ...] = (
         SEED_SIZE + b"4294967297\x00\x00",
         _rx(OK + b"seed\x00" + B64 + rb"{2}==\x00\x00"),
     ),
-    # Base64: decoding stops at the first "=" (reference 1.2).
+    # Base64: decoding stops at the first "=" (base64_decode_opt()).
     Case(
         "update-b64-stops-at-pad",
         request(
@@ -311,7 +312,7 @@ CASES: tuple[Case, ...] = (
         POLICY_SMTP_REPLY,
         PIPELINE,
     ),
-    # Triggers and short input (decisions 16).
+    # Triggers and short input: a trigger is told by content, however the bytes are split.
     Case("short-not-trigger", b"X\x00", b""),
     Case(
         "lone-terminator",
@@ -353,7 +354,7 @@ CASES: tuple[Case, ...] = (
         OK + b"\x00",
         LIMIT,
     ),
-    # minipostfix's stats request (decisions 24).
+    # minipostfix's stats request (real clients never send it).
     Case(
         "stats",
         request(b"request", b"stats"),

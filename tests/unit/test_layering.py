@@ -1,4 +1,4 @@
-"""The layering rules of ARCHITECTURE.md, checked by reading imports and calls with `ast`.
+"""The layering rules of docs/design.md, checked by reading imports and calls with `ast`.
 
 Rules:
 1. Pure core modules import the standard library only (plus other pure modules) and no I/O,
@@ -117,7 +117,7 @@ OWNED_IMPORTS = {
 # (module, what) -> reason
 EXCEPTIONS = {
     ("master/control.py", "subprocess"): "`minipostfix start` runs the master as a subprocess "
-    "and waits for its readiness byte (decisions.md 14)",
+    "and waits for its readiness byte, as `postfix start` waits for `master -w`",
 }
 
 CLIENT_SIDE_ALLOWED = {"tlsmgr.attr", "tlsmgr.protocol", "tlsmgr.client", "tlsmgr.clients"}

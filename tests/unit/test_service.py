@@ -35,7 +35,7 @@ def env(folder):
         store.close()
 
 
-# The request table (reference 1.4) ------------------------------------------
+# The request table (tlsmgr_service() in Postfix's tlsmgr.c) -----------------------
 
 
 def test_seed(env):
