@@ -15,7 +15,8 @@ APT_PACKAGES := python3-venv python3-dev gcc libdb5.3-dev
 TEST_APT_PACKAGES := postfix db5.3-util haproxy redis-server systemd
 UID := $(shell id -u)
 
-# Where `make run` puts its instance (../shared decisions, item 4).
+# Where `make run` puts its instance: as root, Postfix's layout (mail_owner must reach its
+# files, and a checkout under a 0700 home is out of its reach); else under the checkout.
 ifeq ($(UID),0)
 RUN_CONF ?= /etc/minipostfix
 RUN_QUEUE ?= /var/spool/minipostfix
