@@ -64,11 +64,6 @@ DIAGNOSTICS
 BUGS
     See master/macro.py for where expansion differs from Postfix.
 
-    NOTE: about 500 lines, of which MASTER_PARAMS (the master's and the
-    skeletons' parameter table) is a sixth and Defaults, the one default
-    resolver, a tenth; the engine (macro.py) and Postfix's defaults
-    (builtin.py) are apart.
-
 SEE ALSO
     src/util/readlline.c, dict.c, src/global/mail_conf*.c (Postfix);
     master/macro.py, master/builtin.py, master/errors.py

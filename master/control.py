@@ -67,12 +67,6 @@ DIAGNOSTICS
     Exit status 0 on success, 1 on failure, as postfix-script.  Errors
     name the file and line (`fatal: master.cf:12: ...`) or the directory.
 
-BUGS
-    NOTE: long because it is nine small commands and their argument
-    parsing; the files they share with the master (lock and state files,
-    the directory layout) are in instance.py, status -v's text in
-    statusview.py.
-
 SEE ALSO
     postfix(1), conf/postfix-script (Postfix); master.py, instance.py,
     statusview.py, docs/operating.md

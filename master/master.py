@@ -70,11 +70,6 @@ BUGS
     Changing queue_directory, config_directory or inet_protocols needs a
     stop and start; reload warns and keeps the old value for the master.
 
-    NOTE: long (Master is one class of some 330 lines) because its steps
-    share one set of tables (services, wake-ups, addresses) and read in
-    the order the loop runs them; the instance on disk (directories,
-    locks, state file) is in instance.py, processes in spawn.py.
-
 SEE ALSO
     src/master/master.c, master_ent.c, master_service.c, master_sig.c,
     master_wakeup.c (Postfix); instance.py, spawn.py, listen.py, control.py

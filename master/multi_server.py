@@ -109,9 +109,6 @@ DIAGNOSTICS
 BUGS
     Transports unix and inet only (not pass).
 
-    NOTE: long because the connection's input, output and flow control
-    are one state machine; split, each half would reach into the other.
-
 SEE ALSO
     src/master/multi_server.c (Postfix), skeleton.py, events.py
 """

@@ -80,10 +80,6 @@ BUGS
     The `pass` transport (descriptor passing) and -D (debugger) are not
     supported; -D is taken as -d.  MAIL_DEBUG is ignored.
 
-    NOTE: long because the start-up sequence above is one ordered story
-    (argv, configuration, checks, jail, loop) shared by both skeletons;
-    about a fifth of it is this header.
-
 SEE ALSO
     multi_server.c, single_server.c, mail_params.c, chroot_uid.c (Postfix);
     docs/skeleton.md; multi_server.py, single_server.py, privs.py, events.py

@@ -85,10 +85,6 @@ DESCRIPTION
     handler asks for one: pipelined input goes to the incremental path,
     which it feeds a slice at a time.
 
-    NOTE: long because it holds the vocabulary, both state machines, the
-    request parser with its fast path and the reply codec, which share
-    the tables at the top; split, each half would import the other's.
-
 DIAGNOSTICS
     RemoteProtocolError (from attr.py) for broken framing, over-limit
     input, a bad greeting or a reply that lacks an attribute.  The

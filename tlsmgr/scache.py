@@ -110,6 +110,10 @@ DESCRIPTION
     ...`, `smtp TLS cache: malformed entry for ID: ...`, and the size
     cap, room and failure lines above.
 
+    Invariants, kept by every path that adds or removes an entry: the
+    counts match the file, the age index names every entry, and the
+    scan's current entry is never deleted under it.
+
 DIAGNOSTICS
     lookup, update and delete raise service.StoreError (the reply is
     FAIL) for an update over a cap or while the cache has no room, and for
@@ -119,12 +123,6 @@ DIAGNOSTICS
 BUGS
     Postfix's UTF-8 check (an update with a non-UTF-8 cache_id is skipped
     when smtputf8_enable is on) is not copied: keys are stored as sent.
-
-    NOTE: long because entries, the age index, eviction, the resumable
-    scan and the room and failure states all move the same cursor and
-    counters; cutting SessionCache in two would spread one invariant
-    (the counts match the file, the index names every entry, the scan's
-    current entry is never deleted under it) over two files.
 
 SEE ALSO
     src/tls/tls_scache.c (Postfix), redirect.py, dbhash.py
