@@ -29,7 +29,7 @@ RUN_DATA ?= $(CURDIR)/run/data
 RUN_LOG ?= $(CURDIR)/run/maillog
 endif
 
-.PHONY: all setup deps test-deps mail-owner run start stop status test lint wheel-test bench clean
+.PHONY: all setup deps test-deps mail-owner run start stop status test lint docs wheel-test bench clean
 
 all: setup
 
@@ -126,6 +126,12 @@ test: setup test-deps
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The sections of docs/ that mirror code: the parameter tables of docs/configuration.md (from
+# the Param rows) and the layering rules of docs/design.md (from tests/unit/test_layering.py).
+# tests/unit/test_repository.py fails while a committed section is stale.
+docs: setup
+	$(BIN)/python -m support.docgen
 
 # Build a wheel, install it into a fresh venv, run the console scripts from it.
 wheel-test: setup

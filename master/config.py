@@ -131,7 +131,7 @@ MASTER_PARAMS: tuple[Param, ...] = (
     Param("process_id_directory", "pid", doc="pid files, relative to queue_directory."),
     Param("mail_owner", "postfix", doc="The unprivileged account daemons run as."),
     Param("setgid_group", "postdrop", doc="Group of public/ (and of set-gid tools)."),
-    Param("default_process_limit", "100", "int", 1, doc="maxproc for '-' in master.cf."),
+    Param("default_process_limit", "100", "int", 1, doc="maxproc for `-` in master.cf."),
     Param("max_idle", "100s", "time", 1, doc="Idle time after which a child exits."),
     Param("max_use", "100", "int", 1, doc="Clients a child serves before it exits."),
     Param("service_throttle_time", "60s", "time", 1, doc="Pause after a bad command startup."),
@@ -148,7 +148,7 @@ MASTER_PARAMS: tuple[Param, ...] = (
     Param(
         "syslog_name",
         "${multi_instance_name?{$multi_instance_name}:{postfix}}",
-        doc="Log tag prefix: syslog_name/process_name[pid].",
+        doc="Log tag prefix: `syslog_name/process_name[pid]`.",
     ),
     Param("syslog_facility", "mail", doc="syslog facility when maillog_file is empty."),
     Param("maillog_file", "", doc="Log file; empty means syslog."),
@@ -164,20 +164,36 @@ MASTER_PARAMS: tuple[Param, ...] = (
         "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY DISPLAY LANG=C "
         "POSTLOG_SERVICE POSTLOG_HOSTNAME",
         "list",
-        doc="Environment kept (or set, NAME=VALUE) for the master and children.",
+        doc="Environment kept (or set, `NAME=VALUE`) for the master and children.",
     ),
     Param("export_environment", "TZ MAIL_CONFIG LANG", "list", doc="Environment for commands."),
-    Param("inet_interfaces", "all", "list", doc="Addresses inet services without host use."),
-    Param("inet_protocols", "all", "list", doc="ipv4, ipv6 or all."),
-    Param("compatibility_level", "0", doc="Postfix release whose defaults apply (e.g. 3.6)."),
+    Param(
+        "inet_interfaces",
+        "all",
+        "list",
+        doc="Where an inet service without a host listens: `all` (the wildcard address of "
+        "each inet_protocols family), `loopback-only` (127.0.0.1, and ::1 where the host has "
+        "it), or addresses and host names. Read at start; a reload keeps the listeners.",
+    ),
+    Param("inet_protocols", "all", "list", doc="`ipv4`, `ipv6` or `all`."),
+    Param(
+        "compatibility_level",
+        "0",
+        doc="Postfix release whose defaults apply (e.g. `3.6`); set it in main.cf.",
+    ),
     Param("multi_instance_name", "", doc="Instance name; prefixes syslog_name when set."),
     Param(
         "master_service_disable",
         "",
         "list",
-        doc="Services the master leaves out: types or name/type, !pattern excludes.",
+        doc="Services the master leaves out: types or `name/type`, `!pattern` excludes.",
     ),
-    Param("myhostname", "", doc="This host's name (computed from the host when unset)."),
+    Param(
+        "myhostname",
+        "",
+        doc="This host's name: the system's host name, plus `.$mydomain` (main.cf's, else "
+        "`.localdomain`) when it has no dot.",
+    ),
     Param("mail_name", "Postfix", doc="The mail system's name in messages."),
     Param("stress", "", doc="Set by the master under overload (read-only)."),
 )

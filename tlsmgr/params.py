@@ -67,7 +67,7 @@ def _cache_params() -> list[Param]:
             Param(
                 row.database_param,
                 "",
-                doc=f"type:path of the {who} TLS session cache; empty disables it.",
+                doc=f"`type:path` of the {who} TLS session cache; empty disables it.",
             ),
             Param(
                 row.timeout_param,
@@ -81,7 +81,7 @@ def _cache_params() -> list[Param]:
             Param(
                 row.loglevel_param,
                 "0",
-                doc=f"{who} TLS logging; 2 or 'cache' logs cache activity in tlsmgr.",
+                doc=f"{who} TLS logging; 2 or more, or the word `cache`, logs cache activity.",
             ),
         ]
     return rows
@@ -108,14 +108,15 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "tls_session_ticket_secret_file",
         "",
-        doc="minipostfix: a file of at least 32 secret bytes shared by several hosts, "
-        "from which every host derives the same session ticket keys; empty gives "
-        "each tlsmgr random keys (Postfix's behaviour).",
+        doc="minipostfix: a file of at least 32 secret bytes (root-owned, mode 0600 or "
+        "0400), the same on several hosts, from which each tlsmgr derives the same session "
+        "ticket keys (docs/tlsmgr.md, docs/cluster.md); empty gives each tlsmgr random keys "
+        "(Postfix's behaviour).",
     ),
     Param(
         "tls_random_source",
         "dev:/dev/urandom",
-        doc="External entropy source: dev:PATH, egd:PATH, or a regular file.",
+        doc="External entropy source: `dev:PATH`, `egd:PATH`, or a regular file.",
     ),
     Param(
         "tls_random_bytes", "32", "int", 1, doc="Bytes read from tls_random_source per (re)seed."
@@ -144,15 +145,16 @@ PARAMS: tuple[Param, ...] = (
         "32",
         "int",
         1,
-        doc="Bytes a TLS client or server asks tlsmgr for (seed request).",
+        doc="Bytes a TLS client or server asks tlsmgr for (`seed`).",
     ),
     Param("tlsmgr_service_name", "tlsmgr", doc="The tlsmgr service name in master.cf."),
-    Param("default_database_type", "hash", doc="Table type when a database has no type: prefix."),
+    Param("default_database_type", "hash", doc="Table type when a database has no `type:` prefix."),
     Param(
         "berkeley_db_read_buffer_size",
         "131072",
         "int",
         1,
-        doc="Berkeley DB cache size for session cache files.",
+        doc="Postfix's Berkeley DB read buffer; read and checked, but tlsmgr sizes each "
+        "cache's buffer pools itself (docs/tlsmgr.md, Memory and speed).",
     ),
 )

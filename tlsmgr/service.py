@@ -31,8 +31,8 @@ DESCRIPTION
     as the master.log module), stores as objects with lookup(), update(),
     delete() and stats() (scache.SessionCache; see SessionStore).
 
-    handle() dispatches through a dict on the request name (reference
-    1.4; status codes from tls_mgr.h):
+    handle() dispatches through a dict on the request name (Postfix's
+    tlsmgr_service(); status codes from tls_mgr.h):
       seed    size 1..255: OK and that many bytes from rand.draw();
               otherwise FAIL, empty seed, warning
               `bogus seed length "N" in "seed" request`.

@@ -24,6 +24,7 @@ bench/ and for programs the tests start.  Each module is one concept:
     config_corpus       the main.cf and master.cf corpus and its expected errors
     postfix             Debian's Postfix as the oracle: SBIN, settled(), postmap_list()
     postconf_diff       postconf against minipostconf (in process), normalised
+    docgen              the generated sections of docs/ (make docs), and their staleness
 
 Fixtures stay in the conftest.py files and build on these modules.
 """

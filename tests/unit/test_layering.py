@@ -20,7 +20,10 @@ Rules:
 7. No import cycles among the modules of master/ and tlsmgr/, counting imports inside functions
    and under TYPE_CHECKING.
 
-Every exception is listed in EXCEPTIONS or PATH_EXCEPTIONS with its reason.
+Every exception is listed in EXCEPTIONS or PATH_EXCEPTIONS with its reason.  The tables below
+are the rules' exact form: docs/design.md explains them, and its "Who may import whom" section
+is generated from these tables by `make docs` (support.docgen reads them with ast, so they stay
+literals).
 """
 
 from __future__ import annotations
