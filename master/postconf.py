@@ -17,57 +17,20 @@ SYNOPSIS
     main(["-c", "/etc/minipostfix", "-n"]) -> exit status
 
 DESCRIPTION
-    The directory is -c DIR, else $MAIL_CONFIG, else /etc/postfix.
+    The command line and the output of postconf(1): which options exist,
+    how they combine and what each prints is docs/configuration.md,
+    "minipostconf"; the deliberate differences from postconf are in its
+    "Differences from Postfix".  The directory is -c DIR, else
+    $MAIL_CONFIG, else /etc/postfix.  Output is sorted by name and
+    formatted as postconf's: "name = value" with white space runs shown
+    as one blank ("name =" when empty).
 
-    Without options, every known parameter with its effective raw value
-    (main.cf's, else the default).  NAME...: those parameters; an unknown
-    name gives a warning and the exit status stays 0.  -d: the defaults,
-    without reading main.cf.  -n: the parameters main.cf sets, plus
-    config_directory when the directory was given with -c or MAIL_CONFIG.
-    -x expands $name references; -h prints values only, -H names only;
-    -f folds long lines; -o name=value overrides main.cf for this run.
-    Output is sorted by name and formatted as postconf's: "name = value"
-    with white space runs shown as one blank ("name =" when empty).
-
-    Known names: Postfix 3.7.11's built-in parameters (the packaged
-    postfix_defaults.txt), the service-defined names of master.cf's
-    delivery services (smtp_delivery_slot_cost for a service "smtp" that
-    runs smtp, ...), every Param row of master/config.py and of the
-    daemons found through the entry point group `minipostfix.params`, and
-    user-defined names that main.cf or master.cf refers to as $name (or
-    lists in smtpd_restriction_classes).  Other main.cf names are
-    "unused": -n hides them and a warning names each.
-
-    -e (also assumed when the first argument contains "="): set each
-    name=value in main.cf.  An existing logical line is replaced in place
-    by "name = value" and its continuation lines dropped; comments, blank
-    lines and order are kept; new names are appended in sorted order.
-    The new file is written beside the old one and renamed over it, under
-    an exclusive lock.  -X removes the named lines, -# comments them out.
-
-    -M prints master.cf entries in postconf's columns; arguments are
-    normalised ("-o { a = b }" as "-o a=b", "{ x y }" as "{x y}").  -F
-    prints "service/type/field = value" for each of the eight fields
-    (service type private unprivileged chroot wakeup process_limit
-    command, the command with its arguments), -P
-    "service/type/parameter = value" for each -o setting, sorted per
-    entry.  Each takes patterns (see master/postconf_master.py); one that
-    matches nothing is a warning.  -h and -H show only values or names,
-    -x expands -o values, -f folds.
-
-    With -e, -X or -#, -M, -F and -P edit master.cf instead
-    (master/mastercf_edit.py): -Me replaces or adds whole entries, -MX
-    removes them, -M# comments them out, -Fe sets a field, -Pe sets and
-    -PX removes a -o parameter.  A first argument with "=" implies -e.
-
-    Options combine as postconf's do: one of -M -F -P -p (the default),
-    with the modifiers each allows; a conflict is "specify one of -d -n"
-    or "with option -F, do not specify -d", in postconf's words.
-
-    The name space lives in master/postconf_names.py, the main.cf editor
-    in master/postconf_edit.py, master.cf entries in
-    master/postconf_master.py and their editor in master/mastercf_edit.py;
-    this module is the command line and the output.
+    This module is the command line and the output.  Which names exist
+    and what their values and defaults are is master/postconf_names.py
+    (the name space); -e, -X and -# on main.cf are master/postconf_edit.py;
+    master.cf entries for -M, -F and -P (patterns, columns, normalised
+    arguments) are master/postconf_master.py, and their editor (-Me -MX
+    -M# -Fe -Pe -PX) is master/mastercf_edit.py.
 
 DIAGNOSTICS
     Warnings and errors on stderr as "minipostconf: warning: ..." and
@@ -78,8 +41,7 @@ DIAGNOSTICS
 BUGS
     Not supported: -a -A -b -C -l -m -t -T.  Legacy DBMS parameters
     ("ldap:name" makes name_server_host known) are not recognised: such
-    settings are reported as unused.  Deliberate differences from postconf are listed
-    in docs/configuration.md.
+    settings are reported as unused.
 
 SEE ALSO
     postconf(1), src/postconf/*.c (Postfix), master/postconf_names.py,

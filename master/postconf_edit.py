@@ -29,7 +29,7 @@ DIAGNOSTICS
 
 SEE ALSO
     postconf(1), src/postconf/postconf_edit.c, src/util/edit_file.c
-    (Postfix); master/postconf.py
+    (Postfix); master/postconf.py; docs/configuration.md, "Editing"
 """
 
 from __future__ import annotations
@@ -45,11 +45,9 @@ from master.postconf_names import warn
 def edit_main_cf(path: str, edits: list[tuple[str, str]]) -> None:
     """Set each (name, value) in main.cf at path, atomically (the -e engine).
 
-    An existing logical line is replaced in place by "name = value" and
-    its continuation lines are dropped; other lines, comments and order
-    are kept; names not found are appended in sorted order.  An empty
-    value is written "name = ".  Raises ConfigError for a bad name or
-    value, or when the file cannot be read or replaced.
+    As the module docstring says for -e; an empty value is written
+    "name = ".  Raises ConfigError for a bad name or value, or when the
+    file cannot be read or replaced.
     """
     table: dict[str, str | None] = {}
     for name, value in edits:
