@@ -26,78 +26,53 @@ SYNOPSIS
 DESCRIPTION
     The skeleton for servers such as tlsmgr (Postfix's multi_server.c).
     Called by you: main(), once, from the daemon's main program.  Hooks
-    you may pass (each takes the ServerContext, see skeleton.py):
-    pre_init (as root, before the jail: open files), post_init (after the
-    privilege drop; may set ctx.max_idle / ctx.max_use to 0), loop
-    (called every loop turn; returns how long the loop may sleep, None
-    for as long as it likes, 0 while it has work left), pre_exit (before
-    every normal exit).  `params` are the daemon's Param rows: all read
-    and checked before anything is served.  `solitary` makes the daemon
-    fatal unless master.cf gives it maxproc 1 (-l).
+    you may pass, each called with the ServerContext (when each runs:
+    docs/skeleton.md, "Hooks and what they are for"): pre_init, post_init, loop (every loop
+    turn; returns how long the loop may sleep, None for as long as it
+    likes, 0 while it has work left) and pre_exit.  `params` are the
+    daemon's Param rows, all read and checked before anything is served.
+    `solitary` makes the daemon fatal unless master.cf gives it maxproc
+    1 (-l).
 
     Guarantees:
-    - handler_factory is called per accepted connection, only after the
-      privilege drop; connection_made() runs at once, its bytes are the
-      greeting (the server speaks first when it likes).
-    - data_received() gets the bytes in the order they came, in chunks of
-      any size (at most READ_SIZE); what it returns is written in order.
-      The skeleton owns sockets, output buffers and partial writes: a
-      client that does not read stalls only itself (it is not read from
-      while more than HIGH_WATER bytes of its output are pending, and
-      again once they are down to LOW_WATER), and a half-written request
-      delays nobody else.  In the common case (the reply fits in the
-      socket) a request costs one read and one write, and nothing is
-      copied.
+    - handler_factory(conn) is called per accepted connection, only
+      after the privilege drop; connection_made()'s bytes are the
+      greeting.
+    - data_received() gets the bytes in order, in chunks of any size (at
+      most READ_SIZE); what it returns, resume() returns or conn.write()
+      queues is written in that order.  A client that does not read
+      stalls only itself: it is not read from while more than
+      HIGH_WATER bytes of its output are pending.
     - connection_lost() is called exactly once, after the socket is
       closed: on EOF (after pending output is flushed), on a reset or
-      write error, after close_after_write(), and when the connection
-      has been idle (no byte in or out) for longer than ipc_timeout.
+      write error, after close_after_write(), and after ipc_timeout
+      without a byte in or out.
     - Status records: TAKEN before the first data_received() or resume()
       of a busy spell, AVAIL when the loop is about to wait again or after
-      skeleton.MAX_BUSY_TURNS busy turns; none for a turn that only
-      accepts, greets or disconnects (skeleton.run_loop).
-    - Exit 0 (after pre_exit) when the master goes away or reloads (EOF
-      on fd 5), on TERM or INT, after max_idle seconds without clients,
-      and once max_use clients have disconnected and none is left (both
-      unless 0).  An exception from a handler ends the process (exit 1,
-      traceback logged): handlers turn bad input into replies themselves.
-    - Accepts up to 100 connections per turn, until EAGAIN; the
+      skeleton.MAX_BUSY_TURNS busy turns (skeleton.run_loop).
+    - Exit 0 (after pre_exit) on EOF on fd 5, on TERM or INT, after
+      max_idle seconds without clients, once max_use clients have
+      disconnected and none is left (both unless 0).  An exception from
+      a handler ends the process (exit 1, traceback logged): handlers
+      turn bad input into replies themselves.
+    - Up to ACCEPT_BURST connections are accepted per turn; the
       RLIMIT_NOFILE soft limit is raised to the hard limit at start.
 
-    Flow control: the handler contract.  One read may hold many
-    pipelined requests, and their replies may be far larger than the
-    requests (a 40-byte lookup can fetch a 64 KiB session).  A handler
-    therefore answers only as much as fits, and keeps the rest:
-    - data_received() and resume() are only called while the pending
-      output is at most HIGH_WATER (conn.room >= 0), and may always
-      answer one request.  Before answering another, a handler looks at
-      conn.room less what it has produced in this call, and stops when
-      that is used up or when it has done its own bounded amount of work
-      for this call (tlsmgr: 32 requests).
-    - A handler that stops before the end of its input keeps the rest
-      undecoded and calls conn.hold(): the socket is no longer read (the
-      client's further writes wait in the kernel), and resume() is called
-      on a later loop turn once the pending output is down to LOW_WATER.
-      Held connections are resumed round-robin, each once per turn in
-      the order they were held, so one connection cannot take a whole
-      turn.  After a resume() that did not call hold() again, the socket
-      is read again.
-    - A request whose reply is not ready (it waits for another server):
-      the handler answers what came before it, keeps what comes after
-      it, and calls conn.pause(): nothing is read and nothing is called
-      until the handler, when the reply is ready, calls conn.write(reply)
-      and then conn.hold(), so that resume() goes on with the rest in
-      order.  conn.write() queues bytes after everything returned or
-      written before, whenever it is called.
-    - conn.between_requests is True when the connection has no request
-      in progress: no input held back, not paused, and the handler's own
-      between_requests (no partial request read, no reply pending, no
-      undecoded input).  A connection that has received bytes
-      (conn.received > 0) and is between requests has had every request
-      it sent answered: it may be closed without losing one.
-    A handler that never pipelines (one request, one reply) needs none
-    of this: its resume() returns b"" and between_requests says whether
-    it holds a partial request.
+    The handler contract; its rules, turn by turn and with their
+    reasons, are docs/skeleton.md, "Flow control, late replies and
+    draining: the handler contract":
+    - data_received() and resume() are called only while conn.room >= 0.
+      Each may answer one request; it answers another only while
+      conn.room, less what it has produced in this call, allows it and
+      its own budget for the call lasts.
+    - Input it keeps undecoded: conn.hold().  resume() follows on a later
+      turn once the pending output is down to LOW_WATER; held connections
+      take turns, one resume() each per loop turn.
+    - A reply that waits for another server: conn.pause(); once it is
+      ready, conn.write(reply) and then conn.hold().
+    - between_requests: no partial request, no reply pending and no
+      undecoded input.  conn.between_requests adds that nothing is held
+      back or paused.
 
     With -S the one client is stdin/stdout (no master, no listener), and
     the process exits when it disconnects.

@@ -20,34 +20,14 @@ SYNOPSIS
 
 DESCRIPTION
     multi_server.py and single_server.py call server_main(); a daemon never
-    calls it directly.  It does what Postfix's *_server_main() do, in this
-    order, and then calls serve(ctx), the skeleton's own accept loop:
-
-    1.  SIGPIPE and SIGXFSZ ignored; TERM and INT keep their default action
-        until the loop runs.  Log to stderr and syslog under the tag
-        $MAIL_LOGTAG/basename(argv[0]) until main.cf is read.
-    2.  argv (proto.parse_child_argv), $MAIL_CONFIG, main.cf with the -o
-        overrides; then logging as main.cf says (syslog_name,
-        syslog_facility, maillog_file; opened now, so it survives the jail).
-    3.  Checks, each fatal (exit 1, which the master throttles): a bad
-        option; stdin a tty without -d or -S ("do not run this command by
-        hand"); no or an unsupported -t; `solitary` without -l; a bad
-        $GENERATION (octal); every Param row of the skeleton and of the
-        daemon read and checked against its type and bounds; mail_owner;
-        fd 5 and the -s listeners on fds 6.. present.  Nothing is served
-        before all of these passed.
-    4.  chdir(queue_directory); pre_init(ctx) as root.
-    5.  The jail, when started as root: chroot to queue_directory if -c, and
-        drop to mail_owner if -u (privs.chroot_uid: setgid, initgroups,
-        chroot, chdir /, setuid).  When not started as root: no jail, no
-        drop, and exactly one warning (only when -c or -u asked for one).
-    6.  post_init(ctx), which may set ctx.max_idle or ctx.max_use to 0.
-    7.  The loop set-up: fds 3, 4, 5 and the listeners close-on-exec; fd 5
-        watched (readable = the master went away or reloaded: pre_exit,
-        exit 0); TERM and INT handled by the loop (pre_exit, exit 0); the
-        daemon_timeout watchdog (EventLoop.set_watchdog: alarm(2), death
-        by SIGALRM when one loop turn runs longer); the max_idle timer.
-    8.  serve(ctx); then pre_exit and exit 0.
+    calls it directly.  It does what Postfix's *_server_main() do, in the
+    order docs/skeleton.md gives step by step ("Start-up, in order"):
+    read argv, $MAIL_CONFIG and main.cf and check all of it, every Param
+    row of the skeleton and of the daemon included (each failure is
+    fatal, exit 1, which the master throttles, before anything is
+    served); pre_init(ctx) as root; the jail (privs.chroot_uid) when
+    started as root; post_init(ctx); serve(ctx), the skeleton's own
+    accept loop; pre_exit and exit 0.
 
     An exception that escapes a hook, a handler or the loop is caught once,
     here: logged with its traceback, exit 1 (pre_exit is not run: the
@@ -61,11 +41,11 @@ DESCRIPTION
     A failed write means the master is gone: pre_exit, exit 0.
 
 SECURITY
-    The jail hides everything outside queue_directory: import every module
-    the daemon will need, open every file, socket and device, and look up
-    every name (mail_owner included) before the jail, in pre_init or at
-    module level.  pre_init runs as root: open there, parse untrusted data
-    only after the drop.  The time zone is loaded before the jail.
+    After the jail nothing outside queue_directory can be opened or
+    imported: pre_init and module level import, open and look up what the
+    daemon needs (docs/skeleton.md, "The jail: open and import before
+    it").  pre_init runs as root: open there, parse untrusted data only
+    after the drop.  The time zone is loaded before the jail.
 
 DIAGNOSTICS
     Fatal errors are logged as `fatal: ...` and end the process with exit
