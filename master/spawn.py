@@ -19,9 +19,9 @@ DESCRIPTION
     availability, when to listen, throttling) is master/avail.py.
 
     spawn() runs $daemon_directory/COMMAND through os.posix_spawn with
-    DUP2 file actions: fds 0 and 1 /dev/null, 2 /dev/null or (detached)
-    a pipe whose last lines the master keeps for its diagnostics, or the
-    master's own stderr in the foreground; 3 and 4 the flow-control pipe;
+    DUP2 file actions: fds 0 and 1 /dev/null, 2 a pipe whose last lines
+    the master keeps for its diagnostics (detached), or the master's own
+    stderr (in the foreground); 3 and 4 the flow-control pipe;
     5 the child end of the service's status socketpair; 6 onward the
     listeners.  The environment is the master's cleaned one plus
     GENERATION, a counter over all forks, in octal.  Signals the master
