@@ -18,9 +18,11 @@ DESCRIPTION
     fork/exec boundary, exactly as Postfix 3.7's master_proto.h and
     master_ent.c define it:
 
-    File descriptors: 0-2 /dev/null (or the master's stderr in the
-    foreground), 3 and 4 the flow-control pipe, 5 the child end of the
-    service's status socketpair, 6 onward the service's listeners.
+    File descriptors: 0 and 1 /dev/null, 2 a pipe to the master (whose
+    last lines it keeps for its diagnostics; the master's own stderr in
+    the foreground; Postfix gives /dev/null), 3 and 4 the flow-control
+    pipe, 5 the child end of the service's status socketpair, 6 onward
+    the service's listeners.
 
     Status records: 12 bytes in host byte order, struct { int pid;
     unsigned gen; int avail; }, gen being the GENERATION environment

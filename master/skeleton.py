@@ -234,10 +234,8 @@ def run_loop(ctx: ServerContext, keep_going: Callable[[], bool], loop: Hook | No
     """Turn the event loop while keep_going().
 
     AVAIL follows TAKEN when the process is about to wait for work, or
-    after MAX_BUSY_TURNS turns in a row with requests: under load the
-    process stays TAKEN across turns (two status writes, each waking the
-    master, per burst instead of per turn), and it still completes a
-    TAKEN-to-AVAIL cycle often enough for the master's accounting."""
+    after MAX_BUSY_TURNS turns in a row with requests (why: docs/skeleton.md,
+    "Status records")."""
     status, events = ctx.status, ctx.events
     busy_turns = 0
     while keep_going():

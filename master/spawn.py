@@ -19,11 +19,9 @@ DESCRIPTION
     availability, when to listen, throttling) is master/avail.py.
 
     spawn() runs $daemon_directory/COMMAND through os.posix_spawn with
-    DUP2 file actions: fds 0 and 1 /dev/null, 2 a pipe whose last lines
-    the master keeps for its diagnostics (detached), or the master's own
-    stderr (in the foreground); 3 and 4 the flow-control pipe;
-    5 the child end of the service's status socketpair; 6 onward the
-    listeners.  The environment is the master's cleaned one plus
+    DUP2 file actions that place the descriptors proto.py lists (fd 2: a
+    pipe whose last lines the master keeps when detached, its own stderr
+    in the foreground).  The environment is the master's cleaned one plus
     GENERATION, a counter over all forks, in octal.  Signals the master
     ignores (SIGPIPE, SIGXFSZ) are reset to their defaults in the child.
     A service under stress gets `stress=yes` in argv for STRESS_TIME

@@ -30,9 +30,7 @@ DESCRIPTION
     by the caller's effective uid/gid: tlsmgr opens them as mail_owner,
     in pre-init, inside master.privs.saved_eugid().  Before that the path
     goes through redirect.redirect_database() (Postfix's
-    data_redirect_map(): a file whose folder exists and is not owned by
-    mail_owner is moved into data_directory under its own name, with two
-    warnings).
+    data_redirect_map()).
 
     Entries, exactly as Postfix 3.7 stores them (tls_scache_encode() and
     tls_scache_decode() in tls_scache.c), so that
