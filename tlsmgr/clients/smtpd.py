@@ -94,7 +94,6 @@ PARAMS: tuple[Param, ...] = (
     Param("smtpd_tls_key_file", "$smtpd_tls_cert_file", doc="PEM private key (root only)."),
     Param("smtpd_tls_loglevel", "0", "int", 0, doc="1: log TLS sessions; 2: resumptions too."),
     Param("smtpd_timeout", "300s", "time", 1, doc="Limit on each read or write."),
-    Param("myhostname", "localhost", doc="Name in the greeting and the EHLO reply."),
     Param("tls_daemon_random_bytes", "32", "int", 1, 255, doc="Bytes asked of tlsmgr's seed."),
     Param("tlsmgr_service_name", "tlsmgr", doc="The tlsmgr service name in master.cf."),
 )
