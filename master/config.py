@@ -26,10 +26,7 @@ DESCRIPTION
     stored raw and expanded on access (master/macro.py), as Postfix
     daemons do.  A name that main.cf and -o leave unset takes its default
     from Defaults, the resolver minipostconf uses too, in postconf's
-    order: the value Postfix computes on the host (myhostname, mydomain,
-    mynetworks, process_id, process_name), Postfix 3.7.11's built-in
-    table (master/builtin.py: the packaged postfix_defaults.txt, read on
-    first use), then a Param row; otherwise it is undefined and expands
+    order (its docstring gives it); otherwise it is undefined and expands
     to nothing.
 
     Lexical rules (readllines + dict_load_fp): blank lines and lines whose

@@ -30,9 +30,8 @@ DESCRIPTION
     command line's -o settings, applied over main.cf.
 
     A value is main.cf's (after -o overrides), else the default, from
-    master.config.Defaults as a daemon's Config has it: what Postfix
-    computes on the host (process_name is "minipostconf"), the built-in
-    table, a Param row, a service-defined default.
+    master.config.Defaults as a daemon's Config has it (process_name is
+    "minipostconf"; service-defined names have their defaults too).
     Expansion follows postconf: main.cf names first, then known names'
     defaults; for a master.cf entry (`scope`, its index), the entry's -o
     names and service_name come first.
