@@ -22,12 +22,10 @@ DESCRIPTION
     4. Create $queue_directory/{pid,private,public} and $data_directory
        with Debian's ownership and modes (instance.layout()); chdir to the
        queue directory, so sockets are named relatively (private/tlsmgr).
-    5. Lock pid/master.pid (root, 0600) and $data_directory/master.lock
-       (mail_owner, 0600), each holding the pid right-aligned in 32
-       characters plus a newline, with an exclusive non-blocking flock
-       held for the master's lifetime.  A held lock means another master
-       runs: `fatal: the minipostfix mail system is already running`.  A
-       stale file from a killed master is simply locked and rewritten.
+    5. Lock pid/master.pid and $data_directory/master.lock for the
+       master's lifetime (instance.py says how).  A held lock means
+       another master runs: `fatal: the minipostfix mail system is
+       already running`.
     6. Create every listener, then log `daemon started -- version V,
        configuration DIR`, write one byte to `ready_fd`, send READY=1
        to systemd (start-fg as a Type=notify service: `notifier`), and
