@@ -31,7 +31,8 @@ DESCRIPTION
     readiness pipe]) before it opens anything else: config files, logs,
     locks, listeners and the event loop are all made after the detach, so
     nothing else needs preserving (DaemonContext closes every descriptor
-    not in files_preserve), and the pid in the lock files is the daemon's own.
+    not in files_preserve), and the pid in the lock files is the
+    daemon's own.
     The master writes one NUL byte on the pipe once it listens, or the
     text of its fatal error.  start exits 0 on the byte; 1 on an error,
     on EOF or after 100 s, saying why.

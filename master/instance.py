@@ -23,9 +23,9 @@ DESCRIPTION
 
     layout() gives Debian's postfix owners and modes (so that our master
     and Postfix's can take turns on one instance): the queue directory
-    0755 (kept as found when it exists), pid/ 0755 root, private/ 0700 mail_owner,
-    public/ 02710 mail_owner:setgid_group (mail_owner's group without
-    postdrop), $data_directory 0755 mail_owner.  When not run as root,
+    0755 (kept as found when it exists), pid/ 0755 root, private/ 0700
+    mail_owner, public/ 02710 mail_owner:setgid_group (mail_owner's group
+    without postdrop), $data_directory 0755 mail_owner.  When not run as root,
     every owner is whoever runs us.  make_directories() creates what is
     missing (parents 0755 despite umask 077, so children can traverse
     them) and, as root, fixes the owner and mode of our own folders.

@@ -27,9 +27,10 @@ DESCRIPTION
     The skeleton for servers such as tlsmgr (Postfix's multi_server.c).
     Called by you: main(), once, from the daemon's main program.  Hooks
     you may pass, each called with the ServerContext (when each runs:
-    docs/skeleton.md, "Hooks and what they are for"): pre_init, post_init, loop (every loop
-    turn; returns how long the loop may sleep, None for as long as it
-    likes, 0 while it has work left) and pre_exit.  `params` are the
+    docs/skeleton.md, "Hooks and what they are for"): pre_init,
+    post_init, loop (every loop turn; returns how long the loop may
+    sleep, None for as long as it likes, 0 while it has work left) and
+    pre_exit.  `params` are the
     daemon's Param rows, all read and checked before anything is served.
     `solitary` makes the daemon fatal unless master.cf gives it maxproc
     1 (-l).
