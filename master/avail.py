@@ -10,7 +10,7 @@ SYNOPSIS
     service.can_spawn() -> bool; service.wanted       # set by a readable listener
     service.avail_more(child); service.avail_less(child)
     service.throttle(reason); service.unthrottle()
-    service.snapshot() -> dict                      # for `minipostfix status -v`
+    service.snapshot() -> dict      # for the state file (statusreport.from_state)
     service.close_status_channel()
 
 DESCRIPTION
@@ -38,7 +38,8 @@ DESCRIPTION
 
     Throttling.  throttle(reason) stops forking and listening for
     throttle_delay seconds and keeps the reason for status; a timer
-    releases it (`throttle released for command PATH`).
+    releases it (`throttle released for command PATH`).  `throttles`
+    counts them since the service started (kept across reloads).
 
 DIAGNOSTICS
     `ignoring status update from child pid N generation G`, `ignoring
@@ -106,6 +107,7 @@ class Service:
         self.throttle_reason = ""
         self.throttle_until = 0.0
         self.spawns = 0
+        self.throttles = 0
         self.last_exit = ""
         self.stress_expire = 0.0
         self._busy_warn = 0.0
@@ -232,6 +234,7 @@ class Service:
         if self.throttled:
             return
         self.throttled = True
+        self.throttles += 1
         self.throttle_reason = reason
         self.throttle_until = time.time() + self.throttle_delay
         self.throttle_timer = self.loop.request_timer(self.throttle_delay, self._unthrottle_event)
@@ -250,7 +253,7 @@ class Service:
             self.update_listen()
 
     def snapshot(self) -> dict:
-        """What `minipostfix status -v` shows about this service."""
+        """This service in the state file (read by statusreport.MasterStatus.from_state)."""
         return {
             "name": self.name,
             "type": self.entry.type,
@@ -258,6 +261,7 @@ class Service:
             "command": self.path,
             "maxproc": self.entry.maxproc,
             "spawns": self.spawns,
+            "throttles": self.throttles,
             "avail": self.avail_proc,
             "throttled": self.throttled,
             "throttle_until": self.throttle_until,
