@@ -8,7 +8,9 @@ SYNOPSIS
     stop             stop the master and its children, wait until they are gone
     abort            stop at once, without waiting
     reload           re-read main.cf and master.cf
-    status [-v]      running or not; -v adds the master's view and status providers
+    status [-v|--json]
+                     running or not; -v adds the master's view and status
+                     providers' figures, --json the same as a JSON document
     check            configuration syntax, directories, ownership, mail_owner
     create-instance NAME=VALUE...
                      copy the embedded main.cf and master.cf into config_dir
@@ -56,10 +58,11 @@ DESCRIPTION
     minipostfix mail system is running: PID: N` (exit 0) or
     `the minipostfix mail system is not running` (exit 1).  status -v
     adds, on stdout, the master's state file (pid/master.state: services,
-    children, spawns, throttle state and its reason) and the lines of every
-    status provider registered in the entry point group
-    `minipostfix.status` (a callable(config_dir) -> list[str]); a provider
-    that fails shows as one line (master/statusview.py formats both).
+    children, spawns, throttle state and its reason) and the figures of
+    every status provider registered in the entry point group
+    `minipostfix.status`; status --json prints the same report as one JSON
+    document (docs/status.schema.json) instead.  Both are renderings of one
+    statusreport.StatusReport (statusview.py makes the lines).
 
     When not run as root, start and start-fg warn once: the master and its
     children keep the caller's identity (no chroot, no privilege drop).
@@ -77,6 +80,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -92,12 +96,15 @@ from master.errors import ConfigError
 from master.events import EventLoop
 from master.log import log_init, msg_fatal, msg_info, msg_warn
 from master.sdnotify import Notifier
-from master.statusview import master_view, provider_lines
+from master.statusreport import MasterStatus, StateError, StatusReport, collect_providers
+from master.statusview import report_lines
 
 NAME = "minipostfix"
 READY_TIMEOUT = 100.0
 STOP_TIMEOUT = 10.0
-USAGE = "start, start-fg, stop, abort, reload, status [-v], check, create-instance NAME=VALUE..."
+USAGE = (
+    "start, start-fg, stop, abort, reload, status [-v|--json], check, create-instance NAME=VALUE..."
+)
 
 
 class Fatal(Exception):
@@ -335,12 +342,26 @@ def cmd_status(config_dir: str, args: argparse.Namespace) -> int:
     else:
         say(f"the minipostfix mail system is running: PID: {pid}")
         status = 0
-    if args.verbose:
-        lines = master_view(read_state(config)) if pid is not None else []
-        lines += provider_lines(config_dir)
-        sys.stdout.write("".join(line + "\n" for line in lines))
+    if args.verbose or args.json:
+        report = status_report(config, pid)
+        if args.json:
+            text = json.dumps(report.to_json(), indent=1) + "\n"
+        else:
+            text = "".join(line + "\n" for line in report_lines(report))
+        sys.stdout.write(text)
         sys.stdout.flush()
     return status
+
+
+def status_report(config: Config, pid: int | None) -> StatusReport:
+    """The report of status -v and --json: the state file while the master runs."""
+    master = None
+    if pid is not None:
+        try:
+            master = MasterStatus.from_state(read_state(config))
+        except StateError as err:
+            msg_warn(f"{instance.STATE_FILE}: {err}")
+    return StatusReport(time.time(), pid, master, collect_providers(config.config_dir))
 
 
 def cmd_check(config_dir: str, _args: argparse.Namespace) -> int:
@@ -444,6 +465,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     sub = _Parser(prog=f"{NAME} {args.command}")
     if args.command == "status":
         sub.add_argument("-v", dest="verbose", action="store_true")
+        sub.add_argument("--json", action="store_true")
     elif args.command == "create-instance":
         sub.add_argument("edits", nargs="*", metavar="NAME=VALUE")
     elif args.command == "master":

@@ -1,71 +1,75 @@
-"""What `minipostfix status -v` prints: the master's view and the status providers' lines.
+"""What `minipostfix status -v` prints: a status report as lines.
 
 SYNOPSIS
-    from master.statusview import master_view, provider_lines, format_duration
+    from master.statusview import report_lines, master_view, format_duration
 
-    lines = master_view(state, now=None)     # state: the master's state file, as a dict
-    lines += provider_lines(config_dir)      # the `minipostfix.status` entry point group
+    lines = report_lines(report)             # report: statusreport.StatusReport
+    lines = master_view(master, now)         # master: statusreport.MasterStatus | None
     format_duration(seconds) -> str          # 42s, 3m05s, 2h07m, 2d03h
 
 DESCRIPTION
-    master_view() turns pid/master.state (written by the master at most
-    once a second, see instance.py) into lines: one for the master (pid,
-    version, configuration, uptime, forks), one per service (type,
-    endpoint, command, maxproc, children and how many are idle, spawns),
-    one per child (pid, idle or busy, uses, uptime), and, when they
-    apply, the throttle (seconds left and the reason) and the last exit.
-    An empty state (no file yet) is one line that says so.
+    report_lines() is the text rendering of a StatusReport (the JSON one
+    is StatusReport.to_json()): while the master runs, master_view()'s
+    lines, then every status provider's lines prefixed with its name
+    (`tlsmgr: uptime 4m42s`); a provider that failed shows as its one
+    error line (`tlsmgr: not reachable: ...`).
+
+    master_view() gives one line for the master (pid, version,
+    configuration, uptime, forks), one per service (type, endpoint,
+    command, maxproc, children and how many are idle, spawns), one per
+    child (pid, idle or busy, uses, uptime), and, when they apply, the
+    throttle (seconds left and the reason) and the last exit.  No state
+    file yet (None) is one line that says so.
 
     format_duration() is how every line of status -v shows a duration
     (the providers' too): 42s, 3m05s, 2h07m or 2d03h, two units at most,
     rounded down; a negative duration reads 0s.
 
-    provider_lines() calls every entry point of the group
-    `minipostfix.status` (a callable(config_dir) -> list[str]), in name
-    order, and prefixes each line with the entry point's name, so that
-    master/ shows tlsmgr's figures without importing tlsmgr/ (the
-    framework knows no service).  A provider that fails shows as one line, never
-    a traceback: `tlsmgr: status unavailable: TimeoutError: ...`.
-
 SEE ALSO
-    control.py (cmd_status), master.py (publish_state), instance.py
+    statusreport.py (the model), control.py (cmd_status)
 """
 
 from __future__ import annotations
 
-import time
+from master.statusreport import MasterStatus, StatusReport
 
-STATUS_GROUP = "minipostfix.status"
+__all__ = ["format_duration", "master_view", "report_lines"]
 
 
-def master_view(state: dict, now: float | None = None) -> list[str]:
-    """status -v: the master's own view, from its state file."""
-    if not state:
+def report_lines(report: StatusReport) -> list[str]:
+    """status -v's lines: the master's view while it runs, then the providers'."""
+    lines = master_view(report.master, report.time) if report.running else []
+    for provider in report.providers:
+        lines += [f"{provider.name}: {line}" for line in provider.lines]
+    return lines
+
+
+def master_view(master: MasterStatus | None, now: float) -> list[str]:
+    """The master's own view, from its state file's model."""
+    if master is None:
         return ["master: no state file yet (it is written within a second of a change)"]
-    now = time.time() if now is None else now
     lines = [
-        f"master: pid {state['pid']}, version {state['version']}, configuration"
-        f" {state['config_directory']}, up {format_duration(now - state['started'])},"
-        f" {state['forks']} fork(s)"
+        f"master: pid {master.pid}, version {master.version}, configuration"
+        f" {master.config_directory}, up {format_duration(master.uptime(now))},"
+        f" {master.forks} fork(s)"
     ]
-    for svc in state["services"]:
-        children = svc["children"]
-        idle = sum(1 for c in children if c["state"] == "idle")
-        limit = svc["maxproc"] or "unlimited"
+    for svc in master.services:
+        limit = svc.maxproc or "unlimited"
         lines.append(
-            f"service {svc['name']} ({svc['type']} {svc['endpoint']}): {svc['command']},"
-            f" maxproc {limit}, {len(children)} child(ren) ({idle} idle), {svc['spawns']} spawn(s)"
+            f"service {svc.name} ({svc.type} {svc.endpoint}): {svc.command},"
+            f" maxproc {limit}, {len(svc.children)} child(ren) ({svc.count('idle')} idle),"
+            f" {svc.spawns} spawn(s)"
         )
-        for c in children:
+        for c in svc.children:
             lines.append(
-                f"  pid {c['pid']} {c['state']}, {c['use_count']} use(s),"
-                f" up {format_duration(now - c['started'])}"
+                f"  pid {c.pid} {c.state}, {c.uses} use(s), up {format_duration(c.age(now))}"
             )
-        if svc["throttled"]:
-            left = max(0, int(svc["throttle_until"] - now))
-            lines.append(f"  throttled for {left}s more: {svc['throttle_reason']}")
-        if svc["last_exit"]:
-            lines.append(f"  last exit: {svc['last_exit']}")
+        if svc.throttle:
+            lines.append(
+                f"  throttled for {svc.throttle.remaining(now)}s more: {svc.throttle.reason}"
+            )
+        if svc.last_exit:
+            lines.append(f"  last exit: {svc.last_exit}")
     return lines
 
 
@@ -79,17 +83,3 @@ def format_duration(seconds: float) -> str:
     if secs < 86400:
         return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
     return f"{secs // 86400}d{secs % 86400 // 3600:02d}h"
-
-
-def provider_lines(config_dir: str) -> list[str]:
-    """Lines of every `minipostfix.status` entry point; a failure is one line."""
-    from importlib.metadata import entry_points
-
-    lines: list[str] = []
-    for ep in sorted(entry_points(group=STATUS_GROUP), key=lambda e: e.name):
-        try:
-            got = ep.load()(config_dir)
-            lines += [f"{ep.name}: {line}" for line in got]
-        except Exception as err:  # a provider must never break status
-            lines.append(f"{ep.name}: status unavailable: {type(err).__name__}: {err}")
-    return lines

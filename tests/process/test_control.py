@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from master import embedded, statusview
+from master import embedded, statusreport, statusview
 from support.instance import MINIPOSTFIX, MiniInstance
 
 ECHO = "echo unix - n n - 0 testd echo 30\n"
@@ -125,25 +125,52 @@ def test_status_providers_from_entry_points(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mpfx-probe\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
         "[minipostfix.status]\nzgood = mpfx_probe:good\nzbad = mpfx_probe:bad\n"
+        "zdown = mpfx_probe:down\nzodd = mpfx_probe:odd\n"
     )
     (tmp_path / "mpfx_probe.py").write_text(
         textwrap.dedent(
             """
-            def good(config_dir):
-                return ["cache smtpd: 3 entries", "seen " + config_dir]
-            def bad(config_dir):
-                raise OSError("connect to private/tlsmgr: No such file or directory")
+            from master.statusreport import StatusUnavailable
+
+            class Good:
+                def collect(self, config_dir):
+                    return {"entries": 3, "seen": config_dir}
+                def lines(self, data):
+                    return [f"cache smtpd: {data['entries']} entries", "seen " + data["seen"]]
+            class Bad(Good):
+                def collect(self, config_dir):
+                    raise OSError("connect to private/tlsmgr: No such file or directory")
+            class Down(Good):
+                def collect(self, config_dir):
+                    raise StatusUnavailable("not reachable: no socket private/x")
+            class Odd(Good):
+                def collect(self, config_dir):
+                    return {"when": object()}
+            good, bad, down, odd = Good(), Bad(), Down(), Odd()
             """
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    lines = statusview.provider_lines("/etc/x")
+    found = {p.name: p for p in statusreport.collect_providers("/etc/x")}
+    assert found["zgood"].data == {"entries": 3, "seen": "/etc/x"}
+    assert found["zgood"].error is None
+    assert found["zbad"].data is None
+    assert found["zbad"].error == (
+        "status unavailable: OSError: connect to private/tlsmgr: No such file or directory"
+    )
+    assert found["zdown"].error == "not reachable: no socket private/x"
+    assert found["zodd"].error.startswith("status unavailable: TypeError: Object of type object")
+    report = statusreport.StatusReport(0.0, None, None, tuple(found.values()))
+    lines = statusview.report_lines(report)
     assert "zgood: cache smtpd: 3 entries" in lines
     assert "zgood: seen /etc/x" in lines
-    bad = [line for line in lines if line.startswith("zbad:")]
-    assert bad == [
+    assert [line for line in lines if line.startswith("zbad:")] == [
         "zbad: status unavailable: OSError: connect to private/tlsmgr: No such file or directory"
     ]
+    assert "zdown: not reachable: no socket private/x" in lines
+    document = report.to_json()["providers"]
+    assert document["zgood"] == {"data": {"entries": 3, "seen": "/etc/x"}, "error": None}
+    assert document["zdown"] == {"data": None, "error": "not reachable: no socket private/x"}
 
 
 def test_master_view_formats_throttle_and_exits():
@@ -156,13 +183,13 @@ def test_master_view_formats_throttle_and_exits():
         "services": [
             {
                 "name": "bad", "type": "unix", "endpoint": "private/bad", "command": "/x/bad",
-                "maxproc": 1, "spawns": 3, "avail": 0, "throttled": True,
+                "maxproc": 1, "spawns": 3, "throttles": 2, "avail": 0, "throttled": True,
                 "throttle_until": 1130.0, "throttle_reason": "pid 7 exit status 1 before its first "
                 "request", "last_exit": "pid 7 exit status 1", "children": [],
             }
         ],
     }  # fmt: skip
-    lines = statusview.master_view(state, now=1100.0)
+    lines = statusview.master_view(statusreport.MasterStatus.from_state(state), now=1100.0)
     assert lines[0] == (
         "master: pid 10, version 0.1.0, configuration /etc/minipostfix, up 1m40s, 3 fork(s)"
     )

@@ -127,9 +127,14 @@ CLIENT_SIDE_ALLOWED = {"tlsmgr.attr", "tlsmgr.protocol", "tlsmgr.client", "tlsmg
 # client-side module -> (extra project modules it may import, reason)
 CLIENT_SIDE_EXTRA = {
     "tlsmgr/clients/probe.py": (
-        {"master.config", "master.errors", "master.statusview"},
+        {"master.config", "master.errors"},
         "finds tlsmgr's socket from main.cf ($queue_directory/private/$tlsmgr_service_name) "
-        "with the sole main.cf parser; its status lines show durations as the master's do",
+        "with the sole main.cf parser",
+    ),
+    "tlsmgr/clients/stats.py": (
+        {"master.statusreport", "master.statusview"},
+        "tlsmgr's status provider: the provider contract's StatusUnavailable, and durations "
+        "shown as the master's are",
     ),
 }
 SMTPD_EXTRA_ALLOWED = {"master"}

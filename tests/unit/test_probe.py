@@ -1,4 +1,4 @@
-"""probe: socket location from main.cf, reply formatting, status lines, CLI errors.
+"""probe: socket location from main.cf, reply formatting, CLI errors.
 
 Requests against a running tlsmgr are in tests/process/test_clients.py.
 """
@@ -108,56 +108,6 @@ def test_format_keybuf_hides_key_material():
     assert aes.hex() not in text and hmac.hex() not in text
     echo = probe.format_result("tktkey", Result(Status.ERR, name), now=0)
     assert "  name:     000102030405060708090a0b0c0d0e0f (echoed)" in echo
-
-
-def test_stats_lines():
-    items = [
-        ("uptime", "3723"),
-        ("requests.seed", "2"),
-        ("requests.lookup", "3"),
-        ("requests.malformed", "0"),
-        ("smtpd.enabled", "1"),
-        ("smtpd.timeout", "3600"),
-        ("smtpd.entries", "1"),
-        ("smtpd.hits", "0"),
-        ("smtp.enabled", "1"),
-        ("smtp.timeout", "3600"),
-        ("smtp.entries", "1"),
-        ("smtp.hits", "1"),
-        ("smtp.misses", "1"),
-        ("smtp.evictions", "0"),
-        ("lmtp.enabled", "0"),
-        ("lmtp.timeout", "3600"),
-        ("prng.draws", "5"),
-    ]
-    assert probe._stats_lines(items) == [
-        "uptime 1h02m",
-        "requests served 5 (seed 2, lookup 3, malformed 0)",
-        "smtpd cache: entries 1, hits 0 (timeout 3600s)",
-        "smtp cache: entries 1, hits 1, misses 1, evictions 0 (timeout 3600s)",
-        "lmtp cache: disabled",
-        "prng: draws 5",
-    ]
-    durations = {"59": "59s", "187": "3m07s", "18120": "5h02m", "183600": "2d03h", "x": "x"}
-    for secs, shown in durations.items():
-        assert probe._stats_lines([("uptime", secs)]) == [f"uptime {shown}"]
-    assert probe._stats_lines([]) == ["the stats reply carried no figures"]
-
-
-def test_status_lines_never_raise(tmp_path):
-    [line] = probe.status_lines(str(tmp_path / "nowhere"))
-    assert line.startswith(
-        f"cannot read the configuration: open {tmp_path}/nowhere/main.cf: No such file or directory"
-    )
-    conf, queue = _instance(tmp_path)
-    assert probe.status_lines(str(conf)) == [f"not reachable: no socket {queue}/private/tlsmgr"]
-    (queue / "private").mkdir(parents=True)
-    with socket.socket(socket.AF_UNIX) as dead:
-        dead.bind(str(queue / "private" / "tlsmgr"))  # bound, not listening
-        [line] = probe.status_lines(str(conf))
-    assert line == (
-        f"not reachable: problem talking to server {queue}/private/tlsmgr: Connection refused"
-    )
 
 
 def test_cli_no_socket(tmp_path):

@@ -1,4 +1,4 @@
-"""probe: send one tlsmgr request by hand and print the reply; the status provider.
+"""probe: send one tlsmgr request by hand and print the reply.
 
 SYNOPSIS
     python -m tlsmgr.clients.probe [-c DIR] seed SIZE
@@ -9,11 +9,10 @@ SYNOPSIS
     python -m tlsmgr.clients.probe [-c DIR] policy CACHE_TYPE
     python -m tlsmgr.clients.probe [-c DIR] stats
 
-    from tlsmgr.clients.probe import status_lines, tlsmgr_socket, open_tlsmgr
-    status_lines(config_dir) -> list[str]      # entry point minipostfix.status
+    from tlsmgr.clients.probe import tlsmgr_socket, open_tlsmgr
     tlsmgr_socket(config_dir) -> str           # $queue_directory/private/$tlsmgr_service_name
     open_tlsmgr(config_dir) -> TlsmgrClient
-    describe(result) -> str; ProbeError
+    describe(result) -> str; unreachable(result) -> bool; ProbeError
 
 DESCRIPTION
     Like Postfix's tls_mgr test program: one request to the tlsmgr of
@@ -33,13 +32,9 @@ DESCRIPTION
     key lengths and expiry (key material is not shown), a policy's
     cachable and timeout, the stats reply's NAME = VALUE pairs.
 
-    status_lines() is what `minipostfix status -v` prints for tlsmgr
-    (the `minipostfix.status` entry point, so that master/ imports
-    nothing from tlsmgr/; the master puts
-    `tlsmgr: ` before each line): uptime, requests served, and per cache
-    the figures of its `stats` (entries, bytes, hits, misses, ...).  It
-    never raises: an unreachable tlsmgr or an unreadable main.cf is one
-    line saying so.
+    What `minipostfix status -v` and `--json` show of tlsmgr (the
+    `minipostfix.status` entry point) is stats.py, built on
+    tlsmgr_socket(), unreachable() and describe().
 
 DIAGNOSTICS
     Exit status 0 for OK, 1 for ERR, 2 for FAIL, 3 when tlsmgr cannot be
@@ -49,7 +44,7 @@ DIAGNOSTICS
 
 SEE ALSO
     src/tls/tls_mgr.c (its TEST main), tlsmgr(8), tlsmgr/client.py,
-    docs/clients.md
+    stats.py, docs/clients.md
 """
 
 from __future__ import annotations
@@ -60,12 +55,10 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Iterable
 from typing import NoReturn
 
 from master.config import Config, Param
 from master.errors import ConfigError
-from master.statusview import format_duration
 from tlsmgr.client import Result, TlsmgrClient
 from tlsmgr.protocol import (
     KEYBUF_SIZE,
@@ -126,6 +119,7 @@ def describe(result: Result) -> str:
 
 
 def unreachable(result: Result) -> bool:
+    """FAIL because tlsmgr could not be reached (not a FAIL reply of tlsmgr's)."""
     return result.status == Status.FAIL and result.reason.startswith(UNREACHABLE)
 
 
@@ -173,59 +167,6 @@ def _keybuf_lines(data: bytes, now: float) -> list[str]:
         f"  expires:  {stamp} (in {expiry - int(now)}s)",
     ]
     return lines
-
-
-# The status provider.
-
-
-def status_lines(config_dir: str) -> list[str]:
-    """tlsmgr's figures for `minipostfix status -v`; never raises."""
-    try:
-        path = tlsmgr_socket(config_dir)
-    except ProbeError as err:
-        return [f"cannot read the configuration: {err}"]
-    if not os.path.exists(path):
-        return [f"not reachable: no socket {path}"]
-    with TlsmgrClient(path, attempts=1, timeout=10.0) as client:
-        result = client.stats()
-    if unreachable(result):
-        return [f"not reachable: {result.reason}"]
-    if not result.ok:
-        return [f"stats request failed: {describe(result)}"]
-    return _stats_lines(result.items)
-
-
-def _stats_lines(items: Iterable[tuple[str, str]]) -> list[str]:
-    groups: dict[str, list[tuple[str, str]]] = {}
-    top: dict[str, str] = {}
-    for name, value in items:
-        head, dot, tail = name.partition(".")
-        if dot:
-            groups.setdefault(head, []).append((tail, value))
-        else:
-            top[name] = value
-    lines = []
-    uptime = top.pop("uptime", None)
-    if uptime is not None:
-        lines.append(f"uptime {format_duration(int(uptime)) if uptime.isdigit() else uptime}")
-    requests = groups.pop("requests", [])
-    if requests:
-        total = sum(int(v) for _, v in requests if v.isdigit())
-        shown = ", ".join(f"{k} {v}" for k, v in requests)
-        lines.append(f"requests served {total} ({shown})")
-    for group, pairs in groups.items():
-        fields = dict(pairs)
-        if fields.get("enabled") == "0":
-            lines.append(f"{group} cache: disabled")
-            continue
-        label = f"{group} cache" if "enabled" in fields else group
-        fields.pop("enabled", None)
-        timeout = fields.pop("timeout", None)
-        shown = ", ".join(f"{k} {v}" for k, v in fields.items())
-        suffix = f" (timeout {timeout}s)" if timeout is not None else ""
-        lines.append(f"{label}: {shown}{suffix}")
-    lines += [f"{name} {value}" for name, value in top.items()]
-    return lines or ["the stats reply carried no figures"]
 
 
 # The command.
