@@ -249,7 +249,9 @@ def _child(child: dict[str, Any]) -> ChildStatus:
 
 def _get(record: Any, key: str, kind: type) -> Any:
     """record[key] as `kind` (an int is a float too; a bool is not an int); StateError."""
-    if not isinstance(record, dict) or key not in record:
+    if not isinstance(record, dict):
+        raise StateError(f"state file: {type(record).__name__} where an object belongs")
+    if key not in record:
         raise StateError(f"state file: no {key!r}")
     value = record[key]
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
