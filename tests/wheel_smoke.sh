@@ -20,5 +20,11 @@ grep -qx "ExecStart=$venv/bin/minipostfix -c $tmp/etc start-fg" "$tmp/etc/minipo
 "$venv/bin/minipostconf" -c "$tmp/etc" -M | grep -q "^tlsmgr "
 "$venv/bin/minipostconf" -d tls_random_source | grep -q "dev:/dev/urandom"
 "$venv/bin/tlsmgr" -V </dev/null >/dev/null 2>&1 || true   # must exist; refuses a tty/no transport
-test -x "$venv/bin/tlsmgr" && test -x "$venv/bin/testsmtpd"
+test -x "$venv/bin/tlsmgr" && test -x "$venv/bin/testsmtpd" && test -x "$venv/bin/metrics"
+"$venv/bin/python" -c "import prometheus_client, tlsmgr.clients.metrics"   # install_requires
+# status --json finds tlsmgr's status provider through the wheel's entry points.
+{ "$venv/bin/minipostfix" -c "$tmp/etc" status --json 2>/dev/null || true; } | "$venv/bin/python" -c '
+import json, sys
+report = json.load(sys.stdin)
+assert report["running"] is False and "tlsmgr" in report["providers"], report'
 echo "wheel smoke test passed"

@@ -21,6 +21,10 @@ DESCRIPTION
     docs/status.schema.json (schema_rows(): path, type, description, in
     the schema's order; `[]` marks array items, NAME and TYPE the keys of
     an object whose members are named by data).
+
+    metrics: the metric families of the metrics service, from its
+    definitions (tlsmgr.clients.metrics.METRICS: name, kind, labels,
+    help), in their order.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from support.statusdoc import load_schema
+from tlsmgr.clients.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,9 +106,24 @@ def status_schema_table() -> str:
     return markdown_table(("field", "type", "meaning"), schema_rows(load_schema()))
 
 
+# The metrics service ------------------------------------------------------
+
+
+def metrics_table() -> str:
+    rows = [
+        (f"`{d.name}`", d.kind, ", ".join(f"`{label}`" for label in d.labels), d.help)
+        for d in METRICS
+    ]
+    return markdown_table(("metric", "type", "labels", "meaning"), rows)
+
+
 # Tables in documents -----------------------------------------------------
 
-TABLES = (DocTable(ROOT / "docs" / "operating.md", "status-schema", status_schema_table),)
+OPERATING = ROOT / "docs" / "operating.md"
+TABLES = (
+    DocTable(OPERATING, "status-schema", status_schema_table),
+    DocTable(OPERATING, "metrics", metrics_table),
+)
 
 
 def _markers(name: str) -> re.Pattern[str]:

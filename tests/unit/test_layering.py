@@ -6,7 +6,7 @@ Rules:
 2. master/ imports nothing from tlsmgr/.
 3. Single owners: selectors and signal handlers only in events.py; fork/exec/wait/spawn only in
    spawn.py; chroot/set*id/initgroups only in privs.py; berkeleydb only in dbhash.py; Crypto only
-   in prng.py; python-daemon only in control.py.
+   in prng.py; python-daemon only in control.py; prometheus_client only in clients/metrics.py.
 4. The client side (tlsmgr/client.py, tlsmgr/clients/) uses only attr.py and protocol.py from the
    server side; the smtpd test server may also use master/'s skeleton, never tlsmgr's stores.
 5. Tests and benchmarks share one support package, tests/support (`support`, on the import path
@@ -115,6 +115,7 @@ OWNED_IMPORTS = {
     "Crypto": "tlsmgr/prng.py",
     "daemon": "master/control.py",
     "subprocess": "master/spawn.py",
+    "prometheus_client": "tlsmgr/clients/metrics.py",
 }
 
 # (module, what) -> reason
@@ -130,6 +131,19 @@ CLIENT_SIDE_EXTRA = {
         {"master.config", "master.errors"},
         "finds tlsmgr's socket from main.cf ($queue_directory/private/$tlsmgr_service_name) "
         "with the sole main.cf parser",
+    ),
+    "tlsmgr/clients/metrics.py": (
+        {
+            "master.single_server",
+            "master.skeleton",
+            "master.config",
+            "master.log",
+            "master.instance",
+            "master.statusreport",
+        },
+        "a daemon on the single-server skeleton, as the smtpd test server; it reads the "
+        "master's state file through instance.read_state (the one reader) and shows it "
+        "through the status report model",
     ),
     "tlsmgr/clients/stats.py": (
         {"master.statusreport", "master.statusview"},
