@@ -4,13 +4,12 @@ SYNOPSIS
     master.cf (commented out in the embedded one):
         127.0.0.1:9025 inet n - y - 2 metrics
 
-    from tlsmgr.clients.metrics import METRICS, StatusCollector, families
-    from tlsmgr.clients.metrics import parse_request, HttpError
+    from tlsmgr.clients.metrics import METRICS, StatusCollector, families, route
 
     METRICS                           # every MetricDef: name, kind, labels, help
     families(master, stats) -> list   # prometheus_client metric families
     StatusCollector(read_state, read_stats).collect()  # one scrape's families
-    parse_request(head) -> HttpRequest                  # HttpError(status)
+    route(request) -> request         # httpserve.HttpError 404 or 405
 
 DESCRIPTION
     A single-server service (master.single_server): each child serves
@@ -34,18 +33,13 @@ DESCRIPTION
     minipostfix_tlsmgr_up 0 and none of tlsmgr's figures.  The Redis
     figures appear only when tlsmgr's stats have them.
 
-    HTTP: one request per connection (`Connection: close`).  The request
-    head (request line and headers, up to the blank line) must arrive
-    within metrics_timeout (default 10s) and hold at most HEAD_LIMIT
-    (8 KiB); a body is never read.  `GET /metrics` (a query string is
-    ignored) gets 200 and the text, `HEAD /metrics` the same headers;
-    another path 404, another method on /metrics 405, a malformed head
-    400, a version other than HTTP/1.0 or 1.1 505, a head too large 431,
-    a head too slow 408.  Each error is logged as a warning naming the
-    peer.  After the response the service closes its side and reads
-    what the client still sends, up to LINGER_BYTES (64 KiB) for at
-    most LINGER_TIME (2 s), so that the client gets the response even
-    when it sent more than was read.
+    HTTP (httpserve.py): one request per connection.  The request head
+    must arrive within metrics_timeout (default 10s) and hold at most
+    8 KiB; `GET /metrics` (a query string is ignored) gets 200 and the
+    text, `HEAD /metrics` the same headers; route() gives 404 for
+    another path and 405 for another method on /metrics; httpserve's
+    400, 408, 431 and 505 cover the rest.  Each error is logged as a
+    warning naming the peer.
 
 SECURITY
     The figures are not secret but tell about the system: keep the
@@ -60,17 +54,14 @@ DIAGNOSTICS
     not what the master writes.  Configuration errors are the skeleton's.
 
 SEE ALSO
-    master/statusreport.py, stats.py, master/single_server.py,
+    master/statusreport.py, stats.py, httpserve.py, master/single_server.py,
     docs/operating.md (Monitoring: the metric table)
 """
 
 from __future__ import annotations
 
-import email.utils
-import re
 import socket
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -85,31 +76,32 @@ from master.log import msg_warn
 from master.skeleton import ServerContext, peer_name
 from master.statusreport import CHILD_STATES, MasterStatus, StateError, StatusUnavailable
 from tlsmgr.client import TlsmgrClient
+from tlsmgr.clients.httpserve import (
+    REASONS,
+    HttpError,
+    HttpRequest,
+    linger,
+    parse_request,
+    read_head,
+    response,
+)
 from tlsmgr.clients.stats import fetch_stats
 
 __all__ = [
-    "HEAD_LIMIT",
     "METRICS",
     "PARAMS",
-    "HttpError",
-    "HttpRequest",
     "MetricDef",
     "MetricsServer",
     "StatusCollector",
     "families",
     "main",
-    "linger",
-    "parse_request",
-    "read_head",
-    "response",
+    "route",
 ]
 
 PARAMS: tuple[Param, ...] = (
     Param("metrics_timeout", "10s", "time", 1, doc="Limit on reading a request and on tlsmgr."),
     Param("tlsmgr_service_name", "tlsmgr", doc="The tlsmgr service name in master.cf."),
 )
-HEAD_LIMIT = 8192
-LINGER_BYTES, LINGER_TIME = 65536, 2.0
 PATH = "/metrics"
 COUNTER, GAUGE = "counter", "gauge"
 
@@ -323,95 +315,6 @@ class StatusCollector:
         return families(master, stats)
 
 
-# HTTP ---------------------------------------------------------------------
-
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    431: "Request Header Fields Too Large",
-    505: "HTTP Version Not Supported",
-}
-_REQUEST_LINE = re.compile(r"([A-Z]+) (\S+) (HTTP/\d\.\d)")
-_END = re.compile(rb"\r?\n\r?\n")
-
-
-class HttpError(Exception):
-    """An HTTP status other than 200, and why (for the log)."""
-
-    def __init__(self, status: int, why: str) -> None:
-        super().__init__(f"{status} {REASONS[status]}: {why}")
-        self.status = status
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    method: str
-    path: str
-
-
-def read_head(conn: socket.socket, timeout: float) -> bytes:
-    """Bytes up to the blank line after the headers; HttpError 408, 431 or 400 (EOF)."""
-    deadline = time.monotonic() + timeout
-    data = bytearray()
-    while (end := _END.search(data)) is None:
-        if len(data) > HEAD_LIMIT:
-            raise HttpError(431, f"more than {HEAD_LIMIT} bytes without a blank line")
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise HttpError(408, f"no complete request within {timeout:g}s")
-        conn.settimeout(left)
-        try:
-            chunk = conn.recv(4096)
-        except TimeoutError:
-            continue
-        if not chunk:
-            raise HttpError(400, f"connection closed after {len(data)} bytes")
-        data += chunk
-    if end.start() > HEAD_LIMIT:
-        raise HttpError(431, f"a request head of {end.start()} bytes")
-    return bytes(data[: end.start()])
-
-
-def parse_request(head: bytes) -> HttpRequest:
-    """The method and path of a request head; HttpError 400, 404, 405 or 505."""
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError:
-        raise HttpError(400, "bytes that are not ASCII") from None
-    line = text.split("\n", 1)[0].removesuffix("\r")
-    match = _REQUEST_LINE.fullmatch(line)
-    if match is None:
-        raise HttpError(400, f"request line {line[:80]!r}")
-    method, target, version = match.groups()
-    if version not in ("HTTP/1.0", "HTTP/1.1"):
-        raise HttpError(505, version)
-    path = target
-    if "://" in target:  # absolute-form: the path starts after the authority
-        path = "/" + target.split("://", 1)[1].partition("/")[2]
-    path = path.partition("?")[0]
-    if path != PATH:
-        raise HttpError(404, f"{method} {target[:80]}")
-    if method not in ("GET", "HEAD"):
-        raise HttpError(405, f"{method} {target[:80]}")
-    return HttpRequest(method, path)
-
-
-def response(status: int, body: bytes, content_type: str, *, head_only: bool = False) -> bytes:
-    headers = [
-        f"HTTP/1.1 {status} {REASONS[status]}",
-        f"Date: {email.utils.formatdate(usegmt=True)}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-    ]
-    if status == 405:
-        headers.append("Allow: GET, HEAD")
-    return ("\r\n".join(headers) + "\r\n\r\n").encode("ascii") + (b"" if head_only else body)
-
-
 # The service ---------------------------------------------------------------
 
 
@@ -439,7 +342,7 @@ class MetricsServer:
     def serve(self, conn: socket.socket, _ctx: ServerContext) -> None:
         """One client: one request, one response, a lingering close."""
         try:
-            request = parse_request(read_head(conn, self.timeout))
+            request = route(parse_request(read_head(conn, self.timeout)))
         except HttpError as err:
             msg_warn(f"metrics: {_peer(conn)}: {err}")
             body = f"{err.status} {REASONS[err.status]}\n".encode("ascii")
@@ -452,25 +355,13 @@ class MetricsServer:
         linger(conn)
 
 
-def linger(conn: socket.socket) -> None:
-    """Close our side, then read what the client still sends (up to LINGER_BYTES, for
-    LINGER_TIME): closing with unread input makes the kernel send a reset, which can
-    destroy the response before the client has read it (a head too large, a body)."""
-    try:
-        conn.shutdown(socket.SHUT_WR)
-    except OSError:  # the client is gone already
-        return
-    deadline = time.monotonic() + LINGER_TIME
-    left = LINGER_BYTES
-    while left > 0 and (wait := deadline - time.monotonic()) > 0:
-        conn.settimeout(wait)
-        try:
-            chunk = conn.recv(min(left, 4096))
-        except (TimeoutError, ConnectionError):
-            return
-        if not chunk:
-            return
-        left -= len(chunk)
+def route(request: HttpRequest) -> HttpRequest:
+    """GET and HEAD of PATH only: HttpError 404 for another path, 405 another method."""
+    if request.path != PATH:
+        raise HttpError(404, f"{request.method} {request.target}")
+    if request.method not in ("GET", "HEAD"):
+        raise HttpError(405, f"{request.method} {request.target}")
+    return request
 
 
 def _peer(conn: socket.socket) -> str:
