@@ -34,6 +34,15 @@ DESCRIPTION
                 OWNED_CALLS, EXCEPTIONS, ...).  The test module is parsed
                 with ast, never imported (no module imports a test module),
                 so its tables must stay literals.
+    status-schema
+                docs/operating.md: the fields of `minipostfix status
+                --json`, from docs/status.schema.json (schema_rows(): path,
+                type, description, depth first in the schema's order; `[]`
+                marks array items, NAME and TYPE, from propertyNames' title,
+                the members of an object named by data).
+    metrics     docs/operating.md: the metrics service's families, from
+                their definitions (tlsmgr.clients.metrics.METRICS: name,
+                kind, labels, help), in their order.
 
 DIAGNOSTICS
     ValueError naming the file when a section's markers are missing or
@@ -49,9 +58,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib.metadata import entry_points, packages_distributions
 from pathlib import Path
 from typing import Any
@@ -59,6 +69,8 @@ from typing import Any
 from master.builtin import builtin_defaults
 from master.config import MASTER_PARAMS, Param
 from master.postconf_names import PARAMS_GROUP
+from support.statusdoc import load_schema
+from tlsmgr.clients.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "minipostfix"
@@ -272,11 +284,79 @@ def _summary(path: Path) -> str:
     return doc.split("\n", 1)[0].strip()
 
 
+# The status --json schema ----------------------------------------------------------
+
+
+def schema_rows(schema: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(path, type, description) of every field, depth first in the schema's order."""
+    return list(_walk(schema, schema, ""))
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    target: Any = schema
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def _walk(schema: dict[str, Any], node: dict[str, Any], path: str) -> Iterator[tuple[str, ...]]:
+    node = _resolve(schema, node)
+    for name, sub in node.get("properties", {}).items():
+        yield from _field(schema, sub, f"{path}.{name}" if path else name)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        key = node.get("propertyNames", {}).get("title", "NAME")
+        yield from _field(schema, extra, f"{path}.{key}")
+    items = node.get("items")
+    if isinstance(items, dict):
+        yield from _walk(schema, items, f"{path}[]")
+
+
+def _field(schema: dict[str, Any], node: dict[str, Any], path: str) -> Iterator[tuple[str, ...]]:
+    node = _resolve(schema, node)
+    yield (f"`{path}`", _schema_type(node), node.get("description", ""))
+    yield from _walk(schema, node, path)
+
+
+def _schema_type(node: dict[str, Any]) -> str:
+    if "const" in node:
+        return json.dumps(node["const"])
+    if "enum" in node:
+        return ", ".join(json.dumps(value) for value in node["enum"])
+    kinds = node.get("type", "any")
+    return " or ".join(kinds) if isinstance(kinds, list) else kinds
+
+
+def _table(heads: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> str:
+    out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    out += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(out) + "\n"
+
+
+def render_status_schema() -> str:
+    return _table(("field", "type", "meaning"), schema_rows(load_schema()))
+
+
+# The metrics service ---------------------------------------------------------------
+
+
+def render_metrics() -> str:
+    rows = (
+        (f"`{d.name}`", d.kind, ", ".join(f"`{label}`" for label in d.labels), d.help)
+        for d in METRICS
+    )
+    return _table(("metric", "type", "labels", "meaning"), rows)
+
+
 # Sections --------------------------------------------------------------------------
 
 SECTIONS: dict[str, dict[str, Callable[[], str]]] = {
     "docs/configuration.md": {"params": render_params},
     "docs/design.md": {"layering": render_layering, "modules": render_modules},
+    "docs/operating.md": {"status-schema": render_status_schema, "metrics": render_metrics},
 }
 
 

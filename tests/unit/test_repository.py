@@ -5,7 +5,8 @@
   elsewhere.  Each such place says the reason itself, in a line, and
   where it helps names the Postfix source file and function it follows.
 - The generated sections of docs/ (support.docgen: the parameter tables
-  of docs/configuration.md, the layering rules of docs/design.md) are
+  of docs/configuration.md, the layering rules of docs/design.md, the
+  status --json fields and the metric table of docs/operating.md) are
   what `make docs` writes from the code today.
 """
 
