@@ -9,6 +9,7 @@ SYNOPSIS
     service.open_status_channel()                                  # and a fresh fd 5
     service.can_spawn() -> bool; service.wanted       # set by a readable listener
     service.avail_more(child); service.avail_less(child)
+    service.child_gone(child)                       # reaped: its counts undone
     service.throttle(reason); service.unthrottle()
     service.snapshot() -> dict      # for the state file (statusreport.from_state)
     service.close_status_channel()
@@ -35,6 +36,14 @@ DESCRIPTION
     A Service is built with its socketpair; open_status_channel() makes a
     fresh one at reload: children of the old one see EOF on fd 5 and
     leave.
+
+    Draining.  The children of a replaced status channel are draining:
+    they finish the requests they hold and exit (the skeleton's drain,
+    docs/skeleton.md).  They send no more records, and they count
+    neither as available nor toward maxproc, so the listener is watched
+    again at once and the first connection after a reload starts a new
+    child while the old ones finish.  They stay in `children` until
+    reaped, for status, signals and throttling.
 
     Throttling.  throttle(reason) stops forking and listening for
     throttle_delay seconds and keeps the reason for status; a timer
@@ -78,6 +87,14 @@ class Child:
     use_count: int = 0
     stderr_fd: int | None = None
     stderr_tail: bytearray = field(default_factory=bytearray)
+    draining: bool = False  # of a replaced status channel: finishing, then leaving
+
+    @property
+    def state(self) -> str:
+        """idle, busy or draining, as `status -v` shows it."""
+        if self.draining:
+            return "draining"
+        return "idle" if self.avail == proto.STATUS_AVAIL else "busy"
 
 
 class Service:
@@ -99,6 +116,7 @@ class Service:
         self.child_status_fd: int | None = None  # given to children as fd 5
         self.children: dict[int, Child] = {}
         self.avail_proc = 0
+        self.draining_proc = 0
         self.listening = False
         self.wanted = False
         self.removed = False
@@ -131,7 +149,8 @@ class Service:
 
     @property
     def total_proc(self) -> int:
-        return len(self.children)
+        """Children that count toward maxproc: all but the draining ones."""
+        return len(self.children) - self.draining_proc
 
     def limit_ok(self, extra: int = 0) -> bool:
         return self.entry.maxproc == 0 or self.total_proc + extra < self.entry.maxproc
@@ -142,13 +161,16 @@ class Service:
     # Status channel ------------------------------------------------------
 
     def open_status_channel(self) -> None:
-        """A fresh socketpair; children of the old one see EOF on fd 5."""
+        """A fresh socketpair; children of the old one see EOF on fd 5 and drain."""
+        drained = [self._drain(child) for child in self.children.values()]
         self.close_status_channel()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         mine.setblocking(False)
         self.status_fd, self.child_status_fd = mine.detach(), theirs.detach()
         self._partial = b""
         self.loop.enable_read(self.status_fd, self._status_event)
+        if any(drained):
+            self.update_listen()  # they no longer count: a successor may be wanted
 
     def close_status_channel(self) -> None:
         if self.status_fd is not None:
@@ -192,6 +214,25 @@ class Service:
             msg_warn(f"ignoring unknown status {rec.avail} allegedly from pid {rec.pid}")
 
     # Availability and listening ----------------------------------------
+
+    def _drain(self, child: Child) -> bool:
+        """Count a child of the old status channel as draining, no longer available;
+        False when it already was."""
+        if child.draining:
+            return False
+        if child.avail == proto.STATUS_AVAIL:
+            self.avail_proc -= 1
+        child.draining = True
+        self.draining_proc += 1
+        return True
+
+    def child_gone(self, child: Child) -> None:
+        """A reaped child leaves the table and the counts it was part of."""
+        del self.children[child.pid]
+        if child.draining:
+            self.draining_proc -= 1
+        elif child.avail == proto.STATUS_AVAIL:
+            self.avail_proc -= 1
 
     def avail_more(self, child: Child) -> None:
         child.avail = proto.STATUS_AVAIL
@@ -271,7 +312,7 @@ class Service:
                 {
                     "pid": c.pid,
                     "generation": c.generation,
-                    "state": "idle" if c.avail == proto.STATUS_AVAIL else "busy",
+                    "state": c.state,
                     "use_count": c.use_count,
                     "started": c.started,
                 }

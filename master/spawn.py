@@ -187,9 +187,7 @@ class Spawner:
     def _child_died(self, child: Child, status: int) -> None:
         service = child.service
         self._drain_stderr(child, final=True)
-        del service.children[child.pid]
-        if child.avail == proto.STATUS_AVAIL:
-            service.avail_proc -= 1
+        service.child_gone(child)
         how = describe_status(status)
         service.last_exit = f"pid {child.pid} {how}"
         sent = (

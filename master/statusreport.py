@@ -84,7 +84,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 STATUS_GROUP = "minipostfix.status"
-CHILD_STATES = ("idle", "busy")
+CHILD_STATES = ("idle", "busy", "draining")
 
 
 class StatusUnavailable(Exception):
@@ -108,7 +108,7 @@ class StatusProvider(Protocol):
 
 @dataclass(frozen=True)
 class ChildStatus:
-    """One child process: idle or busy, the requests (uses) it completed."""
+    """One child process: idle, busy or draining, the requests (uses) it completed."""
 
     pid: int
     generation: int

@@ -16,10 +16,12 @@ DESCRIPTION
 
     master_view() gives one line for the master (pid, version,
     configuration, uptime, forks), one per service (type, endpoint,
-    command, maxproc, children and how many are idle, spawns), one per
-    child (pid, idle or busy, uses, uptime), and, when they apply, the
-    throttle (seconds left and the reason) and the last exit.  No state
-    file yet (None) is one line that says so.
+    command, maxproc, children and how many are idle and draining,
+    spawns), one per child (pid, idle, busy or draining, uses, uptime),
+    and, when they apply, the throttle (seconds left and the reason) and
+    the last exit.  A draining child is one that a reload told to leave:
+    it finishes what it holds, then exits.  No state file yet (None) is
+    one line that says so.
 
     format_duration() is how every line of status -v shows a duration
     (the providers' too): 42s, 3m05s, 2h07m or 2d03h, two units at most,
@@ -55,9 +57,11 @@ def master_view(master: MasterStatus | None, now: float) -> list[str]:
     ]
     for svc in master.services:
         limit = svc.maxproc or "unlimited"
+        draining = svc.count("draining")
+        counts = f"{svc.count('idle')} idle" + (f", {draining} draining" if draining else "")
         lines.append(
             f"service {svc.name} ({svc.type} {svc.endpoint}): {svc.command},"
-            f" maxproc {limit}, {len(svc.children)} child(ren) ({svc.count('idle')} idle),"
+            f" maxproc {limit}, {len(svc.children)} child(ren) ({counts}),"
             f" {svc.spawns} spawn(s)"
         )
         for c in svc.children:

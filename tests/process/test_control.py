@@ -197,6 +197,26 @@ def test_master_view_formats_throttle_and_exits():
     assert "  last exit: pid 7 exit status 1" in lines
 
 
+def test_master_view_shows_draining_children():
+    child = {"generation": 1, "use_count": 5, "started": 1000.0}
+    state = {
+        "pid": 10, "version": "0.1.0", "config_directory": "/etc/minipostfix",
+        "started": 1000.0, "forks": 2,
+        "services": [
+            {
+                "name": "tlsmgr", "type": "unix", "endpoint": "private/tlsmgr",
+                "command": "/x/tlsmgr", "maxproc": 1, "spawns": 2, "throttles": 0, "avail": 1,
+                "throttled": False, "throttle_until": 0, "throttle_reason": "", "last_exit": "",
+                "children": [{**child, "pid": 7, "state": "draining"},
+                             {**child, "pid": 8, "state": "idle"}],
+            }
+        ],
+    }  # fmt: skip
+    lines = statusview.master_view(statusreport.MasterStatus.from_state(state), now=1100.0)
+    assert lines[1].endswith("maxproc 1, 2 child(ren) (1 idle, 1 draining), 2 spawn(s)")
+    assert lines[2:] == ["  pid 7 draining, 5 use(s), up 1m40s", "  pid 8 idle, 5 use(s), up 1m40s"]
+
+
 @pytest.mark.slow
 def test_stop_kills_a_master_that_does_not_exit(inst):
     inst.cli("start").check()

@@ -140,6 +140,31 @@ def test_reload_swaps_the_status_channel(loop):
         close_service(service)
 
 
+def test_children_of_the_old_channel_drain_outside_the_counts(loop):
+    """After a reload the old children finish what they hold: they count neither as
+    available nor toward maxproc, so the first connection starts a successor."""
+    service = make_service(loop, "echo unix - n n - 1 testd")
+    try:
+        idle = fake_child(service, 1001, 1)  # available: the master would not listen
+        assert not service.listening and not service.limit_ok()
+        service.open_status_channel()  # reload
+        assert idle.draining and idle.state == "draining"
+        assert service.avail_proc == 0 and service.total_proc == 0
+        assert service.listening and service.can_spawn()
+        successor = fake_child(service, 1002, 2)
+        assert service.total_proc == 1 and not service.listening
+        send(service, loop, (1002, 2, proto.STATUS_TAKEN))
+        assert successor.state == "busy"
+        service.open_status_channel()  # a second reload before the first child left
+        assert service.total_proc == 0 and service.draining_proc == 2
+        assert [c["state"] for c in service.snapshot()["children"]] == ["draining"] * 2
+        service.child_gone(idle)
+        service.child_gone(successor)
+        assert (service.avail_proc, service.draining_proc, service.children) == (0, 0, {})
+    finally:
+        close_service(service)
+
+
 def test_spawn_places_fds_and_bad_startup_throttles(loop, tmp_path):
     out = tmp_path / "report.json"
     script = tmp_path / "report"

@@ -132,7 +132,7 @@ MASTER_INFO = _def("master_info", GAUGE, "version", "Always 1; the release the m
 MASTER_START = _def("master_start_time_seconds", GAUGE, "", "When the master started (Unix time).")
 MASTER_FORKS = _def("master_forks_total", COUNTER, "", "Children started, all services together.")
 SERVICE_CHILDREN = _def(
-    "service_children", GAUGE, SERVICE + " state", "Live children by state (idle, busy)."
+    "service_children", GAUGE, SERVICE + " state", "Live children by state (idle, busy, draining)."
 )
 SERVICE_MAXPROC = _def("service_maxproc", GAUGE, SERVICE, "Process limit; 0 for none.")
 SERVICE_SPAWNS = _def("service_spawns_total", COUNTER, SERVICE, "Children started for it.")
