@@ -51,11 +51,12 @@ DESCRIPTION
     - Status records: TAKEN before the first data_received() or resume()
       of a busy spell, AVAIL when the loop is about to wait again or after
       skeleton.MAX_BUSY_TURNS busy turns (skeleton.run_loop).
-    - Exit 0 (after pre_exit) on EOF on fd 5, on TERM or INT, after
-      max_idle seconds without clients, once max_use clients have
-      disconnected and none is left (both unless 0).  An exception from
-      a handler ends the process (exit 1, traceback logged): handlers
-      turn bad input into replies themselves.
+    - Exit 0 (after pre_exit) once drained after EOF on fd 5 (see
+      Draining), on TERM or INT, after max_idle seconds without clients,
+      once max_use clients have disconnected and none is left (both
+      unless 0).  An exception from a handler ends the process (exit 1,
+      traceback logged): handlers turn bad input into replies
+      themselves.
     - Up to ACCEPT_BURST connections are accepted per turn; the
       RLIMIT_NOFILE soft limit is raised to the hard limit at start.
 
@@ -74,6 +75,19 @@ DESCRIPTION
     - between_requests: no partial request, no reply pending and no
       undecoded input.  conn.between_requests adds that nothing is held
       back or paused.
+
+    Draining (told to leave: EOF on fd 5 at a reload, or the master
+    gone; why each rule, docs/skeleton.md, "Leaving: the drain"):
+    - the listeners are no longer watched and their copies are closed;
+    - every request read is answered and its reply written out; a
+      connection is closed only when conn.received > 0 and
+      conn.between_requests (one that connected just before the reload
+      gets its first answer first);
+    - the process leaves (pre_exit, exit 0) when its last connection is
+      closed, or ctx.drain_time seconds (1 by default) after it was told
+      to leave, closing what is left: `drain deadline: closing N
+      connection(s)`.
+    A handler sees only connection_lost(), as for any close.
 
     With -S the one client is stdin/stdout (no master, no listener), and
     the process exits when it disconnects.
@@ -254,6 +268,16 @@ class Connection:
         self._queue(self._handler.resume())
         if len(self._out) <= HIGH_WATER:
             self._start_reading()
+        if self._server.draining:
+            self.leave_if_done()
+
+    def leave_if_done(self) -> None:
+        """Draining: close once every request received here is answered (after
+        the output is written); a connection that received nothing waits."""
+        if self.received and not self._closing and not self._closed and self.between_requests:
+            self.close_after_write()
+            if not self._out:
+                self.close()
 
     def close(self) -> None:
         if self._closed:
@@ -300,6 +324,8 @@ class Connection:
         self.ctx.status.busy()
         assert self._handler is not None
         self._queue(self._handler.data_received(data))
+        if self._server.draining:
+            self.leave_if_done()
 
     def _eof(self) -> None:
         if self._out:
@@ -394,6 +420,8 @@ class MultiServer:
         self.loop = loop
         self.client_count = 0
         self._listeners = {lsock.fileno(): lsock for lsock in ctx.listeners}
+        self._connections: set[Connection] = set()
+        self.draining = False
         # Held connections due for resume(), in the order they were held (a dict
         # as an ordered set: holding twice keeps the first place).
         self._resumable: dict[Connection, None] = {}
@@ -406,6 +434,7 @@ class MultiServer:
             return
         for fd in self._listeners:
             self.ctx.events.enable_read(fd, self._accept_event)
+        self.ctx.drain = self.drain
         skeleton.run_loop(self.ctx, self._keep_going, self.turn)
 
     def resume_later(self, conn: Connection) -> None:
@@ -426,7 +455,35 @@ class MultiServer:
 
     def _keep_going(self) -> bool:
         ctx = self.ctx
+        if self.draining:
+            return self.client_count > 0
         return ctx.max_use == 0 or ctx.use_count < ctx.max_use or self.client_count > 0
+
+    # Draining (see the module docstring) ----------------------------------
+
+    def drain(self) -> None:
+        """Told to leave: stop accepting now; close connections as they are done."""
+        self.draining = True
+        events = self.ctx.events
+        for fd, listener in self._listeners.items():
+            events.disable(fd)
+            listener.close()
+        self._listeners.clear()
+        self.ctx.listeners = []
+        events.request_timer(self.ctx.drain_time, self._drain_deadline)
+        # From a timer: master_gone() may come from a status write in the middle
+        # of a connection's read; the sweep needs every connection at rest.
+        events.request_timer(0, lambda _loop: self._sweep())
+
+    def _sweep(self) -> None:
+        for conn in list(self._connections):
+            conn.leave_if_done()
+
+    def _drain_deadline(self, _loop: EventLoop) -> None:
+        if self._connections:
+            msg_info(f"drain deadline: closing {len(self._connections)} connection(s)")
+        for conn in list(self._connections):
+            conn.close()
 
     def _accept_event(self, fd: int, loop: EventLoop) -> None:
         listener = self._listeners[fd]
@@ -440,14 +497,20 @@ class MultiServer:
             except OSError as err:
                 msg_warn(f"accept connection: {err.strerror}")
                 loop.disable_read(fd)
-                loop.request_timer(ACCEPT_PAUSE, lambda lp: lp.enable_read(fd, self._accept_event))
+                loop.request_timer(ACCEPT_PAUSE, lambda _loop: self._accept_again(fd))
                 return
             sock.setblocking(False)
             self._new_connection(
                 Connection(self, sock, sock.fileno(), sock.fileno(), skeleton.peer_name(sock, addr))
             )
 
+    def _accept_again(self, fd: int) -> None:
+        # Safety: a drain closed the listeners meanwhile, and fd may be a client now.
+        if fd in self._listeners:
+            self.ctx.events.enable_read(fd, self._accept_event)
+
     def _new_connection(self, conn: Connection) -> None:
+        self._connections.add(conn)
         self.client_count += 1
         self.ctx.cancel_idle_timer()
         if log.msg_verbose:
@@ -458,6 +521,7 @@ class MultiServer:
         if log.msg_verbose:
             msg_info(f"connection closed {conn.peer}")
         self._resumable.pop(conn, None)
+        self._connections.discard(conn)
         self.client_count -= 1
         self.ctx.use_count += 1
         if self.client_count == 0:

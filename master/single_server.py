@@ -31,8 +31,12 @@ DESCRIPTION
       (exit 1, traceback logged).
     - TERM or INT during service() interrupts it (events.Interrupted is
       raised inside it; `finally` blocks run): pre_exit, exit 0.
-    - EOF on fd 5 (the master went away or reloaded) is noticed between
-      clients: pre_exit, exit 0.
+    - Told to leave (EOF on fd 5: the master went away or reloaded; or a
+      failed status write): the listeners are no longer watched and are
+      closed, the client in hand (if any) is served to its end, then
+      pre_exit, exit 0.  A blocking service() cannot see fd 5, so EOF is
+      noticed between clients; a status write that fails at accept
+      comes with a client, which is served first.
     - Exit 0 after max_idle seconds without a client, and after max_use
       clients (both unless 0).
 
@@ -107,9 +111,20 @@ def _serve(ctx: ServerContext, service: Service) -> None:
         ctx.use_count += 1
         ctx.arm_idle_timer()
 
+    def drain() -> None:
+        for fd, listener in listeners.items():
+            ctx.events.disable(fd)
+            listener.close()
+        listeners.clear()
+        ctx.listeners = []
+
+    def keep_going() -> bool:
+        return not ctx.leaving and (ctx.max_use == 0 or ctx.use_count < ctx.max_use)
+
     for fd in listeners:
         ctx.events.enable_read(fd, accept_event)
-    skeleton.run_loop(ctx, lambda: ctx.max_use == 0 or ctx.use_count < ctx.max_use, None)
+    ctx.drain = drain
+    skeleton.run_loop(ctx, keep_going, None)
 
 
 def _serve_client(ctx: ServerContext, service: Service, conn: socket.socket, name: str) -> None:

@@ -11,6 +11,8 @@ SYNOPSIS
         ctx.max_idle, ctx.max_use, ctx.daemon_timeout, ctx.ipc_timeout,
         ctx.mail_owner, ctx.uid, ctx.gid, ctx.queue_directory,
         ctx.data_directory, ctx.generation, ctx.listeners, ctx.use_count
+        ctx.drain_time                          # seconds a drain may last (1)
+        ctx.leaving                             # told to leave: draining
         ctx.status.busy(); ctx.status.idle()    # TAKEN / AVAIL, coalesced
         ctx.arm_idle_timer(); ctx.cancel_idle_timer()
         ctx.exit(status=0)                      # pre_exit once, then exit
@@ -38,7 +40,16 @@ DESCRIPTION
     sent; run_loop() calls idle() when the loop is about to wait for
     work, or after MAX_BUSY_TURNS busy turns in a row, and at its end.
     Nothing is written at start-up, at accept or for greetings.
-    A failed write means the master is gone: pre_exit, exit 0.
+
+    Leaving.  EOF on fd 5 (a reload gave the service a new status
+    channel, or the master stopped or died) and a failed status write
+    both mean "leave": ctx.leaving becomes true, fd 5 is closed (no
+    more records: nobody reads them) and the skeleton's drain hook runs
+    (ctx.drain, set by multi_server.py and single_server.py): stop
+    accepting, finish the requests in hand, exit 0 with pre_exit; the
+    multi-client drain lasts at most ctx.drain_time seconds, which
+    post_init may change (docs/skeleton.md, "Leaving: the drain").
+    Without a drain hook: pre_exit, exit 0 at once.
 
 SECURITY
     After the jail nothing outside queue_directory can be opened or
@@ -86,6 +97,10 @@ from master.events import EventLoop
 from master.log import msg_error, msg_fatal, msg_info, msg_warn
 
 Hook = Callable[["ServerContext"], Any]
+# How long an old child may finish its requests after it was told to leave: long
+# enough for a request in hand, and far below the 10 s a successor may wait for a
+# resource the old one still holds.
+DRAIN_TIME = 1.0
 
 # The main.cf parameters the skeleton itself reads (rows in MASTER_PARAMS).
 _STRINGS = ("queue_directory", "data_directory", "mail_owner")
@@ -123,6 +138,12 @@ class StatusChannel:
             self.taken = False
             self._write(self._avail)
 
+    def close(self) -> None:
+        """Write no more records; close fd 5."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
     def _write(self, record: bytes) -> None:
         if self.fd is None:
             return
@@ -157,6 +178,10 @@ class ServerContext:
     status_fd: int | None  # fd 5, None with -S
     pre_exit: Hook | None
     use_count: int = 0
+    drain_time: float = DRAIN_TIME
+    leaving: bool = False
+    # The skeleton's drain: stop accepting, finish, end the loop (see "Leaving").
+    drain: Callable[[], Any] | None = None
     status: StatusChannel = field(init=False)
     _idle_timer: Any = None
     _exiting: bool = False
@@ -176,10 +201,21 @@ class ServerContext:
                     status = 1
         raise SystemExit(status)
 
-    def master_gone(self, *_args: Any) -> NoReturn:
+    def master_gone(self, *_args: Any) -> None:
+        """Told to leave (EOF on fd 5, or a status write failed): drain, or exit."""
+        if self.leaving:
+            return
+        self.leaving = True
+        if self.status.fd is not None:
+            self.events.disable(self.status.fd)
+        self.status.close()
+        if self.drain is None:
+            if log.msg_verbose:
+                msg_info("master disconnect -- exiting")
+            self.exit(0)
         if log.msg_verbose:
-            msg_info("master disconnect -- exiting")
-        self.exit(0)
+            msg_info("master disconnect -- draining")
+        self.drain()
 
     def arm_idle_timer(self) -> None:
         """(Re)start the max_idle countdown; nothing when max_idle is 0."""

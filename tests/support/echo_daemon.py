@@ -46,6 +46,7 @@ ECHO_PARAMS = (
     Param("echo_persistent", "no", "bool", doc="post_init sets max_idle and max_use to 0."),
     Param("echo_loop_work", "0", "int", 0, doc="Loop turns the loop hook asks for at once."),
     Param("echo_pre_exit_crash", "no", "bool", doc="pre_exit raises an exception."),
+    Param("echo_drain_time", "0s", "time", 0, doc="post_init sets ctx.drain_time (0: keep it)."),
 )
 
 
@@ -159,6 +160,8 @@ def daemon_main(kind: str, solitary: bool = False) -> None:
     def post_init(ctx: Any) -> None:
         if ctx.config.get_bool("echo_persistent"):
             ctx.max_idle = ctx.max_use = 0
+        if ctx.config.get_time("echo_drain_time"):
+            ctx.drain_time = ctx.config.get_time("echo_drain_time")
         _trace(state, f"post_init euid={os.geteuid()}")
 
     def pre_exit(ctx: Any) -> None:
