@@ -18,7 +18,9 @@ DESCRIPTION
         mix the time of day (tv_sec ^ pid) into a new pool; open
         tls_random_source; with euid/egid mail_owner: open or create the
         exchange file (redirected into data_directory like a cache), then
-        create/truncate every enabled cache and its eviction index.  Bad
+        make every enabled cache and its eviction index new (under a
+        temporary name, renamed into place: a draining predecessor keeps
+        its own files until it exits).  Bad
         cache settings (timeout above 8640000 s, two caches on one file)
         and files that cannot be opened are fatal: exit 1, which the
         master throttles.  With tls_session_ticket_secret_file: read the
@@ -47,7 +49,7 @@ DESCRIPTION
     loop (every loop turn):
         mix the time of day; advance each running cleanup scan by
         CLEANUP_BUDGET entries; return 0 while a scan has work left.
-    pre_exit (TERM, INT, master EOF at stop or reload, max_use):
+    pre_exit (TERM, INT, master EOF at stop or reload once drained, max_use):
         close (flush) the caches, save the exchange file, erase the key
         chain.  Postfix's tlsmgr dies on TERM without saving; ours saves.
         A cache whose last flush fails (a full disk) costs a warning, not

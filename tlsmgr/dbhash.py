@@ -3,7 +3,7 @@
 SYNOPSIS
     from tlsmgr import dbhash
 
-    table = dbhash.Table.create(path, "hash", cache_size=4 << 20, lock_wait=10.0)
+    table = dbhash.Table.create(path, "hash", cache_size=4 << 20)
     table.get(key) -> bytes | None
     table.put(key, value)
     table.delete(key) -> bool            # False when the key was not there
@@ -17,18 +17,22 @@ SYNOPSIS
     dbhash.DBError
 
 DESCRIPTION
-    Table.create() opens `path` (the full file name, ".db" included) as
-    Postfix's dict_db_open() does for a cache, with O_CREAT and
-    truncation, in this order:
-      1. open(2) the file O_RDWR|O_CREAT, mode 0600, with the caller's
-         effective uid/gid (tlsmgr opens caches as mail_owner);
-      2. take an exclusive flock(2) on it, held until close(); while
-         another process holds it, retry for up to `lock_wait` seconds
-         (a tlsmgr that is still flushing its caches after a reload),
-         then fail;
-      3. truncate the file, then let Berkeley DB create a fresh database
-         in it (DB_CREATE|DB_TRUNCATE): nothing survives a restart, and
-         a damaged file never matters.
+    Table.create() makes `path` (the full file name, ".db" included) a
+    new, empty database, as Postfix's dict_db_open() does for a cache
+    (O_CREAT and truncation: nothing survives a restart, and a damaged
+    file never matters), but without touching the file that was there:
+      1. remove the temporary files of `path` that a killed process left
+         (tempfiles.remove_stale);
+      2. create `path.XXXXXXXX.tmp`, mode 0600, with the caller's
+         effective uid/gid (tlsmgr opens caches as mail_owner), and take
+         an exclusive flock(2) on it, held until close();
+      3. let Berkeley DB create a fresh database in it (DB_CREATE|
+         DB_TRUNCATE), then rename it to `path` (to the target of `path`
+         when that is a symbolic link, which Postfix's open follows).
+    A process that still has the old file open (a tlsmgr draining after
+    a reload) keeps writing its own inode, which no longer has a name,
+    until it exits; the new one never waits for it and never shares a
+    page with it.
     No environment is used (a private memory pool, as Postfix's
     DB_PRIVATE environment gives); `cache_size` sets that pool's size.
     A hash table gets Postfix's set_h_nelem(4096) hint.
@@ -43,13 +47,13 @@ DESCRIPTION
     be visited.
 
 SECURITY
-    The lock makes a second tlsmgr wait instead of truncating a file
-    that a running one still writes.  With the lock held, `postmap -s`
-    on the file waits until tlsmgr has stopped, as with Postfix.
+    With the lock held, `postmap -s` on the file waits until tlsmgr has
+    stopped, as with Postfix.  A file is never truncated under a
+    process that reads it.
 
 DIAGNOSTICS
     DBError, whose text names the file and the Berkeley DB error, for
-    every failure (open, lock, read, write).  Berkeley DB reports ENOMEM
+    every failure (create, read, write).  Berkeley DB reports ENOMEM
     as Python's MemoryError: it means its buffer pool is full of dirty
     pages it cannot write (a full disk: the call that finds no buffer
     first retries for about 4 s inside Berkeley DB), so that is a
@@ -62,19 +66,17 @@ SEE ALSO
 
 from __future__ import annotations
 
-import errno
-import fcntl
+import contextlib
 import os
-import time
 
 from berkeleydb import db
 
 from master import log
+from tlsmgr.tempfiles import create_locked, remove_stale
 
 TYPES = ("hash", "btree")
 _DBTYPE = {"hash": db.DB_HASH, "btree": db.DB_BTREE}
 H_NELEM = 4096
-_LOCK_RETRY = 0.05
 # What a Berkeley DB call raises on failure: ENOMEM comes as MemoryError.
 _DB_ERRORS = (db.DBError, MemoryError)
 
@@ -124,31 +126,33 @@ class Table:
         self._lock_fd = lock_fd
 
     @classmethod
-    def create(cls, path: str, kind: str, *, cache_size: int, lock_wait: float = 10.0) -> Table:
-        """Create or truncate `path` as an empty `kind` table; DBError."""
+    def create(cls, path: str, kind: str, *, cache_size: int) -> Table:
+        """A new empty `kind` table renamed over `path`; DBError."""
         if kind not in _DBTYPE:
             raise DBError(f"{path}: unsupported database type {kind!r} (use hash or btree)")
+        # A symbolic link is followed, as Postfix's O_CREAT|O_TRUNC open follows it:
+        # the new file replaces the link's target, and the link stays.
+        target = os.path.realpath(path)
+        remove_stale(target)
         try:
-            lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            lock_fd, tmp = create_locked(target)
         except OSError as err:
             raise DBError(f"open database {path}: {err.strerror}") from None
+        handle = db.DB()
         try:
-            _lock(path, lock_fd, lock_wait)
-            os.ftruncate(lock_fd, 0)
-            handle = db.DB()
             handle.set_cachesize(0, cache_size, 1)
             if kind == "hash":
                 handle.set_h_nelem(H_NELEM)
-            handle.open(path, dbtype=_DBTYPE[kind], flags=db.DB_CREATE | db.DB_TRUNCATE, mode=0o600)
-        except OSError as err:
+            handle.open(tmp, dbtype=_DBTYPE[kind], flags=db.DB_CREATE | db.DB_TRUNCATE, mode=0o600)
+            os.rename(tmp, target)
+        except (OSError, db.DBError) as err:
+            with contextlib.suppress(db.DBError):
+                handle.close(db.DB_NOSYNC)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             os.close(lock_fd)
-            raise DBError(f"open database {path}: {err.strerror}") from None
-        except db.DBError as err:
-            os.close(lock_fd)
-            raise DBError(f"open database {path}: {_reason(err)}") from None
-        except DBError:
-            os.close(lock_fd)
-            raise
+            why = err.strerror if isinstance(err, OSError) else _reason(err)
+            raise DBError(f"open database {path}: {why}") from None
         return cls(path, handle, lock_fd, cache_size)
 
     def _error(self, what: str, err: Exception) -> DBError:
@@ -206,12 +210,13 @@ class Table:
     def close(self) -> None:
         """Sync, close, release the lock.  Harmless when already closed.
 
-        Raises DBError when the sync fails.  Workaround: inside a chroot
-        jail, Berkeley DB 5.3's close of a private environment tries to
-        reopen the file by its (now invisible) name and fails with ENOENT
-        although every page was already written by the sync; like Postfix's
+        Raises DBError when the sync fails.  Workaround: Berkeley DB 5.3's
+        close of a private environment reopens the file by the name it was
+        opened under, which is gone (the temporary name, renamed; also out
+        of sight in a chroot jail), and fails with ENOENT although every
+        page was already written by the sync; like Postfix's
         dict_db_close(), that error is only logged ("possible Berkeley DB
-        bug")."""
+        bug").  The reopen can never reach the file now at `path`."""
         if self._db is None:
             return
         handle, self._db = self._db, None
@@ -229,23 +234,6 @@ class Table:
                     )
         finally:
             os.close(self._lock_fd)
-
-
-def _lock(path: str, fd: int, wait: float) -> None:
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                raise DBError(f"lock database {path}: {err.strerror}") from None
-        if time.monotonic() >= deadline:
-            raise DBError(
-                f"{path}: unable to get exclusive lock after {wait:g}s"
-                " (is another tlsmgr using it?)"
-            )
-        time.sleep(_LOCK_RETRY)
 
 
 def _reason(err: Exception) -> str:

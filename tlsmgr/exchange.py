@@ -11,13 +11,19 @@ SYNOPSIS
 DESCRIPTION
     tls_random_exchange_name, Postfix's tls_prng_exch.c.  Exactly
     EXCH_SIZE = 1024 bytes, mode 0600; it belongs to mail_owner because
-    the daemon opens it with mail_owner's effective ids.  open() opens an
-    existing file O_RDWR; when the name does not exist, it writes 1024
-    bytes drawn from the pool to a temporary file in the same directory
-    (mkstemp, 0600), fsyncs it and links it into place (rename where the
-    file system has no hard links), so a missing file never becomes an
-    empty or short one, even after kill -9.  The descriptor is kept: the
-    data directory lies outside the jail.
+    the daemon opens it with mail_owner's effective ids.  open() first
+    removes the temporary files a killed process left (`prng_exch.*.tmp`,
+    tempfiles.remove_stale), then opens an existing file O_RDWR; when
+    the name does not exist, it writes 1024 bytes drawn from the pool to
+    a temporary file in the same directory (tempfiles.create_locked,
+    0600), fsyncs it and links it into place (rename where the file
+    system has no hard links), so a missing file never becomes an empty
+    or short one, even after kill -9.  The descriptor is kept: the data
+    directory lies outside the jail.  The file itself is never renamed
+    or replaced: every tlsmgr that has it open (an old one draining
+    after a reload beside its successor) writes the same inode, under
+    the lock, and one that finds its inode without a name takes that as
+    "removed" and leaves.
 
     update() is tls_prng_exch_update: flock(LOCK_EX); pread up to 1024
     bytes at offset 0 and mix them in (applied at once); draw 1024 bytes;
@@ -43,10 +49,9 @@ DIAGNOSTICS
     through master.log, each said once until the file is good again.
 
 BUGS
-    A kill -9 between mkstemp() and unlink() in open() may leave a
-    `prng_exch.*.tmp` file behind.  With no hard links and two daemons
-    racing to create the file, the loser keeps an unlinked file and exits
-    to reopen at its next update (harmless).
+    With no hard links and two daemons racing to create the file, the
+    loser keeps an unlinked file and exits to reopen at its next update
+    (harmless).
 
 SEE ALSO
     tlsmgr/entropy.py, tlsmgr/prng.py, docs/prng.md,
@@ -59,10 +64,10 @@ import errno
 import fcntl
 import os
 import stat
-import tempfile
 
 from master import log
 from tlsmgr.prng import Pool
+from tlsmgr.tempfiles import create_locked, remove_stale
 
 EXCH_SIZE = 1024  # TLS_PRNG_EXCH_SIZE
 MIN_DISTINCT = 128  # 1024 random bytes hold ~251 distinct values; fewer than this is not random
@@ -90,6 +95,7 @@ class ExchangeFile:
     @classmethod
     def open(cls, path: str, pool: Pool) -> ExchangeFile:
         """Open path O_RDWR, or create it full-size when missing. Raises ExchangeError."""
+        remove_stale(path)
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
@@ -206,9 +212,9 @@ class _Locked:
 
 def _create(path: str, pool: Pool) -> int:
     """Make path appear with 1024 bytes of pool output, never empty. Returns an O_RDWR fd."""
-    directory, base = os.path.split(path)
+    directory = os.path.dirname(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=base + ".", suffix=".tmp", dir=directory or ".")
+        fd, tmp = create_locked(path)
     except OSError as err:
         raise ExchangeError(f"cannot create PRNG exchange file {path}: {reason_of(err)}") from None
     try:
@@ -228,7 +234,6 @@ def _create(path: str, pool: Pool) -> int:
                 raise
             os.rename(tmp, path)  # Workaround: a file system without hard links
         fsync_dir(directory or ".")
-        return fd
     except OSError as err:
         if fd >= 0:
             os.close(fd)
@@ -238,6 +243,8 @@ def _create(path: str, pool: Pool) -> int:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+    fcntl.flock(fd, fcntl.LOCK_UN)  # the temporary name's lock; updates take their own
+    return fd
 
 
 def fsync_dir(directory: str) -> None:

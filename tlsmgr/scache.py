@@ -25,10 +25,11 @@ DESCRIPTION
     prefix, default_database_type) lives in the Berkeley DB file
     `path.db`.  With max_entries > 0 or max_bytes > 0 a second file,
     `path.age.db`, a btree keyed by big-endian saved_at + key, finds the
-    oldest entry without holding keys in memory.  Both are created or
-    truncated at open (dbhash.Table.create: exclusive flock, mode 0600),
-    by the caller's effective uid/gid: tlsmgr opens them as mail_owner,
-    in pre-init, inside master.privs.saved_eugid().  Before that the path
+    oldest entry without holding keys in memory.  Both are made new at
+    open (dbhash.Table.create: under a temporary name, locked, mode
+    0600, then renamed over the old file, which a draining tlsmgr may
+    still use), by the caller's effective uid/gid: tlsmgr opens them as
+    mail_owner, in pre-init, inside master.privs.saved_eugid().  Before that the path
     goes through redirect.redirect_database() (Postfix's
     data_redirect_map()).
 
@@ -271,7 +272,6 @@ class SessionCache:
         default_database_type: str = "hash",
         cache_size: int = DEFAULT_CACHE_SIZE,
         index_cache_size: int = DEFAULT_INDEX_CACHE_SIZE,
-        lock_wait: float = 10.0,
         verbose: bool = False,
         log: Any = master_log,
     ) -> SessionCache:
@@ -292,7 +292,7 @@ class SessionCache:
             raise DBError(f"{cache_type} TLS cache {database}: unsupported type {kind!r}")
         if verbose:
             log.msg_info(f"open {cache_type} TLS cache {name}")
-        table = dbhash.Table.create(path + ".db", kind, cache_size=cache_size, lock_wait=lock_wait)
+        table = dbhash.Table.create(path + ".db", kind, cache_size=cache_size)
         index = None
         if max_entries > 0 or max_bytes > 0:
             try:
@@ -300,7 +300,6 @@ class SessionCache:
                     path + INDEX_SUFFIX + ".db",
                     "btree",
                     cache_size=index_cache_size,
-                    lock_wait=lock_wait,
                 )
             except DBError:
                 table.close()

@@ -1,4 +1,4 @@
-"""tlsmgr.dbhash: Berkeley DB files created, truncated, locked, walked."""
+"""tlsmgr.dbhash: Berkeley DB files made new and renamed into place, locked, walked."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import stat
 
 import pytest
+from berkeleydb import db
 
 from tlsmgr.dbhash import DBError, Table
 
@@ -78,19 +79,86 @@ def test_exclusive_lock(folder):
     path = os.path.join(folder, "t.db")
     table = Table.create(path, "hash", cache_size=64 << 10)
     try:
-        # What postmap -s would meet: its shared lock cannot be had.
+        # What postmap -s meets: its shared lock cannot be had while the table is open.
         fd = os.open(path, os.O_RDONLY)
         try:
             with pytest.raises(BlockingIOError):
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         finally:
             os.close(fd)
-        with pytest.raises(DBError, match="unable to get exclusive lock"):
-            Table.create(path, "hash", cache_size=64 << 10, lock_wait=0.1)
-        assert table.get(b"x") is None  # the first one is untouched
     finally:
         table.close()
-    Table.create(path, "hash", cache_size=64 << 10, lock_wait=0.1).close()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+def test_a_new_table_replaces_the_file_without_touching_the_open_one(folder):
+    """An old tlsmgr draining beside its successor: each keeps its own inode."""
+    path = os.path.join(folder, "t.db")
+    old = Table.create(path, "hash", cache_size=64 << 10)
+    new = None
+    try:
+        old.put(b"old\0", b"1\0")
+        old_inode = os.stat(path).st_ino
+        new = Table.create(path, "hash", cache_size=64 << 10)  # no wait for the old one's lock
+        assert os.stat(path).st_ino != old_inode
+        assert new.get(b"old\0") is None
+        old.put(b"later\0", b"2\0")  # the old one goes on with its own file
+        assert old.get(b"old\0") == b"1\0"
+        new.put(b"new\0", b"3\0")
+        old.close()  # its last pages go to its own inode, which has no name now
+        new.close()
+        assert _records(path) == {b"new\0": b"3\0"}
+        assert sorted(os.listdir(folder)) == ["t.db"]
+    finally:
+        old.close()
+        if new is not None:
+            new.close()
+
+
+def test_stale_temporary_files_are_removed_and_live_ones_kept(folder):
+    path = os.path.join(folder, "t.db")
+    stale = path + ".abcdefgh.tmp"  # left by a tlsmgr killed while it made the file
+    live = path + ".ijklmnop.tmp"  # another tlsmgr making the file right now
+    other = os.path.join(folder, "u.db.abcdefgh.tmp")  # another file's
+    for name in (stale, live, other):
+        with open(name, "wb") as fp:
+            fp.write(b"partial")
+    holder = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        Table.create(path, "btree", cache_size=64 << 10).close()
+        left = {"t.db", os.path.basename(live), os.path.basename(other)}
+        assert set(os.listdir(folder)) == left
+    finally:
+        os.close(holder)
+
+
+def test_a_symbolic_link_is_followed_and_kept(folder):
+    """As Postfix's O_CREAT|O_TRUNC open: the link's target is made new, the link stays."""
+    elsewhere = os.path.join(folder, "elsewhere")
+    os.mkdir(elsewhere)
+    target = os.path.join(elsewhere, "real.db")
+    link = os.path.join(folder, "t.db")
+    os.symlink(target, link)
+    table = Table.create(link, "hash", cache_size=64 << 10)
+    table.put(b"k\0", b"v\0")
+    table.close()
+    assert os.readlink(link) == target
+    assert _records(target) == {b"k\0": b"v\0"}
+
+
+def _records(path: str) -> dict[bytes, bytes]:
+    """What another program reading the file finds in it."""
+    handle = db.DB()
+    handle.open(path, flags=db.DB_RDONLY)
+    try:
+        return dict(handle.items())
+    finally:
+        handle.close()
 
 
 def test_errors_name_the_file(folder):

@@ -30,7 +30,7 @@ def _warnings(text: str) -> list[str]:
 
 
 def test_missing_file_is_created_full_size_0600_from_the_pool(path, maillog):
-    old_umask = os.umask(0)  # mkstemp's 0600 must not depend on the umask
+    old_umask = os.umask(0)  # the temporary file's 0600 must not depend on the umask
     try:
         pool = prng.Pool.from_key(KEY)
         exch = exchange.ExchangeFile.open(path, pool)
@@ -55,6 +55,15 @@ def test_existing_file_is_opened_not_replaced(path):
     assert os.stat(path).st_ino == ino
     assert os.pread(exch.fileno(), SIZE, 0) == content
     exch.close()
+
+
+def test_open_removes_what_a_killed_creator_left(path, maillog):
+    stale = path + ".abcdefgh.tmp"  # a tlsmgr killed before it linked the file into place
+    with open(stale, "wb") as f:
+        f.write(b"half")
+    exchange.ExchangeFile.open(path, prng.Pool()).close()
+    assert os.listdir(os.path.dirname(path)) == ["prng_exch"]
+    assert f"removed stale temporary file {stale}" in maillog()
 
 
 def test_update_reads_mixes_draws_and_writes_in_place(path, maillog):
