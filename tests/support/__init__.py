@@ -10,6 +10,7 @@ bench/ and for programs the tests start.  Each module is one concept:
     fake_master         a fake master that spawns one child as Postfix's master does
     lab                 the skeleton tests' lab: instances, fake masters, cleanup
     procs               processes as /proc shows them, and stopping them
+    load                a closed loop of one-request connections, the load of reload tests
     waiting             wait_until() and WAIT, the hang guard
     sockets             free_port(), connectable() and the recv_*() readers
     attrs               attribute lists on the test side: request(), read_reply(), ask()

@@ -7,6 +7,7 @@ SYNOPSIS
     ...
     on_file(cache) -> (entries, bytes)
     cache.close()
+    table_records("/path/smtp_scache.db")     # {key: value}, as another reader finds them
 
 DESCRIPTION
     open_cache() opens tlsmgr.scache.SessionCache `name` on
@@ -20,12 +21,18 @@ DESCRIPTION
     on_file() walks the cache file (white box: the cache's own table)
     and counts its records and their bytes, key and value, as
     SessionCache's `entries` and `bytes` should.
+
+    table_records() opens any Berkeley DB file read-only with a handle of
+    its own, as another program would (no lock taken), and returns all
+    its records; a file Berkeley DB cannot read raises its DBError.
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any
+
+from berkeleydb import db
 
 from support.stand_ins import Log
 from tlsmgr.scache import SessionCache
@@ -72,3 +79,13 @@ def on_file(cache: SessionCache) -> tuple[int, int]:
         record = cursor.next()
     cursor.close()
     return entries, total
+
+
+def table_records(path: str) -> dict[bytes, bytes]:
+    """Every record of a Berkeley DB file, read as another program reads it."""
+    handle = db.DB()
+    handle.open(path, flags=db.DB_RDONLY)
+    try:
+        return dict(handle.items())
+    finally:
+        handle.close()

@@ -8,6 +8,9 @@ SYNOPSIS
     procs.cmdline(pid); procs.environ(pid); procs.proc_ids(pid).uids
     procs.children_of(pid); procs.cpu_seconds(pid); procs.memory_kb(pid)["VmRSS"]
     procs.socket_fds(pid)             # sockets it holds
+    procs.fd_targets(pid)             # {fd: what /proc/PID/fd/N links to}
+    procs.blocked_in(pid, "do_sys_poll")  # asleep in that kernel function (a thread id too)
+    procs.waits_in_loop(pid)          # asleep in epoll_wait: its event loop is idle
     procs.is_tlsmgr(pid); procs.tlsmgr_args(pid)
     procs.kill_all(lambda: procs.processes_of(root))
     survivors = procs.stop_pids(pids) # TERM, wait, then KILL what is left
@@ -27,6 +30,12 @@ DESCRIPTION
 
     is_tlsmgr() knows Postfix's tlsmgr binary (argv[0]) and ours, a script
     run by its #! interpreter (argv[1]).
+
+    blocked_in() reads the kernel stack, /proc/PID/stack (root only).
+    waits_in_loop() is blocked_in(pid, "do_epoll_wait"): a child of the
+    skeleton asleep there has sent AVAIL for everything it served, since
+    the loop announces AVAIL before it waits, so the master will not take
+    it for a bad start if it dies now.
 """
 
 from __future__ import annotations
@@ -160,6 +169,36 @@ def socket_fds(pid: int) -> int:
         except OSError:
             pass
     return count
+
+
+def fd_targets(pid: int) -> dict[int, str]:
+    """What each open descriptor of the process links to ("socket:[123]", a path, ...)."""
+    targets = {}
+    folder = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return {}
+    for name in names:
+        try:
+            targets[int(name)] = os.readlink(f"{folder}/{name}")
+        except OSError:
+            pass
+    return targets
+
+
+def blocked_in(pid: int, function: str) -> bool:
+    """True while the process (or thread) sleeps with `function` on its kernel stack."""
+    try:
+        stack = Path(f"/proc/{pid}/stack").read_text()
+    except OSError:
+        return False
+    return any(line.split()[-1].split("+")[0] == function for line in stack.splitlines())
+
+
+def waits_in_loop(pid: int) -> bool:
+    """True while the process sleeps in epoll_wait (its event loop has nothing to do)."""
+    return blocked_in(pid, "do_epoll_wait")
 
 
 def is_tlsmgr(pid: int) -> bool:

@@ -7,8 +7,8 @@ import os
 import stat
 
 import pytest
-from berkeleydb import db
 
+from support.caches import table_records
 from tlsmgr.dbhash import DBError, Table
 
 
@@ -111,7 +111,7 @@ def test_a_new_table_replaces_the_file_without_touching_the_open_one(folder):
         new.put(b"new\0", b"3\0")
         old.close()  # its last pages go to its own inode, which has no name now
         new.close()
-        assert _records(path) == {b"new\0": b"3\0"}
+        assert table_records(path) == {b"new\0": b"3\0"}
         assert sorted(os.listdir(folder)) == ["t.db"]
     finally:
         old.close()
@@ -148,17 +148,7 @@ def test_a_symbolic_link_is_followed_and_kept(folder):
     table.put(b"k\0", b"v\0")
     table.close()
     assert os.readlink(link) == target
-    assert _records(target) == {b"k\0": b"v\0"}
-
-
-def _records(path: str) -> dict[bytes, bytes]:
-    """What another program reading the file finds in it."""
-    handle = db.DB()
-    handle.open(path, flags=db.DB_RDONLY)
-    try:
-        return dict(handle.items())
-    finally:
-        handle.close()
+    assert table_records(target) == {b"k\0": b"v\0"}
 
 
 def test_errors_name_the_file(folder):

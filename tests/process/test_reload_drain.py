@@ -1,0 +1,225 @@
+"""A reload loses nothing: our master and our tlsmgr (chrooted, unprivileged) across reloads.
+
+The master gives the service a new status channel and starts a successor at the
+first connection; the old tlsmgr sees EOF on fd 5 and drains (answers what it has
+read, closes each connection once answered, leaves when none is left or at the
+1 s deadline).  Old and new run side by side for a moment, each on its own cache
+files; the exchange file is the one they share.  Not timed: the reload figures
+(failures, longest gap) are bench/ figures.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from support import procs
+from support.attrs import read_reply, request
+from support.instance import MiniInstance, running_tlsmgr
+from support.load import ClosedLoop
+from support.sockets import recv_all
+from tlsmgr.protocol import Status
+
+pytestmark = pytest.mark.root
+
+MAIN_CF = {
+    "smtpd_tls_session_cache_database": "btree:${data_directory}/smtpd_scache",
+    "smtp_tls_session_cache_database": "hash:${data_directory}/smtp_scache",
+}
+SEED = request(b"request", b"seed", b"size", b"32")
+GREETING = [(b"protocol", b"tlsmgr_protocol")]
+
+
+@pytest.fixture
+def inst():
+    with running_tlsmgr(MAIN_CF) as instance:
+        yield instance
+
+
+def assert_clean_log(inst: MiniInstance) -> None:
+    for line in inst.log().splitlines():
+        assert not any(w in line for w in ("warning:", "error:", "fatal:", "panic:")), line
+
+
+def greeted(inst: MiniInstance):
+    """A new connection, greeting read: the tlsmgr that accepted it holds it."""
+    sock = inst.connect("private/tlsmgr")
+    assert read_reply(sock) == GREETING
+    return sock
+
+
+def seed_ok(sock) -> None:
+    sock.sendall(SEED)
+    assert read_reply(sock)[0] == (b"status", b"0")
+
+
+def served_by_one(inst: MiniInstance) -> int:
+    """Start tlsmgr (one request) and wait until it rests; its pid."""
+    with greeted(inst) as sock:
+        seed_ok(sock)
+    pid = inst.tlsmgr_pid()
+    inst.wait_for(lambda: procs.waits_in_loop(pid), f"tlsmgr {pid} to wait for work")
+    return pid
+
+
+def reload(inst: MiniInstance) -> None:
+    os.kill(inst.master_pid(), signal.SIGHUP)
+
+
+def wait_draining(inst: MiniInstance, pid: int) -> None:
+    """Wait until the master's state file shows `pid` as its tlsmgr's only child, draining."""
+
+    def states() -> dict[int, str]:
+        return {c["pid"]: c["state"] for c in inst.state()["services"][0]["children"]}
+
+    inst.wait_for(lambda: states() == {pid: "draining"}, f"the state to show {pid} draining")
+
+
+def listener_closed(pid: int, listener: str) -> bool:
+    return listener not in procs.fd_targets(pid).values()
+
+
+def cache_inodes(pid: int) -> set[int]:
+    """The inodes of the cache files (and age indexes) the process has open."""
+    found = set()
+    for fd, target in procs.fd_targets(pid).items():
+        if "_scache" in target:
+            found.add(os.stat(f"/proc/{pid}/fd/{fd}").st_ino)
+    return found
+
+
+def exchange_inode(pid: int) -> int:
+    [fd] = [fd for fd, target in procs.fd_targets(pid).items() if "prng_exch" in target]
+    return os.stat(f"/proc/{pid}/fd/{fd}").st_ino
+
+
+def test_twenty_reloads_under_load_lose_no_request(inst):
+    served_by_one(inst)
+    with ClosedLoop(inst.socket_path, [SEED], clients=4) as load:
+        load.wait_served(100)
+        for _ in range(20):
+            reload(inst)
+            load.wait_served(100)  # the successor serves (the old one stopped accepting)
+    assert load.failures == []
+    # Every reload started a successor; the drained tlsmgrs all left, cleanly.
+    inst.wait_for(lambda: len(inst.tlsmgr_pids()) == 1, "the drained tlsmgrs to leave")
+    inst.wait_for(lambda: inst.state()["services"][0]["spawns"] == 21, "the state file")
+    inst.wait_log("reload -- version", count=20)
+    assert_clean_log(inst)
+
+
+def test_a_client_connected_just_before_the_reload_gets_its_first_answer(inst):
+    old = served_by_one(inst)
+    sock = greeted(inst)  # accepted by the old tlsmgr: it must answer this client once
+    listener = procs.fd_targets(old)[6]
+    reload(inst)
+    inst.wait_for(lambda: listener_closed(old, listener), "the old tlsmgr to stop accepting")
+    seed_ok(sock)
+    assert recv_all(sock) == b""  # then closed: the next request goes to the successor
+    inst.wait_gone(old)
+    with greeted(inst) as again:
+        seed_ok(again)
+    assert inst.tlsmgr_pid() != old
+    assert_clean_log(inst)
+
+
+def test_status_shows_the_draining_child(inst):
+    old = served_by_one(inst)
+    os.kill(old, signal.SIGSTOP)  # it cannot finish its drain while the test looks
+    try:
+        reload(inst)
+        wait_draining(inst, old)
+        status = inst.cli("status", "-v").check().stdout
+        assert "1 child(ren) (0 idle, 1 draining)" in status
+        assert f"  pid {old} draining, " in status
+    finally:
+        os.kill(old, signal.SIGCONT)
+    inst.wait_gone(old)
+
+
+def test_old_and_new_tlsmgr_never_share_a_cache_inode(inst):
+    old = served_by_one(inst)
+    held = greeted(inst)  # keeps the old one draining once it runs again
+    old_caches = cache_inodes(old)
+    assert len(old_caches) == 4  # smtpd (btree) and smtp (hash), each with its age index
+    os.kill(old, signal.SIGSTOP)  # the old tlsmgr holds its files, frozen mid-drain
+    try:
+        reload(inst)
+        wait_draining(inst, old)
+        with greeted(inst) as sock:  # the master starts the successor at once
+            seed_ok(sock)
+        new = inst.tlsmgr_pid(other_than=old)
+        new_caches = cache_inodes(new)
+        assert len(new_caches) == 4 and new_caches.isdisjoint(old_caches)
+        assert cache_inodes(old) == old_caches  # still its own, now without names
+        names = {os.stat(inst.data / f).st_ino for f in os.listdir(inst.data) if "_scache" in f}
+        assert names == new_caches
+        assert exchange_inode(old) == exchange_inode(new)  # one file, written in place
+    finally:
+        os.kill(old, signal.SIGCONT)
+    seed_ok(held)  # the old one finishes its drain
+    inst.wait_gone(old)
+    assert not [f for f in os.listdir(inst.data) if f.endswith(".tmp")]
+    assert_clean_log(inst)
+
+
+def test_the_drain_deadline_closes_stragglers(inst):
+    old = served_by_one(inst)
+    silent = greeted(inst)  # never sends anything
+    half = greeted(inst)
+    half.sendall(SEED[:10])  # half a request
+    reload(inst)
+    assert recv_all(silent) == b"" and recv_all(half) == b""
+    inst.wait_gone(old)
+    inst.wait_log(r"tlsmgr\[\d+\]: drain deadline: closing 2 connection\(s\)")
+    assert_clean_log(inst)
+
+
+def test_the_client_library_retries_when_tlsmgr_dies(inst):
+    """attr_clnt's two attempts: a killed tlsmgr costs the client nothing but time."""
+    client = inst.client(timeout=20.0)
+    assert client.seed(16).ok
+    first = inst.tlsmgr_pid()
+    inst.wait_for(lambda: procs.waits_in_loop(first), "tlsmgr to wait for work")
+    # Killed between two requests: the next one finds the connection closed and
+    # goes to a new tlsmgr.
+    os.kill(first, signal.SIGKILL)
+    inst.wait_gone(first)
+    assert client.seed(16).ok
+    second = inst.tlsmgr_pid(other_than=first)
+    inst.wait_for(lambda: procs.waits_in_loop(second), "the new tlsmgr to wait for work")
+    # Killed with the request sent and no reply yet: the connection ends before a
+    # reply, and the request is sent again on a new connection after 1 s.
+    results = _killed_while_asked(inst, client, second)
+    assert results.status == Status.OK
+    assert inst.tlsmgr_pid() not in (first, second)
+    # Without the second attempt the same death is a FAIL.
+    once = inst.client(timeout=20.0, attempts=1)
+    assert once.seed(16).ok
+    third = inst.tlsmgr_pid()
+    inst.wait_for(lambda: procs.waits_in_loop(third), "the newest tlsmgr to wait for work")
+    result = _killed_while_asked(inst, once, third)
+    assert result.status == Status.FAIL
+    assert result.reason.startswith(f"problem talking to server {inst.socket_path}: ")
+
+
+def _killed_while_asked(inst: MiniInstance, client, pid: int):
+    """client.seed() over its open connection to tlsmgr `pid`, which is killed once the
+    request is sent and the client waits for the reply; the client's Result."""
+    os.kill(pid, signal.SIGSTOP)  # it cannot answer now
+    asked: dict = {}
+
+    def ask() -> None:
+        asked["tid"] = threading.get_native_id()
+        asked["result"] = client.seed(16)
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    inst.wait_for(lambda: "tid" in asked and procs.blocked_in(asked["tid"], "do_sys_poll"),
+                  "the client to wait for its reply")  # fmt: skip
+    os.kill(pid, signal.SIGKILL)
+    thread.join(30)
+    return asked["result"]
