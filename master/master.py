@@ -40,11 +40,14 @@ DESCRIPTION
     logged and the running one stays.  A service whose identity (internal
     name, type) is unchanged keeps its listeners, so no connection is
     refused during a reload; it takes the new settings and gets a new
-    status socketpair, so its old children see EOF on fd 5 and leave; its
-    wake-up timer restarts.  Removed services' children get SIGTERM and
-    their listeners close at once (the master does not block waiting for
-    them, unlike Postfix).  New services start.  Under systemd a reload
-    is framed by RELOADING=1 and READY=1, a stop begins with STOPPING=1.
+    status socketpair, so its old children see EOF on fd 5 and drain
+    (finish what they hold, then exit) while the first connection
+    starts a successor: draining children count neither as available
+    nor toward maxproc (avail.py); its wake-up timer restarts.  Removed
+    services' children get SIGTERM and their listeners close at once (the
+    master does not block waiting for them, unlike Postfix).  New
+    services start.  Under systemd a reload is framed by RELOADING=1 and
+    READY=1, a stop begins with STOPPING=1.
 
     Stop (SIGTERM, SIGINT): TERM every child by pid, wait up to 5 s,
     KILL what is left, reap, exit 0.  Abort (SIGQUIT): TERM every child
