@@ -45,8 +45,11 @@ DESCRIPTION
     nothing is lost).
 
     create() writes the record atomically, as root or mail_owner before
-    the jail: a temporary file (mkstemp, mode 0600) in the same folder,
-    write, fsync, rename over the name, fsync of the folder.  It keeps
+    the jail: the temporary files a killed tlsmgr left are removed, then
+    a temporary file (tempfiles.create_locked, mode 0600) in the same
+    folder, write, fsync, rename over the name, fsync of the folder.  A
+    tlsmgr still draining after a reload keeps the old file, which no
+    longer has a name, and saves into it until it exits.  It keeps
     the descriptor, because data_directory lies outside the jail and a
     jailed process can neither reach the name nor rename anything there.
     save() is what the jailed process does as epochs pass: one pwrite()
@@ -87,13 +90,13 @@ import hmac
 import os
 import stat
 import struct
-import tempfile
 from typing import Any
 
 from master import log as master_log
 from tlsmgr import keychain
 from tlsmgr.exchange import fsync_dir, reason_of
 from tlsmgr.keychain import STATE_LEN, Chain, Roots
+from tlsmgr.tempfiles import create_locked, remove_stale
 
 SECRET_MIN = 32
 SECRET_MAX = 65536
@@ -274,10 +277,11 @@ class StateFile:
     @classmethod
     def create(cls, path: str, roots: Roots, epoch: int, state: bytes | bytearray) -> StateFile:
         """Write the record to a new file renamed over `path`; keep it open."""
-        directory, base = os.path.split(path)
+        directory = os.path.dirname(path)
         record = encode_state(roots, epoch, state)
+        remove_stale(path)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=base + ".", suffix=".tmp", dir=directory or ".")
+            fd, tmp = create_locked(path)
         except OSError as err:
             raise KeyFileError(
                 f"cannot create ticket key chain state {path}: {reason_of(err)}"
@@ -294,6 +298,7 @@ class StateFile:
             raise KeyFileError(
                 f"cannot write ticket key chain state {path}: {reason_of(err)}"
             ) from None
+        fcntl.flock(fd, fcntl.LOCK_UN)  # the temporary name's lock; save() takes its own
         return cls(fd, path, roots)
 
     def save(self, epoch: int, state: bytes | bytearray) -> None:

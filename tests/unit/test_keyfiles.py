@@ -163,6 +163,14 @@ def test_state_file_is_created_atomically_and_saved_in_place(folder):
         state_file.close()
 
 
+def test_creation_removes_what_a_killed_tlsmgr_left(folder):
+    path = os.path.join(folder, "tls_key_chain")
+    with open(path + ".abcdefgh.tmp", "wb") as f:  # killed between mkstemp and rename
+        f.write(b"partial")
+    StateFile.create(path, roots_of(), 999, reference_chain(SECRET, 999)).close()
+    assert os.listdir(folder) == ["tls_key_chain"]
+
+
 def test_unusable_state_files_say_why(folder):
     roots = roots_of()
     path = os.path.join(folder, "tls_key_chain")
