@@ -5,7 +5,8 @@ SYNOPSIS
 
     multi_server.main(handler_factory, *, params, pre_init=None,
                       post_init=None, loop=None, pre_exit=None,
-                      solitary=False, argv=None)      # never returns
+                      solitary=False, handover=False,
+                      argv=None)                      # never returns
 
     class Handler(Protocol):                # what handler_factory(conn) returns
         def connection_made(self) -> bytes: ...        # greeting, may be b""
@@ -84,10 +85,23 @@ DESCRIPTION
       conn.between_requests (one that connected just before the reload
       gets its first answer first);
     - the process leaves (pre_exit, exit 0) when its last connection is
-      closed, or ctx.drain_time seconds (1 by default) after it was told
+      gone, or ctx.drain_time seconds (1 by default) after it was told
       to leave, closing what is left: `drain deadline: closing N
       connection(s)`.
     A handler sees only connection_lost(), as for any close.
+
+    Handing over (main(handover=True)).  Instead of closing them, a
+    draining process passes the connections that are between requests
+    with nothing left to write (conn.between_requests, whether or not
+    they received anything) to its successor, which goes on reading
+    them (handover.py: SCM_RIGHTS over private/.handover.TYPE.SERVICE.
+    PROGRAM); until a successor is there it looks again every
+    HANDOVER_RETRY seconds, and the deadline closes what is left.  The
+    successor's handler gets connection_made() as for any connection,
+    but its greeting is not sent: the client had it.  Opt in only when
+    a connection between requests carries no state of the handler's
+    that matters (tlsmgr's does not).  When the last one has gone:
+    `drained: N connection(s) handed over to the successor`.
 
     With -S the one client is stdin/stdout (no master, no listener), and
     the process exits when it disconnects.
@@ -100,7 +114,8 @@ BUGS
     Transports unix and inet only (not pass).
 
 SEE ALSO
-    src/master/multi_server.c (Postfix), skeleton.py, events.py
+    src/master/multi_server.c (Postfix), skeleton.py, events.py,
+    handover.py
 """
 
 from __future__ import annotations
@@ -116,6 +131,7 @@ from typing import Any, NoReturn, Protocol
 from master import log, skeleton
 from master.config import Param
 from master.events import EventLoop
+from master.handover import BATCH, Inbox, Outbox, handover_path
 from master.log import msg_info, msg_warn
 from master.skeleton import Hook, ServerContext
 
@@ -124,6 +140,8 @@ READ_SIZE = 65536
 HIGH_WATER = 256 * 1024  # stop reading a client with this much output pending
 LOW_WATER = HIGH_WATER // 2  # read it (or resume its handler) again at this much
 ACCEPT_PAUSE = 1.0  # rest after accept() ran out of resources
+HANDOVER_RETRY = 0.02  # draining: look for a successor this often
+_FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6)
 
 # Connection._input: what the skeleton does with the client's input.
 READING, HELD, PAUSED = "reading", "held", "paused"
@@ -154,11 +172,12 @@ def main(
     loop: Callable[[ServerContext], float | None] | None = None,
     pre_exit: Hook | None = None,
     solitary: bool = False,
+    handover: bool = False,
     argv: Sequence[str] | None = None,
 ) -> NoReturn:
     """Run a multi-client daemon; see the module docstring."""
     skeleton.server_main(
-        lambda ctx: MultiServer(ctx, handler_factory, loop).serve(),
+        lambda ctx: MultiServer(ctx, handler_factory, loop, handover).serve(),
         argv=argv,
         params=params,
         pre_init=pre_init,
@@ -250,11 +269,16 @@ class Connection:
 
     # Called by MultiServer ----------------------------------------------
 
-    def start(self, handler: Handler) -> None:
+    def start(self, handler: Handler, greet: bool = True) -> None:
         self._handler = handler
         self._arm_timer(self.ctx.ipc_timeout)
         self._start_reading()
-        self._queue(handler.connection_made())
+        greeting = handler.connection_made()
+        if greet:
+            self._queue(greeting)
+
+    def fileno(self) -> int:
+        return self._rfd
 
     def resume_turn(self) -> None:
         """The handler's turn to go on with the input it held back."""
@@ -269,15 +293,26 @@ class Connection:
         if len(self._out) <= HIGH_WATER:
             self._start_reading()
         if self._server.draining:
-            self.leave_if_done()
+            self._server.connection_done(self)
 
-    def leave_if_done(self) -> None:
+    def close_if_answered(self) -> None:
         """Draining: close once every request received here is answered (after
         the output is written); a connection that received nothing waits."""
         if self.received and not self._closing and not self._closed and self.between_requests:
             self.close_after_write()
             if not self._out:
                 self.close()
+
+    @property
+    def can_hand_over(self) -> bool:
+        """Between requests with nothing left to write: the socket is all there is."""
+        return (
+            self._sock is not None
+            and not self._closing
+            and not self._closed
+            and not self._out
+            and self.between_requests
+        )
 
     def close(self) -> None:
         if self._closed:
@@ -325,7 +360,7 @@ class Connection:
         assert self._handler is not None
         self._queue(self._handler.data_received(data))
         if self._server.draining:
-            self.leave_if_done()
+            self._server.connection_done(self)
 
     def _eof(self) -> None:
         if self._out:
@@ -377,6 +412,8 @@ class Connection:
             if self._closing:
                 self.close()
                 return
+            if self._server.draining:
+                self._server.connection_done(self)
         if len(self._out) <= LOW_WATER:
             if self._input is HELD:
                 self._server.resume_later(self)
@@ -414,14 +451,20 @@ class MultiServer:
         ctx: ServerContext,
         factory: HandlerFactory,
         loop: Callable[[ServerContext], float | None] | None,
+        handover: bool = False,
     ) -> None:
         self.ctx = ctx
         self.factory = factory
         self.loop = loop
+        self.handover = handover
         self.client_count = 0
         self._listeners = {lsock.fileno(): lsock for lsock in ctx.listeners}
         self._connections: set[Connection] = set()
         self.draining = False
+        self._inbox: Inbox | None = None
+        self._outbox: Outbox | None = None
+        self._settle_timer: Any = None
+        self._handed_over = 0
         # Held connections due for resume(), in the order they were held (a dict
         # as an ordered set: holding twice keeps the first place).
         self._resumable: dict[Connection, None] = {}
@@ -434,6 +477,8 @@ class MultiServer:
             return
         for fd in self._listeners:
             self.ctx.events.enable_read(fd, self._accept_event)
+        if self.handover:
+            self._inbox = Inbox(handover_path(self.ctx), self.ctx.events, self._adopt)
         self.ctx.drain = self.drain
         skeleton.run_loop(self.ctx, self._keep_going, self.turn)
 
@@ -462,7 +507,7 @@ class MultiServer:
     # Draining (see the module docstring) ----------------------------------
 
     def drain(self) -> None:
-        """Told to leave: stop accepting now; close connections as they are done."""
+        """Told to leave: stop accepting now; pass on or close connections as they are done."""
         self.draining = True
         events = self.ctx.events
         for fd, listener in self._listeners.items():
@@ -470,20 +515,75 @@ class MultiServer:
             listener.close()
         self._listeners.clear()
         self.ctx.listeners = []
+        if self._inbox is not None:
+            self._inbox.close()
+            self._outbox = Outbox(self._inbox.path)
         events.request_timer(self.ctx.drain_time, self._drain_deadline)
         # From a timer: master_gone() may come from a status write in the middle
-        # of a connection's read; the sweep needs every connection at rest.
-        events.request_timer(0, lambda _loop: self._sweep())
+        # of a connection's read; settling needs every connection at rest.
+        self._settle_soon(0)
 
-    def _sweep(self) -> None:
-        for conn in list(self._connections):
-            conn.leave_if_done()
+    def connection_done(self, conn: Connection) -> None:
+        """Draining: a connection may be done (after a reply, or its output written)."""
+        if self._outbox is None:
+            conn.close_if_answered()
+        else:
+            self._settle_soon(0)
+
+    def _settle_soon(self, delay: float) -> None:
+        if self._settle_timer is None:
+            self._settle_timer = self.ctx.events.request_timer(delay, self._settle)
+
+    def _settle(self, _loop: EventLoop) -> None:
+        """Close the connections that are done, or pass them to the successor; while
+        some wait for one to appear, look again in HANDOVER_RETRY seconds."""
+        self._settle_timer = None
+        if self._outbox is None:
+            for conn in list(self._connections):
+                conn.close_if_answered()
+            return
+        ready = [conn for conn in self._connections if conn.can_hand_over]
+        if ready and self._outbox.connected():
+            ready = self._pass_on(self._outbox, ready)
+        if ready:
+            self._settle_soon(HANDOVER_RETRY)
+
+    def _pass_on(self, outbox: Outbox, ready: list[Connection]) -> list[Connection]:
+        """Hand connections to the successor in batches; those not passed."""
+        while ready:
+            batch, rest = ready[:BATCH], ready[BATCH:]
+            if not outbox.send([conn.fileno() for conn in batch]):
+                return ready
+            self._handed_over += len(batch)
+            for conn in batch:
+                conn.close()  # our copy; the successor reads the socket now
+            ready = rest
+        return ready
+
+    def _adopt(self, fd: int) -> None:
+        """A connection from a draining predecessor: it had its greeting there."""
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            return
+        try:
+            if sock.type != socket.SOCK_STREAM or sock.family not in _FAMILIES:
+                raise OSError("not a stream socket")
+            sock.setblocking(False)
+            peer = skeleton.peer_name(sock, sock.getpeername())
+        except OSError:
+            sock.close()
+            return
+        self._new_connection(Connection(self, sock, fd, fd, peer), greet=False)
 
     def _drain_deadline(self, _loop: EventLoop) -> None:
         if self._connections:
             msg_info(f"drain deadline: closing {len(self._connections)} connection(s)")
         for conn in list(self._connections):
             conn.close()
+        if self._outbox is not None:
+            self._outbox.close()
 
     def _accept_event(self, fd: int, loop: EventLoop) -> None:
         listener = self._listeners[fd]
@@ -509,13 +609,13 @@ class MultiServer:
         if fd in self._listeners:
             self.ctx.events.enable_read(fd, self._accept_event)
 
-    def _new_connection(self, conn: Connection) -> None:
+    def _new_connection(self, conn: Connection, greet: bool = True) -> None:
         self._connections.add(conn)
         self.client_count += 1
         self.ctx.cancel_idle_timer()
         if log.msg_verbose:
             msg_info(f"connection established {conn.peer}")
-        conn.start(self.factory(conn))
+        conn.start(self.factory(conn), greet)
 
     def connection_closed(self, conn: Connection) -> None:
         if log.msg_verbose:
@@ -524,5 +624,7 @@ class MultiServer:
         self._connections.discard(conn)
         self.client_count -= 1
         self.ctx.use_count += 1
+        if self.draining and self.client_count == 0 and self._handed_over:
+            msg_info(f"drained: {self._handed_over} connection(s) handed over to the successor")
         if self.client_count == 0:
             self.ctx.arm_idle_timer()

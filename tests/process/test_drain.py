@@ -128,3 +128,47 @@ def test_single_server_finishes_its_client_then_leaves(lab):
     assert child.wait() == 0
     assert inst.trace_lines()[-1] == f"pre_exit {child.pid}"
     assert _nothing_yet(queued)  # left in the listener for a successor, not taken and dropped
+
+
+# Handing over (multi_server.main(handover=True)) -----------------------------
+
+
+def _pid_of_server(sock: socket.socket) -> int:
+    sock.sendall(b"pid\n")
+    return int(recv_line(sock))
+
+
+def test_connections_between_requests_go_to_the_successor(lab):
+    inst, fm, old = lab.spawn_echo("multi", handover=True)
+    answered = fm.greeted()
+    assert _pid_of_server(answered) == old.pid
+    silent = fm.greeted()  # greeted, nothing sent yet
+    fm.reload()
+    new = fm.spawn()
+    assert old.wait() == 0  # it left once both were passed on
+    # Each goes on where it was: no second greeting, the successor answers.
+    assert _pid_of_server(answered) == new.pid
+    assert _pid_of_server(silent) == new.pid
+    assert "drained: 2 connection(s) handed over to the successor" in inst.log()
+    assert new.alive()
+
+
+def test_a_request_in_progress_is_answered_before_the_handover(lab):
+    inst, fm, old = lab.spawn_echo("multi", handover=True)
+    sock = fm.greeted()
+    sock.sendall(b"later 0.5\n")
+    fm.reload()
+    new = fm.spawn()
+    assert recv_line(sock) == b"later\n"
+    assert old.wait() == 0
+    assert _pid_of_server(sock) == new.pid
+
+
+def test_without_a_successor_the_deadline_closes_them(lab):
+    inst, fm, old = lab.spawn_echo("multi", handover=True)
+    sock = fm.greeted()
+    _exchange(sock, b"answered")
+    fm.reload()  # and no child is started
+    assert recv_all(sock) == b""
+    assert old.wait() == 0
+    assert "drain deadline: closing 1 connection(s)" in inst.log()

@@ -19,10 +19,13 @@ DESCRIPTION
     "quit" -> "bye\\n" then close; "big N" -> N bytes of "x" and "\\n";
     "sleep S" -> sleeps S seconds, then "slept\\n"; "later S" (multi
     only) -> "later\\n" after S seconds, from a timer, the lines after it
-    answered after it; "crash" -> an unexpected exception; anything else
-    is echoed back echo_count times.  On multi_server, EchoHandler follows
-    the skeleton's flow-control contract: it answers lines while the
-    output has room (always one) and holds the rest back.
+    answered after it; "crash" -> an unexpected exception; "pid" -> the
+    process id that answers; anything else is echoed back echo_count
+    times.  write_daemon_script(..., handover=True) makes a multi_server
+    daemon that hands its connections to its successor when it drains.
+    On multi_server, EchoHandler follows the skeleton's flow-control
+    contract: it answers lines while the output has room (always one)
+    and holds the rest back.
 """
 
 from __future__ import annotations
@@ -133,6 +136,8 @@ def echo_command(line: bytes, state: dict[str, Any], close: Any) -> bytes:
         return b"slept\n"
     if line == b"crash":
         raise RuntimeError("crash requested by the client")
+    if line == b"pid":
+        return b"%d\n" % os.getpid()
     return (line + b"\n") * state["count"]
 
 
@@ -141,7 +146,7 @@ def _trace(state: dict[str, Any], text: str) -> None:
         os.write(state["trace_fd"], f"{text} {os.getpid()}\n".encode())
 
 
-def daemon_main(kind: str, solitary: bool = False) -> None:
+def daemon_main(kind: str, solitary: bool = False, handover: bool = False) -> None:
     """The program run by the scripts install_daemon() writes."""
     from master import multi_server, single_server
 
@@ -190,7 +195,11 @@ def daemon_main(kind: str, solitary: bool = False) -> None:
     hooks["pre_exit"] = pre_exit
     if kind == "multi":
         multi_server.main(
-            lambda conn: EchoHandler(conn, state), loop=loop, solitary=solitary, **hooks
+            lambda conn: EchoHandler(conn, state),
+            loop=loop,
+            solitary=solitary,
+            handover=handover,
+            **hooks,
         )
     elif kind == "single":
         single_server.main(service, **hooks)

@@ -5,6 +5,7 @@ SYNOPSIS
 
     fm = FakeMaster(inst, "echo", maxproc=1)   # inst: a LabInstance with bin/echo
     child = fm.spawn()                          # posix_spawn, fds 3-6
+    fm.reload()                                 # a new status channel: old children drain
     sock = fm.greeted()                         # connected, greeting b"hello\\n" read
     fm.read_status()                            # StatusRecord(pid, gen, avail)
     child.wait()                                # exit status, or -signal
@@ -265,6 +266,14 @@ class FakeMaster:
         """What a master exit or reload looks like to the child: EOF on fd 5."""
         self.status.close()
         self._status_child.close()
+
+    def reload(self) -> None:
+        """What the master does at a reload: a new status channel (EOF on the old one's fd 5)
+        and a new generation, for the children spawned from now on."""
+        self.close_status()
+        self.status, self._status_child = socket.socketpair()
+        self.status.setblocking(False)
+        self.generation += 1
 
     def close(self) -> None:
         for child in self.children:

@@ -44,11 +44,16 @@ class Lab:
         return fm
 
     def echo(
-        self, kind: str = "multi", main_cf: dict[str, str] | None = None, **options: Any
+        self,
+        kind: str = "multi",
+        main_cf: dict[str, str] | None = None,
+        handover: bool = False,
+        **options: Any,
     ) -> tuple[LabInstance, FakeMaster]:
-        """An instance with the echo daemon installed, and its fake master (not started)."""
+        """An instance with the echo daemon installed (handing connections over when it
+        drains, with handover), and its fake master (not started)."""
         inst = self.instance(**(main_cf or {}))
-        write_daemon_script(inst.bin / "echo", kind)
+        write_daemon_script(inst.bin / "echo", kind, **({"handover": True} if handover else {}))
         return inst, self.master(inst, "echo", **options)
 
     def spawn_echo(
