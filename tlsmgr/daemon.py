@@ -49,6 +49,9 @@ DESCRIPTION
     loop (every loop turn):
         mix the time of day; advance each running cleanup scan by
         CLEANUP_BUDGET entries; return 0 while a scan has work left.
+    reload: the skeleton's drain hands the connections between requests
+        to the successor (multi_server handover): a connection carries no
+        state of tlsmgr's between requests.
     pre_exit (TERM, INT, master EOF at stop or reload once drained, max_use):
         close (flush) the caches, save the exchange file, erase the key
         chain.  Postfix's tlsmgr dies on TERM without saving; ours saves.
@@ -363,5 +366,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         loop=state.loop,
         pre_exit=state.pre_exit,
         solitary=True,
+        handover=True,
         argv=argv,
     )
