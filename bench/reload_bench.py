@@ -43,21 +43,16 @@ import ssl
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 from support.instance import OUR_TLSMGR, MasterInstance, MiniInstance, PostfixInstance
-from support.postfix import SBIN
+from support.load import ClientThreads
+from support.postfix import SBIN, SMTPD_MAIN_CF
 from support.sockets import free_port
 from tlsmgr.clients.mkcert import CERT_NAME, KEY_NAME
 
 MAIN_CF = {
-    "myhostname": "localhost",
-    "mydestination": "",
-    "local_recipient_maps": "",
-    "alias_maps": "",
-    "alias_database": "",
-    "smtpd_tls_security_level": "may",
+    **SMTPD_MAIN_CF,
     "smtpd_tls_session_cache_database": "btree:${data_directory}/smtpd_scache",
     "maillog_file_prefixes": "/tmp",
     "smtpd_client_connection_rate_limit": "0",
@@ -89,41 +84,29 @@ def make_instance(kind: str, port: int) -> MasterInstance:
     return inst
 
 
-class Sessions:
+class Sessions(ClientThreads):
     """Client threads opening STARTTLS sessions back to back."""
 
     def __init__(self, port: int, clients: int) -> None:
+        super().__init__(clients)
         self.port = port
         self.done: list[tuple[float, float]] = []  # (start, seconds)
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client) for _ in range(clients)]
+        self._context = ssl.create_default_context()
+        self._context.check_hostname = False
+        self._context.verify_mode = ssl.CERT_NONE
 
-    def __enter__(self) -> Sessions:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def _client(self) -> None:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        while not self._stop.is_set():
-            start = time.monotonic()
-            try:
-                with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as smtp:
-                    smtp.ehlo()
-                    smtp.starttls(context=context)
-                    smtp.ehlo()
-            except (OSError, smtplib.SMTPException) as err:
-                self.failures.append(f"{type(err).__name__}: {err}")
-                continue
-            self.done.append((start, time.monotonic() - start))
+    def one(self, n: int) -> None:
+        start = time.monotonic()
+        try:
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as smtp:
+                smtp.ehlo()
+                smtp.starttls(context=self._context)
+                smtp.ehlo()
+        except (OSError, smtplib.SMTPException) as err:
+            self.failures.append(f"{type(err).__name__}: {err}")
+            return
+        self.done.append((start, time.monotonic() - start))
 
 
 def one_second_sleeps(trace: str) -> int:

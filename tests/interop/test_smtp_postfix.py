@@ -20,6 +20,7 @@ import sys
 import pytest
 
 from support.instance import OUR_TLSMGR, PostfixInstance
+from support.postfix import SMTPD_MAIN_CF
 from support.sockets import free_port
 from tlsmgr.clients.mkcert import CERT_NAME, KEY_NAME
 
@@ -28,12 +29,7 @@ pytestmark = [pytest.mark.postfix, pytest.mark.root]
 WAIT = 60
 
 MAIN_CF = {
-    "myhostname": "localhost",
-    "mydestination": "",
-    "local_recipient_maps": "",
-    "alias_maps": "",
-    "alias_database": "",
-    "smtpd_tls_security_level": "may",
+    **SMTPD_MAIN_CF,
     "smtpd_tls_loglevel": "2",
     "smtpd_tls_session_cache_database": "btree:${data_directory}/smtpd_scache",
     "smtp_tls_session_cache_database": "btree:${data_directory}/smtp_scache",

@@ -2,6 +2,7 @@
 
 SYNOPSIS
     from support.postfix import DEBIAN_MASTER_CF, SBIN, installed, postmap_list, settled, version
+    from support.postfix import SMTPD_MAIN_CF
 
     if installed(): ...                        # postconf on PATH and SBIN present
     settled(etc / "main.cf", etc / "master.cf")
@@ -10,7 +11,10 @@ SYNOPSIS
 
 DESCRIPTION
     SBIN is /usr/lib/postfix/sbin (master, tlsmgr, postlogd, smtpd, ...);
-    DEBIAN_MASTER_CF is the package's stock master.cf.
+    DEBIAN_MASTER_CF is the package's stock master.cf.  SMTPD_MAIN_CF is
+    the main.cf of a real smtpd that offers STARTTLS and delivers nothing
+    here (no local domain, no aliases): what a test or a benchmark adds
+    its certificate and caches to.
 
     settled() dates files 10 s back.  Postfix's load_file() (and
     dict_load_file) waits while a file it reads changed within the last
@@ -34,6 +38,14 @@ from support.waiting import WAIT
 
 SBIN = Path("/usr/lib/postfix/sbin")
 DEBIAN_MASTER_CF = "/usr/share/postfix/master.cf.dist"
+SMTPD_MAIN_CF = {
+    "myhostname": "localhost",
+    "mydestination": "",
+    "local_recipient_maps": "",
+    "alias_maps": "",
+    "alias_database": "",
+    "smtpd_tls_security_level": "may",
+}
 
 
 def installed() -> bool:
