@@ -126,6 +126,7 @@ test: setup test-deps
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The sections of docs/ that mirror code: the parameter tables of docs/configuration.md (from
 # the Param rows) and the layering rules of docs/design.md (from tests/unit/test_layering.py).

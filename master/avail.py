@@ -68,7 +68,7 @@ import time
 from dataclasses import dataclass, field
 
 from master import proto
-from master.events import EventLoop
+from master.events import EventLoop, Timer
 from master.log import msg_info, msg_warn
 from master.mastercf import ServiceEntry
 
@@ -121,7 +121,7 @@ class Service:
         self.wanted = False
         self.removed = False
         self.throttled = False
-        self.throttle_timer = None
+        self.throttle_timer: Timer | None = None
         self.throttle_reason = ""
         self.throttle_until = 0.0
         self.spawns = 0
@@ -293,7 +293,7 @@ class Service:
             msg_info(f"throttle released for command {self.path}")
             self.update_listen()
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, object]:
         """This service in the state file (read by statusreport.MasterStatus.from_state)."""
         return {
             "name": self.name,

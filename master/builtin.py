@@ -154,10 +154,10 @@ def computed_default(name: str, main_eval: Callable[[str], str | None]) -> str |
             host += "." + ("localdomain" if domain is None else domain)
         return host
     if name == "mydomain":
-        host = main_eval("myhostname")
-        if host is None:
-            host = computed_default("myhostname", main_eval) or ""
-        return host.split(".", 1)[1] if "." in host else "localdomain"
+        fqdn = main_eval("myhostname")
+        if fqdn is None:
+            fqdn = computed_default("myhostname", main_eval) or ""
+        return fqdn.split(".", 1)[1] if "." in fqdn else "localdomain"
     if name == "mynetworks":
         return _mynetworks(main_eval)
     if name == "process_id":
@@ -218,7 +218,7 @@ def inet_families(words: Iterable[str]) -> list[int]:
     import socket
 
     chosen = {word.lower() for word in words} or {"all"}
-    families = []
+    families: list[int] = []
     if chosen & {"all", "ipv4"}:
         families.append(socket.AF_INET)
     if chosen & {"all", "ipv6"} and socket.has_ipv6:

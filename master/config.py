@@ -72,6 +72,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from master.builtin import builtin_defaults, computed_default
 from master.errors import ConfigError, MacroError, ParamError
@@ -100,6 +101,9 @@ __all__ = [
 
 DEFAULT_CONFIG_DIR = "/etc/postfix"
 MAIN_CF = "main.cf"
+
+# What a parser passed to Config._convert returns.
+_T = TypeVar("_T")
 
 Warn = Callable[[str], None]
 # An -o override: (name, value), or (name, value, origin) with an origin of its own.
@@ -473,13 +477,18 @@ class Config:
 
     def check(self, names: Iterable[str] | None = None) -> None:
         """Read each typed row (or the named ones) once, so errors show before anything starts."""
-        getters = {"int": self.get_int, "long": self.get_int, "time": self.get_time}
-        getters |= {"bool": self.get_bool, "list": self.get_list}
+        getters: dict[str, Callable[[str], object]] = {
+            "int": self.get_int,
+            "long": self.get_int,
+            "time": self.get_time,
+            "bool": self.get_bool,
+            "list": self.get_list,
+        }
         for name in self.params if names is None else names:
             row = self.params.get(name)
             getters.get(row.type if row else "str", self.get)(name)
 
-    def _convert(self, name: str, parse: Callable[..., object], *args: object) -> object:
+    def _convert(self, name: str, parse: Callable[..., _T], *args: object) -> _T:
         text = self.get(name)
         try:
             return parse(name, text, *args)

@@ -87,7 +87,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from master import embedded, instance, privs
 from master import master as resident
@@ -140,7 +140,7 @@ def require_running(config: Config) -> int:
     return pid
 
 
-def read_state(config: Config) -> dict:
+def read_state(config: Config) -> dict[str, Any]:
     return instance.read_state(os.path.join(config.get("queue_directory"), instance.STATE_FILE))
 
 

@@ -113,7 +113,9 @@ class Interrupted(BaseException):
 
 
 @dataclass(order=True)
-class _Timer:
+class Timer:
+    """A timer handle: request_timer() returns it, cancel_timer() takes it."""
+
     when: float
     seq: int
     callback: TimerCallback = field(compare=False)
@@ -139,7 +141,7 @@ class EventLoop:
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._watches: dict[int, _Watch] = {}
-        self._timers: list[_Timer] = []
+        self._timers: list[Timer] = []
         self._cancelled = 0
         self._seq = itertools.count()
         self._signal_callbacks: dict[int, SignalCallback] = {}
@@ -195,13 +197,13 @@ class EventLoop:
 
     # Timers ------------------------------------------------------------
 
-    def request_timer(self, delay: float, callback: TimerCallback) -> _Timer:
+    def request_timer(self, delay: float, callback: TimerCallback) -> Timer:
         """Run callback(loop) once, `delay` seconds from now (0 = next turn)."""
-        timer = _Timer(time.monotonic() + max(0.0, delay), next(self._seq), callback)
+        timer = Timer(time.monotonic() + max(0.0, delay), next(self._seq), callback)
         heapq.heappush(self._timers, timer)
         return timer
 
-    def cancel_timer(self, timer: _Timer | None) -> None:
+    def cancel_timer(self, timer: Timer | None) -> None:
         """Cancel a timer; harmless when it already ran or was cancelled."""
         if timer is None or timer.cancelled:
             return
@@ -323,7 +325,7 @@ class EventLoop:
         if self._watchdog:
             self._pet_watchdog(self._watchdog_step)
         for key, mask in ready:
-            watch = key.data
+            watch: _Watch = key.data
             fd = key.fd
             # A callback earlier in this turn may have disabled (and even
             # reused) this descriptor: only the current registration runs.
@@ -342,7 +344,7 @@ class EventLoop:
 
     def _run_timers(self) -> None:
         now = time.monotonic()
-        due: list[_Timer] = []
+        due: list[Timer] = []
         while self._timers and self._timers[0].when <= now:
             due.append(heapq.heappop(self._timers))
         for timer in due:
@@ -360,10 +362,10 @@ class EventLoop:
         for signum in list(self._signal_callbacks):
             signal.signal(signum, signal.SIG_DFL)
         self._signal_callbacks.clear()
-        if self._wakeup_r is not None:
+        if self._wakeup_r is not None and self._wakeup_w is not None:
             signal.set_wakeup_fd(-1)
             os.close(self._wakeup_r)
-            os.close(self._wakeup_w)  # type: ignore[arg-type]
+            os.close(self._wakeup_w)
             self._wakeup_r = self._wakeup_w = None
         self._selector.close()
         self._watches.clear()

@@ -75,6 +75,7 @@ import pwd
 import socket
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 from master import privs, proto
 from master.config import Config
@@ -273,13 +274,14 @@ def write_state(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_state(path: str) -> dict:
-    """The state file's content; {} when it is missing or unreadable."""
+def read_state(path: str) -> dict[str, Any]:
+    """The state file's content; {} when it is missing, unreadable or not an object."""
     try:
         with open(path, encoding="utf-8") as fp:
-            return json.load(fp)
+            state = json.load(fp)
     except (OSError, ValueError):
         return {}
+    return state if isinstance(state, dict) else {}
 
 
 # Descriptors --------------------------------------------------------------

@@ -69,23 +69,26 @@ import socket
 import stat
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 from master.builtin import inet_families
 from master.config import Config
-from master.events import EventLoop
+from master.events import EventLoop, Timer
 from master.mastercf import ServiceEntry
 from master.proto import TRIGGER_REQ_WAKEUP
 
-OwnerContext = Callable[[], AbstractContextManager]
+OwnerContext = Callable[[], AbstractContextManager[None]]
 TRIGGER_TIMEOUT = 100  # seconds a trigger connection may stay open
 CONNECT_TIMEOUT = 1.0  # Postfix's BRIEFLY
 SOCKET_MODE = 0o666
 FIFO_MODE = 0o622
 
-Address = tuple[int, tuple]  # (family, sockaddr)
+# A socket module address: (host, port) or (host, port, flowinfo, scope_id).
+SockAddr = tuple[Any, ...]
+Address = tuple[int, SockAddr]  # (family, sockaddr)
 
 
-def _nullcontext() -> AbstractContextManager:
+def _nullcontext() -> AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
@@ -213,7 +216,7 @@ def _open_inet(entry: ServiceEntry, config: Config) -> list[int]:
     return fds
 
 
-def _open_inet_one(family: int, sockaddr: tuple, queue: int, optional: bool) -> int | None:
+def _open_inet_one(family: int, sockaddr: SockAddr, queue: int, optional: bool) -> int | None:
     where = _format(family, sockaddr)
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -236,7 +239,7 @@ def _open_inet_one(family: int, sockaddr: tuple, queue: int, optional: bool) -> 
     return sock.detach()
 
 
-def _format(family: int, sockaddr: tuple) -> str:
+def _format(family: int, sockaddr: SockAddr) -> str:
     host, port = sockaddr[0], sockaddr[1]
     return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
 
@@ -269,17 +272,18 @@ def send_wakeup(
         with as_owner():
             _fifo_trigger(entry.socket_path)
         return
+    peer: SockAddr | str
     if entry.type == "inet":
-        family, sockaddr = addresses[0]
-        sockaddr = _connectable(family, sockaddr)
+        family, listening = addresses[0]
+        peer = _connectable(family, listening)
         sock = socket.socket(family, socket.SOCK_STREAM)
-        where = _format(family, sockaddr)
+        where = _format(family, peer)
     else:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sockaddr, where = entry.socket_path, entry.socket_path
+        peer, where = entry.socket_path, entry.socket_path
     try:
         sock.settimeout(CONNECT_TIMEOUT)
-        sock.connect(sockaddr)
+        sock.connect(peer)
         sock.send(TRIGGER_REQ_WAKEUP)
         sock.send(b"\0")
         sock.setblocking(False)
@@ -289,7 +293,7 @@ def send_wakeup(
     _close_when_done(sock, loop)
 
 
-def _connectable(family: int, sockaddr: tuple) -> tuple:
+def _connectable(family: int, sockaddr: SockAddr) -> SockAddr:
     """A wildcard listener is reached through the loopback address."""
     if sockaddr[0] == "0.0.0.0":
         return ("127.0.0.1", sockaddr[1])
@@ -300,16 +304,17 @@ def _connectable(family: int, sockaddr: tuple) -> tuple:
 
 def _close_when_done(sock: socket.socket, loop: EventLoop) -> None:
     fd = sock.fileno()
-    state: dict[str, object] = {}
+    timers: list[Timer] = []
 
     def done(*_args: object) -> None:
         if sock.fileno() < 0:
             return
         loop.disable(fd)
-        loop.cancel_timer(state.get("timer"))  # type: ignore[arg-type]
+        for timer in timers:
+            loop.cancel_timer(timer)
         sock.close()
 
-    state["timer"] = loop.request_timer(TRIGGER_TIMEOUT, done)
+    timers.append(loop.request_timer(TRIGGER_TIMEOUT, done))
     loop.enable_read(fd, done)
 
 

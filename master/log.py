@@ -54,7 +54,7 @@ import syslog
 import time
 from typing import NoReturn
 
-_FACILITIES = {
+_FACILITIES: dict[str, int] = {
     "auth": syslog.LOG_AUTH,
     "cron": syslog.LOG_CRON,
     "daemon": syslog.LOG_DAEMON,

@@ -225,7 +225,7 @@ class _Expander:
             raise self.error(
                 f'"==", "!=", "<", "<=", ">=" or ">" expected at: "...{{{left}}}>>>{op}{rest[:20]}"'
             )
-        suffix = re.match(r"[A-Za-z0-9]*", rest).group(0)  # type: ignore[union-attr]
+        suffix = re.match(r"[A-Za-z0-9]*", rest).group(0)  # type: ignore[union-attr]  # "x*" always matches
         if suffix and suffix not in _OPERATOR_SUFFIXES:
             raise self.error(f'bad operator suffix at: "...{op}>>>{suffix}" (only "level")')
         rest = rest[len(suffix) :]

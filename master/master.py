@@ -92,7 +92,7 @@ from master import listen, privs, proto
 from master.avail import Service
 from master.config import Config
 from master.errors import ConfigError
-from master.events import EventLoop
+from master.events import EventLoop, Timer
 from master.instance import (
     DATA_LOCK,
     PID_FILE,
@@ -212,9 +212,9 @@ class Master:
         self.loop.set_watchdog(WATCHDOG_TIME)
         self.spawner = Spawner(self.loop, dict(os.environ), foreground=foreground)
         self.services: dict[tuple[str, str], Service] = {}
-        self.wakeups: dict[Service, object] = {}
+        self.wakeups: dict[Service, Timer] = {}
         self.condwake: set[Service] = set()
-        self.addresses: dict[Service, list] = {}
+        self.addresses: dict[Service, list[listen.Address]] = {}
         self.started = time.time()
         self.hup = False
         self.stop_signal = 0
@@ -268,7 +268,7 @@ class Master:
         master.publish_state(force=True)
         return master
 
-    def as_owner(self) -> contextlib.AbstractContextManager:
+    def as_owner(self) -> contextlib.AbstractContextManager[None]:
         return privs.saved_eugid(self.owner.uid, self.owner.gid)
 
     # Services ------------------------------------------------------------
@@ -443,14 +443,15 @@ class Master:
                 self.condwake.discard(service)
                 self.stop_service(service)
         for identity, entry in wanted.items():
-            service = self.services.get(identity)
-            if service is None:
+            current = self.services.get(identity)
+            if current is None:
                 try:
                     service = self.start_service(entry)
                 except OSError as err:
                     msg_error(f"service {entry.name}: {err.strerror}; not started")
                     continue
             else:
+                service = current
                 self.check_interfaces(service, entry)
                 self.wakeup_cancel(service)
                 self.reconfigure(service, entry)

@@ -194,7 +194,8 @@ def print_line(text: str, fold: bool) -> str:
 
 
 def _words(text: str) -> list[str]:
-    words, current = [], []
+    words: list[str] = []
+    current: list[str] = []
     for ch in text:
         if ch in CHARS_SPACE:
             if current:
@@ -240,7 +241,7 @@ class _Filters:
         """The patterns that match (each counted), or [None] when there are none at all."""
         if not self.patterns:
             return [None]
-        out = []
+        out: list[ServicePattern | None] = []
         for i, pattern in enumerate(self.patterns):
             if pattern.matches(name, stype):
                 self.hits[i] += 1
@@ -314,15 +315,16 @@ def show_params(ns: Namespace, opts: Options) -> list[str]:
         if not params:
             continue  # postconf keeps no parameter table for it: no match either
         for pattern in _param_matches(filters, entry):
-            wanted = sorted(params) if pattern is None or pattern.parts[2] == "*" else None
-            if wanted is None:
+            if pattern is not None and pattern.parts[2] != "*":
                 name = pattern.parts[2]
                 if name not in params:
                     continue
                 filters.hit(pattern)
                 wanted = [name]
-            elif pattern is not None:
-                filters.hit(pattern)
+            else:
+                wanted = sorted(params)
+                if pattern is not None:
+                    filters.hit(pattern)
             for name in wanted:
                 value = params[name]
                 if "x" in opts:

@@ -134,8 +134,11 @@ class Spawner:
         # fd n of the child <- sources[n]: 0-1 /dev/null, 2 the stderr pipe or
         # (foreground) our own stderr, 3-4 the flow pipe, 5 the status
         # channel, 6.. the listeners.
+        status_fd = service.child_status_fd
+        if status_fd is None:
+            raise OSError(errno.EBADF, f"service {service.name}: no status channel")
         sources = [self.devnull, self.devnull, 2 if err_w is None else err_w]
-        sources += [*self.flow_pipe, service.child_status_fd, *service.listen_fds]
+        sources += [*self.flow_pipe, status_fd, *service.listen_fds]
         # Sanity check: no source may be overwritten by an earlier DUP2 action.
         # The master reserves fds 0-6, so this only moves the listeners of a
         # service with several addresses, or fds of a process that did not.

@@ -79,8 +79,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 from collections import deque
 from collections.abc import Iterable
+from typing import Final, NoReturn
 
 MAX_NAME = 64
 MAX_DATA = 64 * 1024
@@ -90,15 +92,11 @@ MAX_LIST = 128 * 1024
 Pairs = list[tuple[bytes, bytes]]
 
 
-class _NeedData:
-    """The sentinel type of NEED_DATA."""
+class _NeedData(enum.Enum):
+    """The sentinel type of NEED_DATA: an enum of one member, so that a type
+    checker narrows `x is NEED_DATA` as it does None."""
 
-    _instance: _NeedData | None = None
-
-    def __new__(cls) -> _NeedData:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    NEED_DATA = "NEED_DATA"
 
     def __repr__(self) -> str:
         return "NEED_DATA"
@@ -107,7 +105,7 @@ class _NeedData:
         return False
 
 
-NEED_DATA = _NeedData()
+NEED_DATA: Final = _NeedData.NEED_DATA
 
 
 class RemoteProtocolError(Exception):
@@ -299,7 +297,7 @@ class AttrDecoder:
         shown = name.decode("ascii", "backslashreplace")
         self._fail(f"attribute {shown}: value longer than {self._max_value} bytes")
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str) -> NoReturn:
         self._error = RemoteProtocolError(message, reply=True)
         raise self._error
 

@@ -263,7 +263,7 @@ class TlsmgrClient:
         while True:
             reply = conn.next_reply()
             if reply is not NEED_DATA:
-                return reply  # type: ignore[return-value]
+                return reply
             data = sock.recv(_RECV_SIZE)
             if not data:
                 raise _Broken("connection closed by server")

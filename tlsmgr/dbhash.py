@@ -97,13 +97,15 @@ class Cursor:
 
     def first(self) -> tuple[bytes, bytes] | None:
         try:
-            return self._cursor.first()
+            row: tuple[bytes, bytes] | None = self._cursor.first()
+            return row
         except _DB_ERRORS as err:
             raise self._table._error("read", err) from None
 
     def next(self) -> tuple[bytes, bytes] | None:
         try:
-            return self._cursor.next()
+            row: tuple[bytes, bytes] | None = self._cursor.next()
+            return row
         except _DB_ERRORS as err:
             raise self._table._error("read", err) from None
 
@@ -160,7 +162,8 @@ class Table:
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            return self._db.get(key)
+            value: bytes | None = self._db.get(key)
+            return value
         except _DB_ERRORS as err:
             raise self._error("read", err) from None
 

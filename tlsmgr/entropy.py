@@ -254,6 +254,8 @@ class EgdSource(EntropySource):
     def _recv_exact(self, n: int, what: str) -> bytes:
         buf = bytearray()
         while len(buf) < n:
+            if self._sock is None:
+                raise EntropyError(f"{what}: source closed")
             try:
                 chunk = self._sock.recv(n - len(buf))
             except OSError as err:
@@ -312,6 +314,7 @@ def open_source(
         log.msg_warn("no entropy source specified with parameter tls_random_source")
         log.msg_warn("encryption keys etc. may be predictable")
         return None
+    kind: type[EntropySource]
     if spec.startswith(DEV_PREFIX):
         kind, path, what = DevSource, spec[len(DEV_PREFIX) :], "cannot open entropy device"
     elif spec.startswith(EGD_PREFIX):

@@ -193,7 +193,7 @@ class Pool:
         self._buf = bytearray(REFILL_SIZE)
         self._view = memoryview(self._buf)  # never resized, so the export is harmless
         self._pos = REFILL_SIZE  # empty: the next draw refills
-        self._pending = None  # a hashlib.blake2b object while inputs wait to be folded
+        self._pending: hashlib.blake2b | None = None  # while inputs wait to be folded
         self._pid = os.getpid()
         self._closed = False
         self._stats = dict.fromkeys(

@@ -102,6 +102,7 @@ import enum
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import tlsmgr.attr as attr
 from tlsmgr.attr import NEED_DATA, Pairs, RemoteProtocolError
@@ -318,7 +319,8 @@ def _parse_general(pairs: Pairs) -> Request:
     if entry is None:
         return Request(_text(value), error=f'unknown request "{printable(value)}"')
     name, schema = entry
-    fields: dict[str, int | str | bytes] = {}
+    # Request's keyword arguments, each converted by its schema kind.
+    fields: dict[str, Any] = {}
     last = len(pairs) - 1
     for i, (want, want_bytes, kind) in enumerate(schema, 1):
         if i > last:
@@ -337,14 +339,14 @@ def _parse_general(pairs: Pairs) -> Request:
     if last > len(schema):
         extra = printable(pairs[len(schema) + 1][0])
         fields["warnings"] = (f"unexpected attribute {extra} (expecting: (list terminator))",)
-    return Request(name, **fields)  # type: ignore[arg-type]
+    return Request(name, **fields)
 
 
 def _encode_value(kind: str, value: int | str | bytes) -> bytes:
     if kind == INT:
-        return attr.format_int(int(value))  # type: ignore[arg-type]
-    if kind == DATA:
-        return attr.format_data(bytes(value))  # type: ignore[arg-type]
+        return attr.format_int(int(value))
+    if kind == DATA and not isinstance(value, str):
+        return attr.format_data(bytes(value))
     if isinstance(value, bytes):
         return value
     return str(value).encode("utf-8", "surrogateescape")
@@ -433,14 +435,15 @@ def decode_reply(request_name: str, pairs: Pairs) -> Reply:
         values[name] = pairs[i][1]
         i += 1
     extra += [(_text(n), _text(v)) for n, v in pairs[i:]]
-    fields: dict[str, int | bytes] = {}
+    # Reply's keyword arguments, each converted by its kind.
+    fields: dict[str, Any] = {}
     for name, kind in wanted[1:]:
         converted = _convert(kind, values[name])
         if converted is None:
             raise RemoteProtocolError(f"malformed data in reply attribute {name}")
-        fields["data" if kind == DATA else _REPLY_FIELD[name]] = converted  # type: ignore[assignment]
+        fields["data" if kind == DATA else _REPLY_FIELD[name]] = converted
     shape = request_name if request_name in REPLY_ATTRS else ""
-    return Reply(shape, _status(values[ATTR_STATUS]), items=tuple(extra), **fields)  # type: ignore[arg-type]
+    return Reply(shape, _status(values[ATTR_STATUS]), items=tuple(extra), **fields)
 
 
 class ServerConnection:
@@ -504,7 +507,7 @@ class ServerConnection:
             raise
         if pairs is NEED_DATA:
             return NEED_DATA
-        return parse_request(pairs)  # type: ignore[arg-type]
+        return parse_request(pairs)
 
     def _start(self) -> Trigger | attr._NeedData | None:
         head = self._head
@@ -549,7 +552,7 @@ class ClientConnection:
         if pairs is NEED_DATA:
             return NEED_DATA
         if pairs != [(ATTR_PROTOCOL.encode(), PROTOCOL_NAME.encode())]:
-            shown = ", ".join(f"{printable(n)}={printable(v)}" for n, v in pairs)  # type: ignore[union-attr]
+            shown = ", ".join(f"{printable(n)}={printable(v)}" for n, v in pairs)
             raise RemoteProtocolError(f"unexpected server greeting: {shown or '(empty)'}")
         self.greeted = True
         return True
@@ -572,4 +575,4 @@ class ClientConnection:
         pairs = self._decoder.next_list()
         if pairs is NEED_DATA:
             return NEED_DATA
-        return decode_reply(self._pending.pop(0), pairs)  # type: ignore[arg-type]
+        return decode_reply(self._pending.pop(0), pairs)

@@ -645,7 +645,7 @@ def _id(key: bytes) -> str:
 def _saved_at(value: bytes) -> int | None:
     """The saved_at of a stored value (the first 16 hex digits), or None."""
     try:
-        return _TIME.unpack(binascii.unhexlify(value[: 2 * TIME_SIZE]))[0]
+        return int(_TIME.unpack(binascii.unhexlify(value[: 2 * TIME_SIZE]))[0])
     except (binascii.Error, ValueError, struct.error):
         pass
     try:

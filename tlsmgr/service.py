@@ -498,7 +498,7 @@ class TlsmgrHandler:
             if isinstance(event, Trigger):
                 self._close()
                 break
-            reply = protocol.encode_reply(self._answer(event))  # type: ignore[arg-type]
+            reply = protocol.encode_reply(self._answer(event))
             out.append(reply)
             budget -= 1
             room -= len(reply)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 
 from tlsmgr import attr
@@ -184,4 +187,6 @@ def test_format_data():
 def test_need_data_is_a_falsy_singleton():
     assert not NEED_DATA
     assert repr(NEED_DATA) == "NEED_DATA"
-    assert type(NEED_DATA)() is NEED_DATA
+    assert list(type(NEED_DATA)) == [NEED_DATA]
+    assert copy.copy(NEED_DATA) is NEED_DATA
+    assert pickle.loads(pickle.dumps(NEED_DATA)) is NEED_DATA

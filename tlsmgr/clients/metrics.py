@@ -118,7 +118,7 @@ class MetricDef:
     labels: tuple[str, ...]
     help: str
 
-    def family(self) -> Metric:
+    def family(self) -> CounterMetricFamily | GaugeMetricFamily:
         kind = CounterMetricFamily if self.kind == COUNTER else GaugeMetricFamily
         return kind(self.name, self.help, labels=self.labels)
 
@@ -232,7 +232,7 @@ METRICS = MASTER_METRICS + TLSMGR_METRICS
 
 def families(master: MasterStatus | None, stats: dict[str, Any] | None) -> list[Metric]:
     """One scrape's metric families: the master's (when it wrote its state) and tlsmgr's."""
-    made: dict[MetricDef, Metric] = {}
+    made: dict[MetricDef, CounterMetricFamily | GaugeMetricFamily] = {}
 
     def add(defn: MetricDef, labels: tuple[str, ...], value: float) -> None:
         if defn not in made:
@@ -284,7 +284,9 @@ def _tlsmgr_figures(stats: dict[str, Any] | None, add: Add) -> None:
         _figures(REDIS_FIGURES, redis, add, ())
 
 
-def _figures(table: dict[str, MetricDef], fields: dict, add: Add, labels: tuple) -> None:
+def _figures(
+    table: dict[str, MetricDef], fields: dict[str, Any], add: Add, labels: tuple[str, ...]
+) -> None:
     """Each numeric figure that has a definition; figures tlsmgr adds later wait for one."""
     for key, value in fields.items():
         if key in table and isinstance(value, int):

@@ -55,7 +55,7 @@ import os
 import struct
 import sys
 import time
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from master.config import Config, Param
 from master.errors import ConfigError
@@ -106,7 +106,7 @@ def tlsmgr_socket(config_dir: str | None = None) -> str:
     return os.path.join("private", name)
 
 
-def open_tlsmgr(config_dir: str | None = None, **kwargs) -> TlsmgrClient:
+def open_tlsmgr(config_dir: str | None = None, **kwargs: Any) -> TlsmgrClient:
     """A TlsmgrClient for the instance in config_dir; ProbeError as tlsmgr_socket()."""
     return TlsmgrClient(tlsmgr_socket(config_dir), **kwargs)
 

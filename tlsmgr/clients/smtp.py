@@ -81,6 +81,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 10025
 CACHE_TYPE = "smtp"
 SEED_BYTES = 32
+# A progress or warning line printer (print, or a test's collector).
+Say = Callable[[str], None]
 
 
 class SmtpError(Exception):
@@ -160,8 +162,8 @@ def smtp_session(
     tlsmgr: TlsmgrClient | None,
     helo: str = "localhost",
     timeout: float = 30.0,
-    say: Callable[[str], None] = print,
-    warn: Callable[[str], None] | None = None,
+    say: Say = print,
+    warn: Say | None = None,
 ) -> Outcome:
     """One SMTP session with STARTTLS; see the module docstring for the steps."""
     warn = warn or say
@@ -175,7 +177,17 @@ def smtp_session(
         sock.close()
 
 
-def _dialogue(sock, host, port, addr, peer, tlsmgr, helo, say, warn) -> Outcome:
+def _dialogue(
+    sock: socket.socket,
+    host: str,
+    port: int,
+    addr: str,
+    peer: str,
+    tlsmgr: TlsmgrClient | None,
+    helo: str,
+    say: Say,
+    warn: Say,
+) -> Outcome:
     stream = tlsutil.LineStream(sock)
     greeting = read_reply(stream, peer)
     if greeting.code != 220:
@@ -250,7 +262,14 @@ def _seed(tlsmgr: TlsmgrClient, warn: Callable[[str], None]) -> None:
         warn(f"no entropy from tlsmgr ({probe.describe(result)}); OpenSSL seeds itself")
 
 
-def _offer(conn, ctx, tlsmgr, cache_id, say, warn) -> bool:
+def _offer(
+    conn: SSL.Connection,
+    ctx: SSL.Context,
+    tlsmgr: TlsmgrClient,
+    cache_id: str,
+    say: Say,
+    warn: Say,
+) -> bool:
     result = tlsmgr.lookup(CACHE_TYPE, cache_id)
     if result.status == Status.FAIL:
         warn(f"smtp cache lookup failed: {probe.describe(result)}")
@@ -268,7 +287,7 @@ def _offer(conn, ctx, tlsmgr, cache_id, say, warn) -> bool:
     return True
 
 
-def _store(conn, tlsmgr, cache_id, say, warn) -> bool:
+def _store(conn: SSL.Connection, tlsmgr: TlsmgrClient, cache_id: str, say: Say, warn: Say) -> bool:
     session = conn.get_session()
     if session is None:
         warn("the server gave no session to store")

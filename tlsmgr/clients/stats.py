@@ -74,11 +74,11 @@ def parse_stats(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
         else:  # a plain NAME, or GROUP.KEY where GROUP is a plain name too: kept whole
             top[name] = value
     data: dict[str, Any] = {}
-    for name, value in top.items():
-        if isinstance(value, dict) and "enabled" in value:
-            data.setdefault(CACHES, {})[name] = value
+    for name, found in top.items():
+        if isinstance(found, dict) and "enabled" in found:
+            data.setdefault(CACHES, {})[name] = found
         else:
-            data[name] = value
+            data[name] = found
     return data
 
 

@@ -81,6 +81,7 @@ import struct
 from cryptography import x509
 from cryptography.hazmat.bindings.openssl.binding import Binding
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from OpenSSL import SSL
 
 _ffi = Binding.ffi
@@ -88,6 +89,14 @@ _lib = Binding.lib
 
 MAX_LINE = 4096
 CRLF = b"\r\n"
+# The private keys a TLS server can sign with (what pyOpenSSL's use_privatekey takes).
+_SIGNING_KEYS = (
+    dsa.DSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    rsa.RSAPrivateKey,
+)
 
 
 class StreamError(Exception):
@@ -101,9 +110,11 @@ def server_context(cert_pem: bytes, key_pem: bytes, session_id_context: bytes) -
     """A server Context with this certificate and key; raises SSL.Error or ValueError."""
     cert = x509.load_pem_x509_certificate(cert_pem)
     key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, _SIGNING_KEYS):
+        raise ValueError(f"a server key cannot be a {type(key).__name__}")
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.use_certificate(cert)
-    ctx.use_privatekey(key)  # type: ignore[arg-type]
+    ctx.use_privatekey(key)
     ctx.check_privatekey()
     # As Postfix's tls_server_init(): the session id context is the service.
     ctx.set_session_id(session_id_context[:32])
