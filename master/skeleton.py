@@ -10,7 +10,8 @@ SYNOPSIS
         ctx.config, ctx.options, ctx.events, ctx.service_name,
         ctx.max_idle, ctx.max_use, ctx.daemon_timeout, ctx.ipc_timeout,
         ctx.mail_owner, ctx.uid, ctx.gid, ctx.queue_directory,
-        ctx.data_directory, ctx.generation, ctx.listeners, ctx.use_count
+        ctx.data_directory, ctx.generation, ctx.listeners, ctx.fifos,
+        ctx.listen_fds, ctx.use_count
         ctx.drain_time                          # seconds a drain may last (1)
         ctx.leaving                             # told to leave: draining
         ctx.status.busy(); ctx.status.idle()    # TAKEN / AVAIL, coalesced
@@ -21,15 +22,16 @@ SYNOPSIS
     skeleton.SKELETON_PARAMS                    # the Param rows read here
 
 DESCRIPTION
-    multi_server.py and single_server.py call server_main(); a daemon never
-    calls it directly.  It does what Postfix's *_server_main() do, in the
-    order docs/skeleton.md gives step by step ("Start-up, in order"):
-    read argv, $MAIL_CONFIG and main.cf and check all of it, every Param
-    row of the skeleton and of the daemon included (each failure is
-    fatal, exit 1, which the master throttles, before anything is
-    served); pre_init(ctx) as root; the jail (privs.chroot_uid) when
-    started as root; post_init(ctx); serve(ctx), the skeleton's own
-    accept loop; pre_exit and exit 0.
+    multi_server.py, single_server.py and trigger_server.py call
+    server_main(); a daemon never calls it directly.  It does what
+    Postfix's *_server_main() do, in the order docs/skeleton.md gives step
+    by step ("Start-up, in order"): read argv, $MAIL_CONFIG and main.cf
+    and check all of it, every Param row of the skeleton and of the daemon
+    included, and the listeners on fds 6.. (sockets; fifos for -t fifo, in
+    ctx.fifos) (each failure is fatal, exit 1, which the master throttles,
+    before anything is served); pre_init(ctx) as root; the jail
+    (privs.chroot_uid) when started as root; post_init(ctx); serve(ctx),
+    the skeleton's own accept loop; pre_exit and exit 0.
 
     An exception that escapes a hook, a handler or the loop is caught once,
     here: logged with its traceback, exit 1 (pre_exit is not run: the
@@ -72,8 +74,9 @@ BUGS
     supported; -D is taken as -d.  MAIL_DEBUG is ignored.
 
 SEE ALSO
-    multi_server.c, single_server.c, mail_params.c, chroot_uid.c (Postfix);
-    docs/skeleton.md; multi_server.py, single_server.py, privs.py, events.py
+    multi_server.c, single_server.c, trigger_server.c, mail_params.c,
+    chroot_uid.c (Postfix); docs/skeleton.md; multi_server.py,
+    single_server.py, trigger_server.py, privs.py, events.py
 """
 
 from __future__ import annotations
@@ -177,6 +180,7 @@ class ServerContext:
     listeners: list[socket.socket]
     status_fd: int | None  # fd 5, None with -S
     pre_exit: Hook | None
+    fifos: list[int] = field(default_factory=list)  # fifo listeners (-t fifo)
     use_count: int = 0
     drain_time: float = DRAIN_TIME
     leaving: bool = False
@@ -188,6 +192,11 @@ class ServerContext:
 
     def __post_init__(self) -> None:
         self.status = StatusChannel(self.status_fd, os.getpid(), self.generation, self.master_gone)
+
+    @property
+    def listen_fds(self) -> list[int]:
+        """Every listener's descriptor: the sockets', then the fifos'."""
+        return [lsock.fileno() for lsock in self.listeners] + self.fifos
 
     def exit(self, status: int = 0) -> NoReturn:
         """Run pre_exit (once) and leave with `status`."""
@@ -341,7 +350,7 @@ def _start(
         msg_fatal(f"bad generation: {os.environ.get(proto.ENV_GENERATION)}")
     values = _read_params(config, params)
     uid, gid = _mail_owner(values["mail_owner"])
-    listeners = [] if opts.stdin_client else _check_fds(opts)
+    listeners, fifos = ([], []) if opts.stdin_client else _check_fds(opts)
     ctx = ServerContext(
         config=config,
         options=opts,
@@ -361,6 +370,7 @@ def _start(
         listeners=listeners,
         status_fd=None if opts.stdin_client else proto.MASTER_STATUS_FD,
         pre_exit=pre_exit,
+        fifos=fifos,
     )
     if log.msg_verbose:
         msg_info("daemon started")
@@ -440,25 +450,31 @@ def _mail_owner(name: str) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _check_fds(opts: proto.ChildOptions) -> list[socket.socket]:
-    """fd 5 must be open and fds 6.. must be sockets; the listeners, wrapped."""
+def _check_fds(opts: proto.ChildOptions) -> tuple[list[socket.socket], list[int]]:
+    """fd 5 must be open and fds 6.. must be sockets (fifos for -t fifo); the
+    socket listeners, wrapped, and the fifo ones."""
     hint = "start this program through the master (master.cf), or use -S"
     try:
         os.fstat(proto.MASTER_STATUS_FD)
     except OSError:
         msg_fatal(f"status channel (fd {proto.MASTER_STATUS_FD}) is not open: {hint}")
-    listeners = []
+    fifo = opts.transport == "fifo"
+    listeners, fifos = [], []
     for fd in range(proto.MASTER_LISTEN_FD, proto.MASTER_LISTEN_FD + opts.listen_count):
         try:
             mode = os.fstat(fd).st_mode
         except OSError:
             msg_fatal(f"listener (fd {fd}) is not open: {hint}")
+        if fifo and stat.S_ISFIFO(mode):
+            os.set_blocking(fd, False)
+            fifos.append(fd)
+            continue
         if not stat.S_ISSOCK(mode):
-            msg_fatal(f"listener (fd {fd}) is not a socket: {hint}")
+            msg_fatal(f"listener (fd {fd}) is not a {'fifo' if fifo else 'socket'}: {hint}")
         listener = socket.socket(fileno=fd)
         listener.setblocking(False)
         listeners.append(listener)
-    return listeners
+    return listeners, fifos
 
 
 def _enter_jail(ctx: ServerContext) -> None:
@@ -478,7 +494,7 @@ def _enter_jail(ctx: ServerContext) -> None:
 
 def _prepare_loop(ctx: ServerContext) -> None:
     fds = [fd for fd in (3, 4, proto.MASTER_STATUS_FD) if _is_open(fd)]
-    for fd in fds + [lsock.fileno() for lsock in ctx.listeners]:
+    for fd in fds + ctx.listen_fds:
         os.set_inheritable(fd, False)
     if ctx.status.fd is not None:
         ctx.events.enable_read(ctx.status.fd, ctx.master_gone)

@@ -1,9 +1,9 @@
-"""The echo daemon: a test service on the project's multi_server or single_server skeleton.
+"""The echo daemon: a test service on the multi_server, single_server or trigger_server skeleton.
 
 SYNOPSIS
     from support.echo_daemon import write_daemon_script
 
-    write_daemon_script(inst.bin / "echo", "multi")    # or "single"; returns the path
+    write_daemon_script(inst.bin / "echo", "multi")    # "single", "trigger"; returns the path
     inst.write_master_cf("echo unix - n n - 0 echo\\n")
 
 DESCRIPTION
@@ -26,6 +26,10 @@ DESCRIPTION
     On multi_server, EchoHandler follows the skeleton's flow-control
     contract: it answers lines while the output has room (always one)
     and holds the rest back.
+
+    On trigger_server ("trigger"), each message is traced as
+    "trigger uses=N b'DATA' PID" (N: the uses before it); the message
+    "crash" raises an unexpected exception.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ ECHO_PARAMS = (
 
 
 def write_daemon_script(path: Path | str, kind: str = "multi", **options: Any) -> Path:
-    """An executable echo daemon at `path` (kind "multi" or "single"); returns its path."""
+    """An executable echo daemon at `path` (kind "multi", "single", "trigger"); returns its path."""
     path = Path(path)
     path.write_text(
         f"#!{sys.executable}\n"
@@ -148,7 +152,7 @@ def _trace(state: dict[str, Any], text: str) -> None:
 
 def daemon_main(kind: str, solitary: bool = False, handover: bool = False) -> None:
     """The program run by the scripts install_daemon() writes."""
-    from master import multi_server, single_server
+    from master import multi_server, single_server, trigger_server
 
     state: dict[str, Any] = {"lost": 0, "trace_fd": None}
 
@@ -191,8 +195,15 @@ def daemon_main(kind: str, solitary: bool = False, handover: bool = False) -> No
             if closed:
                 break
 
+    def trigger(data: bytes, ctx: Any) -> None:
+        if data == b"crash":
+            raise RuntimeError("crash requested by the trigger")
+        _trace(state, f"trigger uses={ctx.use_count} {data!r}")
+
     hooks = {"params": ECHO_PARAMS, "pre_init": pre_init, "post_init": post_init}
     hooks["pre_exit"] = pre_exit
+    if kind == "trigger":
+        trigger_server.main(trigger, loop=loop, solitary=solitary, **hooks)
     if kind == "multi":
         multi_server.main(
             lambda conn: EchoHandler(conn, state),

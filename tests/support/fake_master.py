@@ -7,6 +7,7 @@ SYNOPSIS
     child = fm.spawn()                          # posix_spawn, fds 3-6
     fm.reload()                                 # a new status channel: old children drain
     sock = fm.greeted()                         # connected, greeting b"hello\\n" read
+    fm.send(b"W")                               # a datagram, or a write to the fifo
     fm.read_status()                            # StatusRecord(pid, gen, avail)
     child.wait()                                # exit status, or -signal
     fm.close()                                  # every child killed and reaped
@@ -14,12 +15,16 @@ SYNOPSIS
 DESCRIPTION
     FakeMaster places a child's descriptors as Postfix's master does: 3
     and 4 a flow-control pipe, 5 the child end of a status socketpair,
-    6.. the listeners (unix sockets in queue/private/, or 127.0.0.1 with
-    transport="inet"), with os.posix_spawn and POSIX_SPAWN_DUP2; 0 is
+    6.. the listeners (unix sockets in queue/private/, 127.0.0.1 with
+    transport="inet", a datagram socket in queue/public/ with
+    transport="unix-dgram", a fifo in queue/public/ opened read-write as
+    the master opens it with transport="fifo"), with os.posix_spawn and
+    POSIX_SPAWN_DUP2; 0 is
     /dev/null (or a given tty), 1 and 2 a file (Child.stderr_text()).
     Environment: daemon_env() (PATH, MAIL_CONFIG, MAIL_LOGTAG=postfix),
-    and GENERATION (octal).  argv comes from master.proto.child_argv(), so
-    it is exactly what the real master gives.  spawn(run_as=USER) runs the
+    and GENERATION (octal).  argv
+    comes from master.proto.child_argv(), so it is exactly what the real
+    master gives.  spawn(run_as=USER) runs the
     child through setpriv as that user (root only); can_run_as() says
     whether that user can run this Python at all.
 
@@ -155,12 +160,26 @@ class FakeMaster:
             args=list(args),
         )
 
-    def _listen(self, n: int) -> socket.socket:
+    def _listen(self, n: int) -> Any:
+        """A listener: a socket, or (fifo) a file object; both have fileno() and close()."""
         if self.transport == "inet":
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", 0))
             self.addresses.append(sock.getsockname())
+        elif self.transport == "fifo":
+            path = os.path.join(self.inst.queue, "public", f"{self.service}{n or ''}")
+            os.mkfifo(path, 0o622)
+            self.addresses.append(path)
+            return open(os.open(path, os.O_RDWR | os.O_NONBLOCK), "rb", buffering=0)
+        elif self.transport == "unix-dgram":
+            path = os.path.join(self.inst.queue, "public", f"{self.service}{n or ''}")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(path)
+            os.chmod(path, 0o666)
+            self.addresses.append(path)
+            sock.setblocking(False)
+            return sock
         else:
             path = os.path.join(self.inst.queue, "private", f"{self.service}{n or ''}")
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -234,6 +253,18 @@ class FakeMaster:
         sock.settimeout(timeout)
         sock.connect(self.addresses[n])
         return sock
+
+    def send(self, data: bytes, n: int = 0) -> None:
+        """One message to a unix-dgram or fifo listener, as a client sends it."""
+        if self.transport == "fifo":
+            fd = os.open(self.addresses[n], os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(data, self.addresses[n])
 
     def greeted(self, n: int = 0, greeting: bytes = b"hello\n") -> socket.socket:
         """Connect to listener n and check the echo daemon's greeting."""

@@ -61,8 +61,8 @@ DESCRIPTION
     LabInstance is a tree without a master, for support.fake_master: its
     main.cf has only the directories, mail_owner, maillog_file and
     echo_trace_file (a test's own parameters start at line 7), and the
-    queue's private/ folder, the trace file and the maillog exist from
-    the start, writable by anyone.  trace_lines() reads the echo
+    queue's private/ and public/ folders, the trace file and the maillog
+    exist from the start, writable by anyone.  trace_lines() reads the echo
     daemon's hook traces.
 """
 
@@ -223,7 +223,7 @@ class LabInstance(Instance):
     prefix = "mpfx-child-"
 
     def populate(self) -> None:
-        for path in (self.queue, self.data, self.queue / "private"):
+        for path in (self.queue, self.data, self.queue / "private", self.queue / "public"):
             path.mkdir(mode=0o755)
         for path in (self.maillog, self.trace):
             path.touch()
