@@ -100,8 +100,10 @@ $(VENV)/.support: $(VENV)/.installed
 
 setup: $(VENV)/.installed $(VENV)/.support mail-owner
 
-# The runtime configuration, rendered from the embedded default.
-$(RUN_CONF)/main.cf: etc/main.cf etc/master.cf etc/minipostfix.service $(VENV)/.installed
+# The runtime configuration, rendered from the embedded default; rendered again
+# when the embedded files or create-instance (control.py) change.  create-instance
+# adds the log's folder to maillog_file_prefixes (run/ for an ordinary user).
+$(RUN_CONF)/main.cf: etc/main.cf etc/master.cf etc/minipostfix.service master/control.py $(VENV)/.installed
 	$(BIN)/minipostfix -c $(RUN_CONF) create-instance \
 	  queue_directory=$(RUN_QUEUE) data_directory=$(RUN_DATA) \
 	  daemon_directory=$(CURDIR)/$(BIN) maillog_file=$(RUN_LOG)

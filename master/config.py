@@ -157,9 +157,21 @@ MASTER_PARAMS: tuple[Param, ...] = (
         "maillog_file_prefixes",
         "/var, /dev/stdout",
         "list",
-        doc="Allowed prefixes of maillog_file (checked by postlogd).",
+        doc="Allowed prefixes of maillog_file; a value outside them is fatal.",
+    ),
+    Param("maillog_file_compressor", "gzip", doc="`minipostfix logrotate`'s compressor."),
+    Param(
+        "maillog_file_rotate_suffix",
+        "%Y%m%d-%H%M%S",
+        doc="strftime() suffix of a rotated maillog_file.",
     ),
     Param("postlog_service_name", "postlog", doc="The postlogd service in master.cf."),
+    Param(
+        "smtputf8_enable",
+        "${{$compatibility_level} <level {1} ? {no} : {yes}}",
+        "bool",
+        doc="Also: UTF-8 text is printable in log records (else each byte is '?').",
+    ),
     Param(
         "import_environment",
         "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY DISPLAY LANG=C "

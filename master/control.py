@@ -14,16 +14,26 @@ SYNOPSIS
     check            configuration syntax, directories, ownership, mail_owner
     create-instance NAME=VALUE...
                      copy the embedded main.cf and master.cf into config_dir
-                     and apply the edits (config_directory is set to config_dir);
+                     and apply the edits (config_directory is set to config_dir;
+                     a maillog_file outside maillog_file_prefixes adds its
+                     directory to them, unless the edits set them too);
                      render the systemd unit config_dir/minipostfix.service
 
 DESCRIPTION
     The configuration directory is -c DIR, else $MAIL_CONFIG, else
     /etc/postfix; a relative one is made absolute.  Messages go to stderr
     as `minipostfix: [warning: |fatal: ]text`, and for start, stop,
-    abort and reload also to the mail log; they follow postfix-script's
-    words with "minipostfix" for "Postfix".  "Running" means that the
-    master holds the lock on $queue_directory/pid/master.pid.
+    abort, reload and status also to the mail log (with
+    maillog_file set: through postlogd, or appended to the file when
+    postlogd cannot take them, as Postfix's postlog(1) does); they follow
+    postfix-script's words with "minipostfix" for "Postfix".  A
+    maillog_file outside maillog_file_prefixes is fatal, except for stop
+    and status, which warn and log on stderr only.  "Running" means that
+    the master holds the lock on $queue_directory/pid/master.pid.
+
+    check is also fatal when maillog_file is set and master.cf has no
+    public unix-dgram service named $postlog_service_name (postlogd),
+    as postfix-script's check-fatal.
 
     start runs `check` first, then starts the master as a subprocess
     (`python -m master.control -c DIR master --ready-fd N`) which detaches
@@ -89,12 +99,14 @@ import sys
 import time
 from typing import Any, NoReturn
 
-from master import embedded, instance, privs
+from master import embedded, instance, maillog, privs
 from master import master as resident
 from master.config import MAIN_CF, Config, config_directory, split_nameval
 from master.errors import ConfigError
 from master.events import EventLoop
-from master.log import log_init, msg_fatal, msg_info, msg_warn
+from master.log import log_config, log_init, msg_fatal_lines, msg_info, msg_warn
+from master.maillog import MaillogError
+from master.mastercf import ServiceEntry
 from master.sdnotify import Notifier
 from master.statusreport import MasterStatus, StateError, StatusReport, collect_providers
 from master.statusview import report_lines
@@ -160,6 +172,7 @@ def check(config_dir: str) -> Config:
             msg_warn(f"mail_owner account {name} does not exist")
     except ConfigError as err:
         raise Fatal(str(err)) from None
+    check_maillog(config, entries)
     daemon_dir = config.get("daemon_directory")
     if not os.path.isdir(daemon_dir):
         msg_warn(f"daemon_directory does not exist: {daemon_dir}")
@@ -171,6 +184,23 @@ def check(config_dir: str) -> Config:
         for spec in instance.layout(config, instance.lookup_owner(config)):
             check_directory(spec)
     return config
+
+
+def check_maillog(config: Config, entries: list[ServiceEntry]) -> None:
+    """maillog_file inside its prefixes, and a postlogd service to write it."""
+    path = config.get("maillog_file")
+    if not path:
+        return
+    try:
+        maillog.check_prefixes(path, config.get_list("maillog_file_prefixes"))
+    except MaillogError as err:
+        raise Fatal(str(err)) from None
+    name = config.get("postlog_service_name")
+    if not any(entry.identity == (f"public/{name}", "unix-dgram") for entry in entries):
+        raise Fatal(
+            f"missing '{name}' service in master.cf (maillog_file is set): "
+            f"add '{name} unix-dgram n - n - 1 postlogd'"
+        )
 
 
 def check_directory(spec: instance.DirSpec) -> None:
@@ -289,7 +319,7 @@ def cmd_master(config_dir: str, args: argparse.Namespace) -> int:
 
 def cmd_stop(config_dir: str, _args: argparse.Namespace) -> int:
     config = _load(config_dir)
-    init_log(config)
+    init_log(config, strict=False)
     pid = require_running(config)
     state = read_state(config)
     say("stopping the minipostfix mail system")
@@ -335,6 +365,7 @@ def cmd_reload(config_dir: str, _args: argparse.Namespace) -> int:
 
 def cmd_status(config_dir: str, args: argparse.Namespace) -> int:
     config = _load(config_dir)
+    init_log(config, strict=False)
     pid = running_pid(config)
     if pid is None:
         say("the minipostfix mail system is not running")
@@ -398,6 +429,9 @@ def cmd_create_instance(config_dir: str, args: argparse.Namespace) -> int:
 
     try:
         edit_main_cf(os.path.join(config_dir, MAIN_CF), edits)
+        cover = _cover_maillog(config_dir, [name for name, _value in edits])
+        if cover:
+            edit_main_cf(os.path.join(config_dir, MAIN_CF), cover)
     except (ConfigError, OSError) as err:
         raise Fatal(str(err)) from None
     from master.systemd_unit import write_unit
@@ -411,6 +445,21 @@ def cmd_create_instance(config_dir: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cover_maillog(config_dir: str, edited: list[str]) -> list[tuple[str, str]]:
+    """The edit that adds maillog_file's directory to maillog_file_prefixes, when
+    the new maillog_file is outside them and the caller did not set them."""
+    config = Config.load(config_dir)
+    path = config.get("maillog_file")
+    if not path or "maillog_file_prefixes" in edited:
+        return []
+    try:
+        maillog.check_prefixes(path, config.get_list("maillog_file_prefixes"))
+    except MaillogError:
+        prefixes = config.get("maillog_file_prefixes")
+        return [("maillog_file_prefixes", f"{prefixes}, {os.path.dirname(path)}")]
+    return []
+
+
 # Plumbing ----------------------------------------------------------------
 
 
@@ -421,16 +470,18 @@ def _load(config_dir: str) -> Config:
         raise Fatal(str(err)) from None
 
 
-def init_log(config: Config) -> None:
-    """Messages on stderr and in the mail log, as postfix-script through postlog."""
-    log_init(
-        NAME,
-        syslog_name=config.get("syslog_name"),
-        facility=config.get("syslog_facility"),
-        maillog_file=config.get("maillog_file"),
-        stderr=True,
-        tool=True,
-    )
+def init_log(config: Config, *, strict: bool = True) -> None:
+    """Messages on stderr and in the mail log, as postfix-script through postlog.
+
+    A maillog_file outside maillog_file_prefixes is fatal; with strict=False
+    (stop, status) it is a warning and messages go to stderr only."""
+    try:
+        log_config(NAME, config, "fallback", stderr=True, tool=True)
+    except (MaillogError, ValueError) as err:
+        if strict:
+            raise Fatal(str(err)) from None
+        log_init(NAME, maillog_file="/dev/stderr", tool=True)
+        msg_warn(str(err))
 
 
 COMMANDS = {
@@ -489,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return command(config_dir, args)
     except Fatal as err:
-        msg_fatal(str(err))  # one `fatal:` line per line of the text, then exit 1
+        msg_fatal_lines(str(err).split("\n"))  # one `fatal:` line per line, exit 1
     except KeyboardInterrupt:
         return 1
 

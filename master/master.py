@@ -49,9 +49,13 @@ DESCRIPTION
     services start.  Under systemd a reload is framed by RELOADING=1 and
     READY=1, a stop begins with STOPPING=1.
 
-    Stop (SIGTERM, SIGINT): TERM every child by pid, wait up to 5 s,
-    KILL what is left, reap, exit 0.  Abort (SIGQUIT): TERM every child
-    and exit at once.
+    Stop (SIGTERM, SIGINT): log `terminating on signal N`, TERM every
+    child by pid but postlogd's, wait for them, then TERM postlogd (it
+    writes what the others logged as they left, and what is still queued
+    on its socket), wait (5 s in all), KILL what is left, reap, exit 0.
+    From postlogd's TERM on, the master appends its own records to
+    maillog_file.  Abort (SIGQUIT): the same TERMs without the waits, and
+    exit at once.
 
     publish_state() rewrites $queue_directory/pid/master.state (JSON,
     0644, temp file + rename) at most once a second when something
@@ -86,6 +90,7 @@ import signal
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from typing import NoReturn
 
 from master import listen, privs, proto
@@ -106,7 +111,17 @@ from master.instance import (
     reserve_fds,
     write_state,
 )
-from master.log import log_init, msg_error, msg_fatal, msg_info, msg_warn
+from master.log import (
+    fallback_only,
+    log_config,
+    log_init,
+    msg_error,
+    msg_fatal,
+    msg_info,
+    msg_warn,
+    postlog_path,
+)
+from master.maillog import STDOUT, check_prefixes, open_maillog
 from master.mastercf import ServiceEntry
 from master.sdnotify import Notifier
 from master.spawn import Spawner
@@ -132,14 +147,27 @@ def version() -> str:
 
 
 def _init_logging(config: Config, foreground: bool) -> None:
-    """Log as main.cf says (and on stderr in the foreground)."""
-    log_init(
-        "master",
-        syslog_name=config.get("syslog_name"),
-        facility=config.get("syslog_facility"),
-        maillog_file=config.get("maillog_file"),
-        stderr=foreground,
-    )
+    """Log as main.cf says: through postlogd when maillog_file is set, appending
+    to the file when postlogd cannot take a record; MaillogError for a
+    maillog_file outside maillog_file_prefixes.  In the foreground the lines
+    are also on stderr, unless maillog_file is /dev/stdout (they are on the
+    terminal already)."""
+    path = config.get("maillog_file")
+    log_config("master", config, "fallback", stderr=foreground and path != STDOUT)
+    if path:  # refuse at start a file that the fallback could not append to
+        os.close(open_maillog(path))
+    _export_logging(config)
+
+
+def _export_logging(config: Config) -> None:
+    """What children need to log before they read main.cf (reference 4.4)."""
+    os.environ[proto.ENV_MAIL_LOGTAG] = config.get("syslog_name")
+    if config.get("maillog_file"):
+        os.environ[proto.ENV_POSTLOG_SERVICE] = postlog_path(config)
+        os.environ[proto.ENV_POSTLOG_HOSTNAME] = config.get("myhostname") or socket.gethostname()
+    else:
+        os.environ.pop(proto.ENV_POSTLOG_SERVICE, None)
+        os.environ.pop(proto.ENV_POSTLOG_HOSTNAME, None)
 
 
 def _init_environment(config: Config) -> None:
@@ -154,11 +182,7 @@ def _init_environment(config: Config) -> None:
     os.environ.clear()
     os.environ.update(keep)
     os.environ[proto.ENV_MAIL_CONFIG] = config.config_dir
-    os.environ[proto.ENV_MAIL_LOGTAG] = config.get("syslog_name")
-    if config.get("maillog_file"):
-        queue = config.get("queue_directory")
-        os.environ["POSTLOG_SERVICE"] = os.path.join(queue, "public", "postlog")
-        os.environ["POSTLOG_HOSTNAME"] = config.get("myhostname") or socket.gethostname()
+    _export_logging(config)
 
 
 # The master --------------------------------------------------------------
@@ -388,12 +412,23 @@ class Master:
             return False
         self.notifier.stopping()
         self.spawner.stopping = True
-        self.spawner.signal_all(signal.SIGTERM)
-        if signum == signal.SIGQUIT:
-            msg_info(f"aborting on signal {signum}")
-        else:
-            msg_info(f"terminating on signal {signum}")
-            self.spawner.wait_all(STOP_WAIT)
+        abort = signum == signal.SIGQUIT
+        msg_info(f"{'aborting' if abort else 'terminating'} on signal {signum}")
+        # postlogd goes last, so that it writes what the others log as they
+        # leave (a cache flush warning, say) and drains its socket; from then
+        # on the master writes maillog_file itself.
+        logger = self.postlogd_service()
+        others = [service for service in self.services.values() if service is not logger]
+        for service in others:
+            self.spawner.signal_service(service, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT
+        if not abort:
+            self.wait_children(lambda: not any(service.children for service in others), deadline)
+        fallback_only()
+        if logger is not None:
+            self.spawner.signal_service(logger, signal.SIGTERM)
+        if not abort:
+            self.wait_children(lambda: not self.spawner.children, deadline)
             if self.spawner.children:
                 msg_warn(f"killing {len(self.spawner.children)} child(ren) still running")
                 self.spawner.signal_all(signal.SIGKILL)
@@ -401,6 +436,17 @@ class Master:
         with contextlib.suppress(OSError):
             os.unlink(STATE_FILE)
         return True
+
+    def postlogd_service(self) -> Service | None:
+        """The service that writes maillog_file (public/$postlog_service_name, unix-dgram)."""
+        name = self.config.get("postlog_service_name")
+        return self.services.get((f"public/{name}", "unix-dgram"))
+
+    def wait_children(self, done: Callable[[], bool], deadline: float) -> None:
+        """Reap children until done() or the deadline."""
+        while not done() and time.monotonic() < deadline:
+            self.loop.run_once(min(0.1, max(0.0, deadline - time.monotonic())))
+            self.reap_children()
 
     def reload_if_hup(self) -> None:
         if not self.hup:
@@ -417,6 +463,8 @@ class Master:
         msg_info(f"reload -- version {version()}, configuration {self.config_dir}")
         try:
             config, entries = read_configuration(self.config_dir)
+            if config.get("maillog_file"):
+                check_prefixes(config.get("maillog_file"), config.get_list("maillog_file_prefixes"))
         except ConfigError as err:
             msg_error(f"reload: {err}; keeping the running configuration")
             return
@@ -430,7 +478,6 @@ class Master:
             config = config.with_overrides(kept, origin="kept from the running configuration")
         self.config = config
         _init_logging(config, self.foreground)
-        os.environ[proto.ENV_MAIL_LOGTAG] = config.get("syslog_name")
         self.apply_plan(entries)
         self.publish_state(force=True)
 

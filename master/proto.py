@@ -18,7 +18,9 @@ DESCRIPTION
     fork/exec boundary, exactly as Postfix 3.7's master_proto.h and
     master_ent.c define it:
 
-    File descriptors: 0 and 1 /dev/null, 2 a pipe to the master (whose
+    File descriptors: 0 /dev/null, 1 /dev/null (the master's own stdout
+    in the foreground, as Postfix's `master -s` gives, so that postlogd
+    can write maillog_file = /dev/stdout), 2 a pipe to the master (whose
     last lines it keeps for its diagnostics; the master's own stderr in
     the foreground; Postfix gives /dev/null), 3 and 4 the flow-control
     pipe, 5 the child end of the service's status socketpair, 6 onward
@@ -28,7 +30,8 @@ DESCRIPTION
     unsigned gen; int avail; }, gen being the GENERATION environment
     variable parsed as octal.
 
-    Environment: MAIL_CONFIG, MAIL_LOGTAG, GENERATION (octal).
+    Environment: MAIL_CONFIG, MAIL_LOGTAG, GENERATION (octal); with
+    maillog_file set, POSTLOG_SERVICE and POSTLOG_HOSTNAME.
 
     Argument vector, in Postfix's order: command [-l|-z] [-n name]
     -t type [-d] [-v] [-u] [-c] [-o stress=] [-s n] args...
@@ -65,6 +68,10 @@ ENV_MAIL_LOGTAG = "MAIL_LOGTAG"
 ENV_GENERATION = "GENERATION"
 ENV_MAIL_VERBOSE = "MAIL_VERBOSE"
 ENV_MAIL_DEBUG = "MAIL_DEBUG"
+# With maillog_file set: where postlogd listens, and the host name of records
+# (a child logs there before it has read main.cf).
+ENV_POSTLOG_SERVICE = "POSTLOG_SERVICE"
+ENV_POSTLOG_HOSTNAME = "POSTLOG_HOSTNAME"
 
 # A wake-up trigger: the master writes TRIGGER_REQ_WAKEUP then b"\0", as
 # two separate writes, on a fresh connection (unix, inet, pass); a fifo

@@ -29,9 +29,12 @@ DESCRIPTION
     and check all of it, every Param row of the skeleton and of the daemon
     included, and the listeners on fds 6.. (sockets; fifos for -t fifo, in
     ctx.fifos) (each failure is fatal, exit 1, which the master throttles,
-    before anything is served); pre_init(ctx) as root; the jail
-    (privs.chroot_uid) when started as root; post_init(ctx); serve(ctx),
-    the skeleton's own accept loop; pre_exit and exit 0.
+    before anything is served); logging as main.cf says (log.log_config,
+    mode "daemon": postlogd's socket, connected before the jail, when
+    maillog_file is set; a daemon never opens maillog_file); pre_init(ctx)
+    as root; the jail (privs.chroot_uid) when started as root;
+    post_init(ctx); serve(ctx), the skeleton's own accept loop; pre_exit
+    and exit 0.
 
     An exception that escapes a hook, a handler or the loop is caught once,
     here: logged with its traceback, exit 1 (pre_exit is not run: the
@@ -76,7 +79,7 @@ BUGS
 SEE ALSO
     multi_server.c, single_server.c, trigger_server.c, mail_params.c,
     chroot_uid.c (Postfix); docs/skeleton.md; multi_server.py,
-    single_server.py, trigger_server.py, privs.py, events.py
+    single_server.py, trigger_server.py, privs.py, events.py, log.py
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ from master.config import Config, Param, config_directory
 from master.errors import ConfigError
 from master.events import EventLoop
 from master.log import msg_error, msg_fatal, msg_info, msg_warn
+from master.maillog import MaillogError
 
 Hook = Callable[["ServerContext"], Any]
 # How long an old child may finish its requests after it was told to leave: long
@@ -115,6 +119,9 @@ SKELETON_PARAMS = (
     "syslog_name",
     "syslog_facility",
     "maillog_file",
+    "maillog_file_prefixes",
+    "postlog_service_name",
+    "smtputf8_enable",
 )
 _PEERCRED = (socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
 
@@ -332,7 +339,11 @@ def _start(
         events.default_signal(signum)
     process_name = os.path.basename(argv[0]) if argv else "daemon"
     log.log_init(
-        process_name, syslog_name=os.environ.get(proto.ENV_MAIL_LOGTAG, "postfix"), stderr=True
+        process_name,
+        syslog_name=os.environ.get(proto.ENV_MAIL_LOGTAG, "postfix"),
+        postlog=os.environ.get(proto.ENV_POSTLOG_SERVICE, ""),
+        hostname=os.environ.get(proto.ENV_POSTLOG_HOSTNAME, ""),
+        stderr=True,
     )
     try:
         opts, bad_argv = proto.parse_child_argv(argv), None
@@ -401,15 +412,9 @@ def _load_config(opts: proto.ChildOptions, params: Sequence[Param]) -> Config:
         config = Config.load(config_dir, params, warn=msg_warn).with_overrides(
             opts.overrides, origin=f"service {opts.service}"
         )
-        facility = config.get("syslog_facility")
-        log.facility_code(facility)
-        log.log_init(
-            opts.program,
-            syslog_name=config.get("syslog_name"),
-            facility=facility,
-            maillog_file=config.get("maillog_file"),
-            stderr=opts.stderr,
-        )
+        log.log_config(opts.program, config, "daemon", stderr=opts.stderr)
+    except MaillogError as err:
+        msg_fatal(str(err))
     except (ConfigError, ValueError) as err:
         _config_fatal(config_dir, err)
     return config

@@ -19,9 +19,11 @@ DESCRIPTION
     availability, when to listen, throttling) is master/avail.py.
 
     spawn() runs $daemon_directory/COMMAND through os.posix_spawn with
-    DUP2 file actions that place the descriptors proto.py lists (fd 2: a
-    pipe whose last lines the master keeps when detached, its own stderr
-    in the foreground).  The environment is the master's cleaned one plus
+    DUP2 file actions that place the descriptors proto.py lists (fd 1: the
+    master's own stdout in the foreground, as Postfix's `master -s`, so
+    that postlogd can write maillog_file = /dev/stdout; fd 2: a pipe whose
+    last lines the master keeps when detached, its own stderr in the
+    foreground).  The environment is the master's cleaned one plus
     GENERATION, a counter over all forks, in octal.  Signals the master
     ignores (SIGPIPE, SIGXFSZ) are reset to their defaults in the child.
     A service under stress gets `stress=yes` in argv for STRESS_TIME
@@ -131,13 +133,16 @@ class Spawner:
         if service.stress and "stress=" in argv:
             under = service.stress_expire > time.monotonic()
             argv[argv.index("stress=")] = "stress=yes" if under else "stress="
-        # fd n of the child <- sources[n]: 0-1 /dev/null, 2 the stderr pipe or
-        # (foreground) our own stderr, 3-4 the flow pipe, 5 the status
-        # channel, 6.. the listeners.
+        # fd n of the child <- sources[n]: 0 /dev/null, 1 /dev/null or
+        # (foreground) our own stdout, where postlogd writes maillog_file =
+        # /dev/stdout, as under `master -s`; 2 the stderr pipe or (foreground)
+        # our own stderr, 3-4 the flow pipe, 5 the status channel, 6.. the
+        # listeners.
         status_fd = service.child_status_fd
         if status_fd is None:
             raise OSError(errno.EBADF, f"service {service.name}: no status channel")
-        sources = [self.devnull, self.devnull, 2 if err_w is None else err_w]
+        stdout = 1 if self.foreground else self.devnull
+        sources = [self.devnull, stdout, 2 if err_w is None else err_w]
         sources += [*self.flow_pipe, status_fd, *service.listen_fds]
         # Sanity check: no source may be overwritten by an earlier DUP2 action.
         # The master reserves fds 0-6, so this only moves the listeners of a

@@ -21,7 +21,11 @@ grep -qx "ExecStart=$venv/bin/minipostfix -c $tmp/etc start-fg" "$tmp/etc/minipo
 "$venv/bin/minipostconf" -d tls_random_source | grep -q "dev:/dev/urandom"
 "$venv/bin/tlsmgr" -V </dev/null >/dev/null 2>&1 || true   # must exist; refuses a tty/no transport
 test -x "$venv/bin/tlsmgr" && test -x "$venv/bin/testsmtpd" && test -x "$venv/bin/metrics"
+test -x "$venv/bin/postlogd"
 "$venv/bin/python" -c "import prometheus_client, tlsmgr.clients.metrics"   # install_requires
+# create-instance put the log's folder into maillog_file_prefixes; master.cf has postlogd.
+"$venv/bin/minipostconf" -c "$tmp/etc" -h maillog_file_prefixes | grep -q ", $tmp\$"
+"$venv/bin/minipostconf" -c "$tmp/etc" -M postlog/unix-dgram | grep -q "postlogd$"
 # status --json finds tlsmgr's status provider through the wheel's entry points.
 { "$venv/bin/minipostfix" -c "$tmp/etc" status --json 2>/dev/null || true; } | "$venv/bin/python" -c '
 import json, sys

@@ -60,7 +60,8 @@ DESCRIPTION
               store's stats() (scache.SessionCache: entries, bytes, hits,
               misses, evictions, expired, oversized, refused, errors,
               no_room, disabled); prng.*
-              when rand has a stats() method.  minipostfix only:
+              when rand has a stats() method; log.dropped when the log
+              has dropped_records() (master.log).  minipostfix only:
               real clients never send it, the six requests they do
               send stay byte-compatible.
     lookup, update and delete get FAIL when the store raises StoreError:
@@ -426,6 +427,9 @@ class Service:
         rand_stats = getattr(self.rand, "stats", None)
         if callable(rand_stats):
             items += [(f"prng.{k}", str(v)) for k, v in rand_stats().items()]
+        dropped = getattr(self.log, "dropped_records", None)
+        if callable(dropped):
+            items.append(("log.dropped", str(dropped())))
         return Reply(REQ_STATS, Status.OK, items=tuple(items))
 
 

@@ -54,7 +54,7 @@ def test_child_fds_argv_and_environment(inst):
     assert env["MAIL_CONFIG"] == str(inst.etc)
     assert env["MAIL_LOGTAG"] == "postfix"
     assert env["LANG"] == "C"  # import_environment forces LANG=C
-    assert env["GENERATION"] == "1"
+    assert env["GENERATION"] in ("1", "2")  # one counter for all forks: postlogd's may be first
     assert env["POSTLOG_SERVICE"] == str(inst.queue / "public" / "postlog")
     assert "MPFX_NOT_IMPORTED" not in env and "PATH" not in env
     fds = start["fds"]
@@ -261,7 +261,11 @@ def test_reload_plan(inst):
     assert ask("new")[2] == b"hi"
     assert ask("change")[2] == b"hi"
     start = inst.state()
-    assert [s["name"] for s in start["services"]] == ["keep", "change", "new"]
+    assert [s["name"] for s in start["services"] if s["name"] != "postlog"] == [
+        "keep",
+        "change",
+        "new",
+    ]
     assert "single" in open(f"/proc/{inst.children()[0]}/cmdline").read() or any(
         "single" in open(f"/proc/{p}/cmdline").read() for p in inst.children()
     )

@@ -169,7 +169,7 @@ def test_bad_main_cf_value_is_fatal_before_serving(lab):
     inst, fm = lab.echo(main_cf={"echo_count": "many"})
     early = fm.connect()  # waits in the listener's backlog
     child = fm.spawn()
-    _fatal(inst, child, f"{inst.etc}/main.cf:7: bad numerical configuration: echo_count")
+    _fatal(inst, child, f"{inst.etc}/main.cf:8: bad numerical configuration: echo_count")
     early.setblocking(False)
     with pytest.raises(BlockingIOError):
         early.recv(10)  # never greeted
@@ -178,12 +178,12 @@ def test_bad_main_cf_value_is_fatal_before_serving(lab):
 
 def test_value_out_of_bounds_is_fatal(lab):
     inst, fm = lab.echo(main_cf={"echo_count": "5000"})
-    _fatal(inst, fm.spawn(), f"{inst.etc}/main.cf:7: invalid echo_count: 5000 (max 1000)")
+    _fatal(inst, fm.spawn(), f"{inst.etc}/main.cf:8: invalid echo_count: 5000 (max 1000)")
 
 
 def test_bad_skeleton_parameter_is_fatal(lab):
     inst, fm = lab.echo(main_cf={"ipc_timeout": "soon"})
-    text = f"{inst.etc}/main.cf:7: parameter ipc_timeout: bad time value or unit: soon"
+    text = f"{inst.etc}/main.cf:8: parameter ipc_timeout: bad time value or unit: soon"
     _fatal(inst, fm.spawn(), text)
 
 
@@ -197,7 +197,7 @@ def test_main_cf_syntax_error_names_file_and_line(lab):
     with open(os.path.join(inst.etc, "main.cf"), "a") as fp:
         fp.write("this line has no equals sign\n")
     # No logging configuration yet: the complaint goes to stderr (and syslog).
-    text = f"{inst.etc}/main.cf:7: missing '=' after attribute name"
+    text = f"{inst.etc}/main.cf:8: missing '=' after attribute name"
     _fatal(inst, fm.spawn(), text, where="stderr")
 
 

@@ -77,7 +77,11 @@ def test_our_tlsmgr_serves_under_the_real_master(pfx):
 
     log = pfx.log()
     assert "ignoring status update" not in log and "partial status update" not in log
-    # Our daemon logs to maillog_file from inside the jail.
+    # Our daemon logs from inside the jail, through Postfix's postlogd: it holds no
+    # descriptor of maillog_file itself.
+    assert str(pfx.maillog) not in [
+        os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")
+    ]
     assert re.search(
         rf"postfix/tlsmgr\[{pid}\]: put smtp session id=pfx-id \[data 200 bytes\]", log
     )

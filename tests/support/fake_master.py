@@ -21,8 +21,8 @@ DESCRIPTION
     the master opens it with transport="fifo"), with os.posix_spawn and
     POSIX_SPAWN_DUP2; 0 is
     /dev/null (or a given tty), 1 and 2 a file (Child.stderr_text()).
-    Environment: daemon_env() (PATH, MAIL_CONFIG, MAIL_LOGTAG=postfix),
-    and GENERATION (octal).  argv
+    Environment: daemon_env() (PATH, MAIL_CONFIG, MAIL_LOGTAG=postfix,
+    POSTLOG_SERVICE=queue/public/postlog), and GENERATION (octal).  argv
     comes from master.proto.child_argv(), so it is exactly what the real
     master gives.  spawn(run_as=USER) runs the
     child through setpriv as that user (root only); can_run_as() says
@@ -70,6 +70,7 @@ def daemon_env(inst: LabInstance) -> dict[str, str]:
         "PATH": "/usr/bin:/bin",
         proto.ENV_MAIL_CONFIG: str(inst.etc),
         proto.ENV_MAIL_LOGTAG: "postfix",
+        proto.ENV_POSTLOG_SERVICE: str(inst.queue / "public" / "postlog"),
     }
     if "PYTHONPATH" in os.environ:  # children import what the tests import
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]

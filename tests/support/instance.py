@@ -19,10 +19,16 @@ SYNOPSIS
 DESCRIPTION
     Instance is the tree every kind shares: a world-searchable root under
     /tmp (mail_owner must search it) with etc/ (main.cf, master.cf),
-    queue/, data/, bin/ (daemon_directory) and the maillog file.
+    queue/, data/, bin/ (daemon_directory) and the maillog file, which
+    postlogd writes (maillog_file_prefixes = /tmp covers it).
     write_main_cf(**changes) rewrites main.cf from `inst.main` (a dict in
-    file order); log(), wait_log() and wait_for() read the maillog (a
-    failed wait shows it); connect() reaches a unix socket under queue/;
+    file order); write_master_cf(text) writes master.cf, adding
+    POSTLOG_LINE unless the text has a postlog line or inst.postlog is
+    False.  log() reads the maillog once every record sent so far is in
+    it (sync_log(): a marker record through the postlog socket, waited
+    for, and left out of what log() returns); wait_log() and wait_for()
+    poll it (a failed wait shows it); connect() reaches a unix socket
+    under queue/;
     processes() are the live processes whose MAIL_CONFIG or command line
     names the root.  Leaving the `with` block (close()) kills every one
     of them, waits until they are gone and removes the root (not with
@@ -33,14 +39,16 @@ DESCRIPTION
         start()        returns once the master is ready; StartError says why not
         stop()         returns once the instance has stopped
         running()      a context: start(), then stop() and no process left
-        master_pid()   from queue/pid/master.pid; children(): the others
+        master_pid()   from queue/pid/master.pid; children(): the others,
+                       postlogd aside (postlogd_pids())
         tlsmgr views   socket_path, client(), tlsmgr_pids(), tlsmgr_pid(),
                        wait_gone()
     With tlsmgr=PROGRAM, bin/tlsmgr is a link to PROGRAM (OUR_TLSMGR, this
     venv's console script, or Postfix's SBIN/tlsmgr) and master.cf
     defaults to TLSMGR_LINE, the embedded master.cf's tlsmgr line.
 
-    MiniInstance is our master: start() is `minipostfix start` (it waits
+    MiniInstance is our master, with our postlogd (bin/postlogd, this
+    venv's console script): start() is `minipostfix start` (it waits
     for the master's readiness byte), stop() `minipostfix stop` (it waits
     for the master to be gone, and the master for its children).  cli()
     runs any `minipostfix -c ETC` command; state() reads master.state;
@@ -50,19 +58,22 @@ DESCRIPTION
 
     PostfixInstance is Debian's master(8) on the same tree, never
     /etc/postfix: bin/ holds links to SBIN/* (tlsmgr to the chosen
-    program, by default Postfix's own), master.cf gets POSTLOG_LINE and
-    main.cf maillog_file_prefixes = /tmp so that the real daemons' lines
-    reach the maillog file through postlogd.  The queue's private/,
+    program, by default Postfix's own; postlogd to Postfix's, or to ours
+    with postlogd=OUR_POSTLOGD), so that the real daemons' lines reach
+    the maillog file through a postlogd.  The queue's private/,
     public/ and pid/ folders and data_directory are made with Postfix's
     owners first, as postfix(1) would.  start(*options) is `master -c
     ETC -w`, stop() a TERM to the master and a wait (AssertionError after
     3 * WAIT) until every process of the instance is gone.
 
     LabInstance is a tree without a master, for support.fake_master: its
-    main.cf has only the directories, mail_owner, maillog_file and
-    echo_trace_file (a test's own parameters start at line 7), and the
-    queue's private/ and public/ folders, the trace file and the maillog
-    exist from the start, writable by anyone.  trace_lines() reads the echo
+    main.cf has only the directories, mail_owner, maillog_file,
+    maillog_file_prefixes and echo_trace_file (a test's own parameters
+    start at line 8), the queue's private/ and public/ folders and the
+    trace file (writable by anyone) exist from the start, and bin/postlogd
+    is ours (support.lab starts it on public/postlog, with postlogd_etc/,
+    a main.cf of the defaults alone, so that a test's bad main.cf stops
+    its daemon, not the lab's postlogd).  trace_lines() reads the echo
     daemon's hook traces.
 """
 
@@ -79,6 +90,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -92,8 +105,11 @@ from tlsmgr.client import TlsmgrClient
 VENV_BIN = Path(sys.executable).parent
 MINIPOSTFIX = str(VENV_BIN / "minipostfix")
 OUR_TLSMGR = VENV_BIN / "tlsmgr"
+OUR_POSTLOGD = VENV_BIN / "postlogd"
 TLSMGR_LINE = "tlsmgr unix - - y 1000? 1 tlsmgr\n"
 POSTLOG_LINE = "postlog unix-dgram n - n - 1 postlogd\n"
+SYNC_MARK = "mpfx-log-sync"  # sync_log()'s marker records, left out of log()
+SYNC_WAIT = 5.0
 
 
 class StartError(Exception):
@@ -120,6 +136,7 @@ class Instance:
     """The tree every kind of instance shares; see the module docstring."""
 
     prefix = "mpfx-"
+    postlog = False  # whether write_master_cf() adds POSTLOG_LINE
 
     def __init__(
         self, main_cf: dict[str, str] | None = None, master_cf: str = "", *, keep: bool = False
@@ -153,6 +170,7 @@ class Instance:
             "daemon_directory": str(self.bin),
             "mail_owner": "postfix",
             "maillog_file": str(self.maillog),
+            "maillog_file_prefixes": "/tmp",
             "inet_interfaces": "loopback-only",
         }
 
@@ -164,15 +182,43 @@ class Instance:
         (self.etc / "main.cf").write_text(text)
 
     def write_master_cf(self, text: str) -> None:
+        if self.postlog and not re.search(r"(?m)^postlog\s", text):
+            text += POSTLOG_LINE
         (self.etc / "master.cf").write_text(text)
 
     # Logs and waits ----------------------------------------------------
 
     def log(self) -> str:
+        """The maillog, once postlogd has written every record sent so far."""
+        self.sync_log()
+        return "".join(line for line in self._read_log().splitlines(True) if SYNC_MARK not in line)
+
+    def _read_log(self) -> str:
         try:
             return self.maillog.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def sync_log(self, timeout: float = SYNC_WAIT) -> bool:
+        """Send a marker record through the postlog socket and wait until it is in
+        the maillog: records are written in the order they came, so every earlier
+        one is there too.  False when nobody listens or it did not come in time."""
+        token = f"{SYNC_MARK} {uuid.uuid4().hex}"
+        record = f"{time.strftime('%b %d %H:%M:%S')} localhost mpfx/sync[0]: {token}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.connect(str(self.queue / "public" / "postlog"))
+            sock.send(record.encode(), socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        finally:
+            sock.close()
+        deadline = time.monotonic() + timeout
+        while token not in self._read_log():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def wait_for(self, predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
         """wait_until(), with the instance's log in the failure message."""
@@ -182,7 +228,8 @@ class Instance:
         """Wait until `pattern` (a regex) matches `count` log lines; return them."""
 
         def found() -> list[str] | None:
-            lines = [line for line in self.log().splitlines() if re.search(pattern, line)]
+            text = self._read_log()
+            lines = [line for line in text.splitlines() if re.search(pattern, line)]
             return lines if len(lines) >= count else None
 
         return self.wait_for(found, f"{count} log line(s) matching {pattern!r}", timeout)
@@ -225,9 +272,17 @@ class LabInstance(Instance):
     def populate(self) -> None:
         for path in (self.queue, self.data, self.queue / "private", self.queue / "public"):
             path.mkdir(mode=0o755)
-        for path in (self.maillog, self.trace):
-            path.touch()
-            path.chmod(0o666)
+        self.trace.touch()
+        self.trace.chmod(0o666)
+        (self.bin / "postlogd").symlink_to(OUR_POSTLOGD)
+        self.postlogd_etc.mkdir(mode=0o755)
+        text = "".join(f"{k} = {v}\n" for k, v in self.defaults().items())
+        (self.postlogd_etc / "main.cf").write_text(text)
+
+    @property
+    def postlogd_etc(self) -> Path:
+        """postlogd's own configuration: the defaults, whatever a test puts in main.cf."""
+        return self.root / "postlogd-etc"
 
     @property
     def trace(self) -> Path:
@@ -240,6 +295,7 @@ class LabInstance(Instance):
             "daemon_directory": str(self.bin),
             "mail_owner": "postfix",
             "maillog_file": str(self.maillog),
+            "maillog_file_prefixes": "/tmp",
             "echo_trace_file": str(self.trace),
         }
 
@@ -249,6 +305,8 @@ class LabInstance(Instance):
 
 class MasterInstance(Instance):
     """A tree run by a master: the API our master and Postfix's share."""
+
+    postlog = True
 
     def __init__(
         self,
@@ -288,12 +346,17 @@ class MasterInstance(Instance):
         return int((self.queue / "pid" / "master.pid").read_text().strip())
 
     def children(self) -> list[int]:
-        """Processes of this instance other than the master."""
+        """Processes of this instance other than the master and postlogd."""
         try:
             master = self.master_pid()
         except (OSError, ValueError):
             master = -1
-        return [pid for pid in self.processes() if pid != master]
+        logger = set(self.postlogd_pids())
+        return [pid for pid in self.processes() if pid != master and pid not in logger]
+
+    def postlogd_pids(self) -> list[int]:
+        """The instance's postlogd processes (Postfix's or ours)."""
+        return [pid for pid in self.processes() if procs.is_postlogd(pid)]
 
     # tlsmgr ------------------------------------------------------------
 
@@ -326,6 +389,7 @@ class MiniInstance(MasterInstance):
     def populate(self) -> None:
         super().populate()
         install_testd(self.bin)
+        (self.bin / "postlogd").symlink_to(OUR_POSTLOGD)
 
     def cli(self, *args: str, timeout: float = 60) -> Result:
         """`minipostfix -c ETC ARGS...`."""
@@ -374,16 +438,20 @@ class PostfixInstance(MasterInstance):
         master_cf: str | None = None,
         *,
         tlsmgr: Path = SBIN / "tlsmgr",
+        postlogd: Path = SBIN / "postlogd",
         keep: bool = False,
     ) -> None:
-        master_cf = (TLSMGR_LINE if master_cf is None else master_cf) + POSTLOG_LINE
-        super().__init__(main_cf, master_cf, tlsmgr=tlsmgr, keep=keep)
+        self.postlogd = postlogd
+        super().__init__(
+            main_cf, TLSMGR_LINE if master_cf is None else master_cf, tlsmgr=tlsmgr, keep=keep
+        )
 
     def populate(self) -> None:
         super().populate()
         for path in SBIN.iterdir():
-            if path.name != "tlsmgr":
+            if path.name not in ("tlsmgr", "postlogd"):
                 (self.bin / path.name).symlink_to(path)
+        (self.bin / "postlogd").symlink_to(self.postlogd)
         owner = pwd.getpwnam("postfix")
         for sub, mode, group in (("private", 0o700, None), ("public", 0o2710, "postdrop")):
             folder = self.queue / sub
@@ -393,9 +461,6 @@ class PostfixInstance(MasterInstance):
         (self.queue / "pid").mkdir()
         self.data.mkdir()
         os.chown(self.data, owner.pw_uid, owner.pw_gid)
-
-    def defaults(self) -> dict[str, str]:
-        return {**super().defaults(), "maillog_file_prefixes": "/tmp"}
 
     def start(self, *options: str) -> None:
         """`master -c ETC -w [options]`; returns once it is ready."""

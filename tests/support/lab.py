@@ -13,7 +13,9 @@ SYNOPSIS
 
 DESCRIPTION
     Lab owns what it made: closing it closes every FakeMaster (which
-    kills and reaps its children) and then every instance.  The `lab`
+    kills and reaps its children) and then every instance.  Each
+    instance gets our postlogd on its public/postlog, through a fake
+    master of its own, and is returned once postlogd writes the maillog.  The `lab`
     fixture of tests/process yields one.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from master import proto
 from support.echo_daemon import write_daemon_script
 from support.fake_master import Child, FakeMaster
 from support.instance import LabInstance
@@ -34,8 +37,12 @@ class Lab:
         self._masters: list[FakeMaster] = []
 
     def instance(self, **main_cf: str) -> LabInstance:
+        """A LabInstance with our postlogd running on its public/postlog."""
         inst = LabInstance(main_cf)
         self._instances.append(inst)
+        logger = self.master(inst, "postlogd", service="postlog", transport="unix-dgram")
+        logger.spawn(env={proto.ENV_MAIL_CONFIG: str(inst.postlogd_etc)})
+        inst.wait_for(inst.sync_log, "postlogd to write the maillog")
         return inst
 
     def master(self, inst: LabInstance, command: str = "echo", **options: Any) -> FakeMaster:

@@ -11,7 +11,8 @@ SYNOPSIS
     procs.fd_targets(pid)             # {fd: what /proc/PID/fd/N links to}
     procs.blocked_in(pid, "do_sys_poll")  # asleep in that kernel function (a thread id too)
     procs.waits_in_loop(pid)          # asleep in epoll_wait: its event loop is idle
-    procs.is_tlsmgr(pid); procs.tlsmgr_args(pid)
+    procs.is_tlsmgr(pid); procs.is_postlogd(pid); procs.is_program(pid, name)
+    procs.tlsmgr_args(pid)
     procs.kill_all(lambda: procs.processes_of(root))
     survivors = procs.stop_pids(pids) # TERM, wait, then KILL what is left
 
@@ -28,8 +29,8 @@ DESCRIPTION
     stop_pids() sends a signal, waits up to `timeout` for the processes
     to go, SIGKILLs the rest and returns their pids.
 
-    is_tlsmgr() knows Postfix's tlsmgr binary (argv[0]) and ours, a script
-    run by its #! interpreter (argv[1]).
+    is_program() knows Postfix's binaries (argv[0]) and ours, scripts run
+    by their #! interpreter (argv[1]); is_tlsmgr() and is_postlogd() use it.
 
     blocked_in() reads the kernel stack, /proc/PID/stack (root only).
     waits_in_loop() is blocked_in(pid, "do_epoll_wait"): a child of the
@@ -201,9 +202,17 @@ def waits_in_loop(pid: int) -> bool:
     return blocked_in(pid, "do_epoll_wait")
 
 
+def is_program(pid: int, name: str) -> bool:
+    """Postfix's `name` binary, or our script `name` run by its #! interpreter."""
+    return any(os.path.basename(arg) == name for arg in cmdline(pid)[:2])
+
+
 def is_tlsmgr(pid: int) -> bool:
-    """Postfix's tlsmgr binary, or our script run by its #! interpreter."""
-    return any(os.path.basename(arg) == "tlsmgr" for arg in cmdline(pid)[:2])
+    return is_program(pid, "tlsmgr")
+
+
+def is_postlogd(pid: int) -> bool:
+    return is_program(pid, "postlogd")
 
 
 def tlsmgr_args(pid: int) -> list[str]:
