@@ -12,6 +12,7 @@ SYNOPSIS
                      running or not; -v adds the master's view and status
                      providers' figures, --json the same as a JSON document
     check            configuration syntax, directories, ownership, mail_owner
+    logrotate        rename maillog_file, have postlogd reopen it, compress it
     create-instance NAME=VALUE...
                      copy the embedded main.cf and master.cf into config_dir
                      and apply the edits (config_directory is set to config_dir;
@@ -23,7 +24,7 @@ DESCRIPTION
     The configuration directory is -c DIR, else $MAIL_CONFIG, else
     /etc/postfix; a relative one is made absolute.  Messages go to stderr
     as `minipostfix: [warning: |fatal: ]text`, and for start, stop,
-    abort, reload and status also to the mail log (with
+    abort, reload, status and logrotate also to the mail log (with
     maillog_file set: through postlogd, or appended to the file when
     postlogd cannot take them, as Postfix's postlog(1) does); they follow
     postfix-script's words with "minipostfix" for "Postfix".  A
@@ -34,6 +35,18 @@ DESCRIPTION
     check is also fatal when maillog_file is set and master.cf has no
     public unix-dgram service named $postlog_service_name (postlogd),
     as postfix-script's check-fatal.
+
+    logrotate is `postfix logrotate`: fatal `empty 'NAME' parameter value
+    - logfile rotation failed` for an empty maillog_file,
+    maillog_file_compressor or maillog_file_rotate_suffix, fatal `not
+    rotating 'PATH'` for a name under /dev/; otherwise it renames
+    maillog_file to PATH.SUFFIX (maillog_file_rotate_suffix through
+    strftime), sends SIGHUP to the master when it runs (postlogd leaves
+    and the next record starts one that opens a new file), waits a
+    second and then for no process to hold the renamed file open (up to
+    ROTATE_WAIT seconds), and runs `maillog_file_compressor PATH.SUFFIX`
+    (gzip: PATH.SUFFIX.gz).  Any failure is fatal `logfile 'PATH'
+    rotation failed: REASON`.
 
     start runs `check` first, then starts the master as a subprocess
     (`python -m master.control -c DIR master --ready-fd N`) which detaches
@@ -114,8 +127,10 @@ from master.statusview import report_lines
 NAME = "minipostfix"
 READY_TIMEOUT = 100.0
 STOP_TIMEOUT = 10.0
+ROTATE_WAIT = 10.0
 USAGE = (
-    "start, start-fg, stop, abort, reload, status [-v|--json], check, create-instance NAME=VALUE..."
+    "start, start-fg, stop, abort, reload, status [-v|--json], check, logrotate, "
+    "create-instance NAME=VALUE..."
 )
 
 
@@ -403,6 +418,62 @@ def cmd_check(config_dir: str, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logrotate(config_dir: str, _args: argparse.Namespace) -> int:
+    config = _load(config_dir)
+    init_log(config)
+    values = {}
+    for name in ("maillog_file", "maillog_file_compressor", "maillog_file_rotate_suffix"):
+        values[name] = config.get(name)
+        if not values[name]:
+            raise Fatal(f"empty '{name}' parameter value - logfile rotation failed")
+    path = values["maillog_file"]
+    if path.startswith("/dev/"):
+        raise Fatal(f"not rotating '{path}'")
+    try:
+        rotated = maillog.rotate(path, values["maillog_file_rotate_suffix"])
+        pid = running_pid(config)
+        if pid is not None and pid > 0:
+            os.kill(pid, signal.SIGHUP)
+        time.sleep(1)
+        _wait_closed(rotated, ROTATE_WAIT)
+        _compress(values["maillog_file_compressor"], rotated)
+    except MaillogError as err:
+        raise Fatal(f"logfile '{path}' rotation failed: {err}") from None
+    except OSError as err:
+        raise Fatal(f"logfile '{path}' rotation failed: {err.strerror or err}") from None
+    return 0
+
+
+def _wait_closed(path: str, timeout: float) -> None:
+    """Until no process we can see holds `path` open (the old postlogd), or timeout."""
+    deadline = time.monotonic() + timeout
+    while _held_open(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _held_open(path: str) -> bool:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                        return True
+    return False
+
+
+def _compress(compressor: str, path: str) -> None:
+    """`compressor path`, as postfix-script runs it; MaillogError with its output."""
+    try:
+        proc = subprocess.run(
+            [compressor, path], stdin=subprocess.DEVNULL, capture_output=True, text=True
+        )
+    except OSError as err:
+        raise MaillogError(f"{compressor}: {err.strerror}") from None
+    if proc.returncode != 0:
+        output = " ".join((proc.stderr + proc.stdout).split()) or f"exit status {proc.returncode}"
+        raise MaillogError(output)
+
+
 def cmd_create_instance(config_dir: str, args: argparse.Namespace) -> int:
     edits: list[tuple[str, str]] = []
     for item in args.edits:
@@ -492,6 +563,7 @@ COMMANDS = {
     "reload": cmd_reload,
     "status": cmd_status,
     "check": cmd_check,
+    "logrotate": cmd_logrotate,
     "create-instance": cmd_create_instance,
     "master": cmd_master,
 }

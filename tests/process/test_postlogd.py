@@ -15,6 +15,7 @@ import pwd
 import re
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -189,3 +190,48 @@ def test_start_fg_with_dev_stdout_shows_every_processs_lines_in_order(inst):
     assert first("stopping the minipostfix") < first("terminating on signal")
     assert {"postfix/minipostfix", "postfix/master", "postfix/tlsmgr"} <= set(tags)
     assert processes_of(inst.root) == []
+
+
+def test_logrotate_renames_reopens_and_compresses(inst):
+    inst.write_main_cf(maillog_file_rotate_suffix="rotated-%Y")
+    inst.cli("start").check()
+    lookup(inst, b"before-rotation")
+    inst.wait_log("id=before-rotation")
+    result = inst.cli("logrotate")
+    assert result.returncode == 0, result.stderr
+    rotated = inst.root / f"maillog.rotated-{time.strftime('%Y')}.gz"
+    assert rotated.exists()
+    old = subprocess.run(["zcat", str(rotated)], capture_output=True, text=True).stdout
+    assert "id=before-rotation" in old
+    lookup(inst, b"after-rotation")
+    inst.wait_log("id=after-rotation")
+    assert "id=before-rotation" not in inst.log()
+    assert "reload -- version" in old + inst.log()
+    inst.cli("stop").check()
+
+
+def test_logrotate_refuses_what_postfix_refuses(inst):
+    inst.write_main_cf(maillog_file_compressor="")
+    result = inst.cli("logrotate")
+    assert result.returncode == 1
+    assert (
+        "fatal: empty 'maillog_file_compressor' parameter value - logfile rotation failed"
+        in result.stderr
+    )
+    inst.write_main_cf(
+        maillog_file_compressor="gzip",
+        maillog_file="/dev/stdout",
+        maillog_file_prefixes="/dev/stdout",
+    )
+    result = inst.cli("logrotate")
+    assert result.returncode == 1 and "fatal: not rotating '/dev/stdout'" in result.stderr
+    inst.write_main_cf(
+        maillog_file=str(inst.maillog),
+        maillog_file_compressor="/nonexistent/gz",
+        maillog_file_prefixes="/tmp",
+    )
+    inst.maillog.write_text("")
+    inst.maillog.chmod(0o600)
+    result = inst.cli("logrotate")
+    assert result.returncode == 1
+    assert f"fatal: logfile '{inst.maillog}' rotation failed: /nonexistent/gz:" in result.stderr
