@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -235,3 +236,41 @@ def test_logrotate_refuses_what_postfix_refuses(inst):
     result = inst.cli("logrotate")
     assert result.returncode == 1
     assert f"fatal: logfile '{inst.maillog}' rotation failed: /nonexistent/gz:" in result.stderr
+
+
+def test_start_fg_as_pid_1_of_a_container_logs_on_stdout_and_stops_on_term(inst):
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare is not installed")
+    inst.write_main_cf(maillog_file="/dev/stdout", maillog_file_prefixes="/dev/stdout")
+    proc = subprocess.Popen(
+        [unshare, "--pid", "--fork", "--kill-child", MINIPOSTFIX, "-c", str(inst.etc), "start-fg"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        wait_until(lambda: (inst.queue / "private" / "tlsmgr").exists(), "tlsmgr's socket")
+        lookup(inst, b"in-a-container")
+        (master,) = [pid for pid in processes_of(inst.root) if ns_pid(pid) == 1]
+        wait_until(inst.tlsmgr_pids, "tlsmgr")
+        os.kill(master, signal.SIGTERM)  # what `docker stop` sends
+        out, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert "postfix/master[1]: daemon started" in out
+    assert "lookup smtp session id=in-a-container" in out
+    assert "postfix/master[1]: terminating on signal 15" in out
+    assert "daemon started" not in err  # not repeated on stderr
+    assert processes_of(inst.root) == []
+
+
+def ns_pid(pid: int) -> int:
+    """The process's pid in its own (innermost) PID namespace."""
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("NSpid:"))
+    return int(line.split()[-1])
