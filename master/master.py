@@ -53,9 +53,10 @@ DESCRIPTION
     child by pid but postlogd's, wait for them, then TERM postlogd (it
     writes what the others logged as they left, and what is still queued
     on its socket), wait (5 s in all), KILL what is left, reap, exit 0.
-    From postlogd's TERM on, the master appends its own records to
-    maillog_file.  Abort (SIGQUIT): the same TERMs without the waits, and
-    exit at once.
+    From postlogd's TERM on (from the start, when no postlogd runs, and
+    for an abort) the master appends its own records to maillog_file, and
+    at exit it appends the records still queued on postlogd's socket.
+    Abort (SIGQUIT): the same TERMs without the waits, and exit at once.
 
     publish_state() rewrites $queue_directory/pid/master.state (JSON,
     0644, temp file + rename) at most once a second when something
@@ -121,7 +122,7 @@ from master.log import (
     msg_warn,
     postlog_path,
 )
-from master.maillog import STDOUT, check_prefixes, open_maillog
+from master.maillog import STDOUT, MaillogError, append_once, check_prefixes, open_maillog
 from master.mastercf import ServiceEntry
 from master.sdnotify import Notifier
 from master.spawn import Spawner
@@ -131,6 +132,8 @@ __all__ = ["Master", "Readiness", "run", "version"]
 STOP_WAIT = 5.0
 KILL_WAIT = 5.0
 PUBLISH_INTERVAL = 1.0
+DRAIN_LIMIT = 10000  # log records the master writes at exit, at most
+DGRAM_MAX = 65536  # the largest datagram a unix-dgram socket delivers
 WATCHDOG_TIME = 1000  # Postfix's MASTER_WATCHDOG_TIME: one loop turn may not last longer
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 RESTART_ONLY = ("config_directory", "queue_directory", "inet_protocols")
@@ -413,11 +416,13 @@ class Master:
         self.notifier.stopping()
         self.spawner.stopping = True
         abort = signum == signal.SIGQUIT
+        logger = self.postlogd_service()
+        if abort or logger is None or not logger.children:
+            fallback_only()  # no postlogd that will be there to write it
         msg_info(f"{'aborting' if abort else 'terminating'} on signal {signum}")
         # postlogd goes last, so that it writes what the others log as they
         # leave (a cache flush warning, say) and drains its socket; from then
         # on the master writes maillog_file itself.
-        logger = self.postlogd_service()
         others = [service for service in self.services.values() if service is not logger]
         for service in others:
             self.spawner.signal_service(service, signal.SIGTERM)
@@ -433,6 +438,7 @@ class Master:
                 msg_warn(f"killing {len(self.spawner.children)} child(ren) still running")
                 self.spawner.signal_all(signal.SIGKILL)
                 self.spawner.wait_all(KILL_WAIT)
+        self.drain_postlog(logger)
         with contextlib.suppress(OSError):
             os.unlink(STATE_FILE)
         return True
@@ -441,6 +447,25 @@ class Master:
         """The service that writes maillog_file (public/$postlog_service_name, unix-dgram)."""
         name = self.config.get("postlog_service_name")
         return self.services.get((f"public/{name}", "unix-dgram"))
+
+    def drain_postlog(self, logger: Service | None) -> None:
+        """At exit: append to maillog_file the records still queued on postlogd's
+        socket (sent after postlogd left, or while none ran), as postlogd would."""
+        path = self.config.get("maillog_file")
+        if logger is None or not path:
+            return
+        records: list[bytes] = []
+        for fd in logger.listen_fds:
+            while len(records) < DRAIN_LIMIT:
+                try:
+                    records.append(os.read(fd, DGRAM_MAX))
+                except OSError:
+                    break
+        if records:
+            try:
+                append_once(path, b"".join(record + b"\n" for record in records))
+            except MaillogError as err:
+                msg_warn(f"cannot write the last {len(records)} log record(s): {err}")
 
     def wait_children(self, done: Callable[[], bool], deadline: float) -> None:
         """Reap children until done() or the deadline."""

@@ -274,3 +274,19 @@ def ns_pid(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         line = next(line for line in status if line.startswith("NSpid:"))
     return int(line.split()[-1])
+
+
+def test_records_queued_while_no_postlogd_runs_are_written_at_stop(inst):
+    # postlogd leaves after max_idle; at stop the master starts no child, so what
+    # tlsmgr logs as it leaves stays on the socket until the master writes it.
+    inst.write_master_cf(TLSMGR_LINE + "postlog unix-dgram n - n - 1 postlogd -o max_idle=1s\n")
+    inst.cli("start").check()
+    lookup(inst, b"before-idle")
+    tlsmgr = inst.tlsmgr_pid()
+    inst.wait_log("id=before-idle")
+    inst.wait_for(lambda: not inst.postlogd_pids(), "postlogd to leave after max_idle")
+    inst.cli("stop").check()
+    assert inst.processes() == []
+    lines = inst.maillog.read_text().splitlines()
+    stop = next(i for i, line in enumerate(lines) if "terminating on signal 15" in line)
+    assert any(f"tlsmgr[{tlsmgr}]: close smtp TLS cache" in line for line in lines[stop:])
