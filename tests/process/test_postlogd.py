@@ -10,6 +10,7 @@ skeleton's echo daemon.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -17,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -159,17 +161,30 @@ def test_check_wants_a_postlog_service_when_maillog_file_is_set(inst):
     ) in result.stderr
 
 
-def test_start_fg_with_dev_stdout_shows_every_processs_lines_in_order(inst):
-    inst.write_main_cf(maillog_file="/dev/stdout", maillog_file_prefixes="/tmp, /dev/stdout")
+@contextlib.contextmanager
+def start_fg_on_stdout(inst: MiniInstance, *wrapper: str) -> Iterator[subprocess.Popen]:
+    """`minipostfix start-fg` (run by `wrapper`, e.g. unshare) with maillog_file =
+    /dev/stdout; yields the process once tlsmgr's socket exists, killed after if it
+    is still running."""
+    inst.write_main_cf(maillog_file="/dev/stdout", maillog_file_prefixes="/dev/stdout")
     proc = subprocess.Popen(
-        [MINIPOSTFIX, "-c", str(inst.etc), "start-fg"],
+        [*wrapper, MINIPOSTFIX, "-c", str(inst.etc), "start-fg"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
     )
     try:
         wait_until(lambda: (inst.queue / "private" / "tlsmgr").exists(), "tlsmgr's socket")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_start_fg_with_dev_stdout_shows_every_processs_lines_in_order(inst):
+    with start_fg_on_stdout(inst) as proc:
         lookup(inst, b"on-stdout")
         with inst.connect("private/echo") as sock:
             sock.settimeout(WAIT)
@@ -177,10 +192,6 @@ def test_start_fg_with_dev_stdout_shows_every_processs_lines_in_order(inst):
         wait_until(lambda: inst.tlsmgr_pids(), "tlsmgr")
         inst.cli("stop").check()
         out, _ = proc.communicate(timeout=WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     lines = out.splitlines()
     tags = [TAG.match(line)[1] for line in lines]
     # In order: the command's and the master's first lines, tlsmgr's, the stop.
@@ -242,25 +253,12 @@ def test_start_fg_as_pid_1_of_a_container_logs_on_stdout_and_stops_on_term(inst)
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.skip("unshare is not installed")
-    inst.write_main_cf(maillog_file="/dev/stdout", maillog_file_prefixes="/dev/stdout")
-    proc = subprocess.Popen(
-        [unshare, "--pid", "--fork", "--kill-child", MINIPOSTFIX, "-c", str(inst.etc), "start-fg"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        wait_until(lambda: (inst.queue / "private" / "tlsmgr").exists(), "tlsmgr's socket")
+    with start_fg_on_stdout(inst, unshare, "--pid", "--fork", "--kill-child") as proc:
         lookup(inst, b"in-a-container")
         (master,) = [pid for pid in processes_of(inst.root) if ns_pid(pid) == 1]
         wait_until(inst.tlsmgr_pids, "tlsmgr")
         os.kill(master, signal.SIGTERM)  # what `docker stop` sends
         out, err = proc.communicate(timeout=WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0
     assert "postfix/master[1]: daemon started" in out
     assert "lookup smtp session id=in-a-container" in out
