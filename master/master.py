@@ -163,7 +163,7 @@ def _init_logging(config: Config, foreground: bool) -> None:
 
 
 def _export_logging(config: Config) -> None:
-    """What children need to log before they read main.cf (reference 4.4)."""
+    """What children need to log before they read main.cf (maillog_client_init())."""
     os.environ[proto.ENV_MAIL_LOGTAG] = config.get("syslog_name")
     if config.get("maillog_file"):
         os.environ[proto.ENV_POSTLOG_SERVICE] = postlog_path(config)
