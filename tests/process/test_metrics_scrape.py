@@ -90,8 +90,9 @@ def test_every_figure_of_a_real_stats_reply_has_a_metric(served):
     inst, _port = served
     with inst.client() as client:
         data = parse_stats(client.stats().items)
-    assert set(data) == {"uptime", "requests", "warnings", "caches", "prng"}
+    assert set(data) == {"uptime", "requests", "warnings", "caches", "prng", "log"}
     assert set(data["warnings"]) == {"suppressed"}
+    assert set(data["log"]) == {"dropped"}
     assert set(data["caches"]["smtp"]) == set(CACHE_FIGURES)
     assert set(data["prng"]) == set(PRNG_FIGURES)
 

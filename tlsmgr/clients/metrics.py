@@ -160,6 +160,12 @@ TLSMGR_MALFORMED = _def(
 TLSMGR_SUPPRESSED = _def(
     "tlsmgr_suppressed_warnings_total", COUNTER, "", "Client warnings not logged (rate limit)."
 )
+TLSMGR_LOG_DROPPED = _def(
+    "tlsmgr_log_dropped_records_total",
+    COUNTER,
+    "",
+    "Log records postlogd's socket could not take (full or absent).",
+)
 # The figures of each enabled cache (stats.parse_stats(): caches.TYPE.KEY), by KEY.
 CACHE_FIGURES = {
     "enabled": _def("tlsmgr_cache_enabled", GAUGE, "cache", "1 when the cache is configured."),
@@ -275,6 +281,8 @@ def _tlsmgr_figures(stats: dict[str, Any] | None, add: Add) -> None:
             add(TLSMGR_REQUESTS, (name,), count)
     if "suppressed" in stats.get("warnings", {}):
         add(TLSMGR_SUPPRESSED, (), stats["warnings"]["suppressed"])
+    if "dropped" in stats.get("log", {}):
+        add(TLSMGR_LOG_DROPPED, (), stats["log"]["dropped"])
     for cache_type, fields in stats.get("caches", {}).items():
         _figures(CACHE_FIGURES, fields, add, (cache_type,))
     _figures(PRNG_FIGURES, stats.get("prng", {}), add, ())
