@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pwd
 import stat
-import threading
 import time
 
 import pytest
@@ -101,9 +100,13 @@ def test_a_second_hard_link_is_refused(tmp_path):
 def test_a_fifo_is_refused_without_blocking(tmp_path):
     path = tmp_path / "maillog"
     os.mkfifo(path)
-    reader = threading.Thread(target=lambda: open(path, "rb").close(), daemon=True)
-    reader.start()  # with a reader, a blocking open would succeed: the type check refuses
-    refused(path, "not a regular file or character device")
+    refused(path, "No such device or address")  # no reader: the open itself fails at once
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        # With a reader, the open succeeds: the type check refuses.
+        refused(path, "not a regular file or character device")
+    finally:
+        os.close(reader)
 
 
 def test_a_directory_is_refused(tmp_path):
