@@ -423,12 +423,13 @@ class Master:
         # postlogd goes last, so that it writes what the others log as they
         # leave (a cache flush warning, say) and drains its socket; from then
         # on the master writes maillog_file itself.
-        others = [service for service in self.services.values() if service is not logger]
-        for service in others:
-            self.spawner.signal_service(service, signal.SIGTERM)
+        for service in self.services.values():
+            if service is not logger:
+                self.spawner.signal_service(service, signal.SIGTERM)
         deadline = time.monotonic() + STOP_WAIT
         if not abort:
-            self.wait_children(lambda: not any(service.children for service in others), deadline)
+            # Children of services removed at a reload (TERMed then) count too.
+            self.wait_children(lambda: self.only_children_of(logger), deadline)
         fallback_only()
         if logger is not None:
             self.spawner.signal_service(logger, signal.SIGTERM)
@@ -466,6 +467,10 @@ class Master:
                 append_once(path, b"".join(record + b"\n" for record in records))
             except MaillogError as err:
                 msg_warn(f"cannot write the last {len(records)} log record(s): {err}")
+
+    def only_children_of(self, logger: Service | None) -> bool:
+        """No child is left but postlogd's."""
+        return all(child.service is logger for child in self.spawner.children.values())
 
     def wait_children(self, done: Callable[[], bool], deadline: float) -> None:
         """Reap children until done() or the deadline."""
