@@ -37,9 +37,13 @@ DESCRIPTION
     watchdog is postlogd_watchdog_timeout (10 s) instead of
     daemon_timeout.  max_idle applies: an idle postlogd exits and the
     master starts one at the next record.  pre_exit writes every record
-    still queued on the socket (at most DRAIN_LIMIT): the master logs its
-    last line before it stops postlogd, and a logrotate's reload lets the
-    old postlogd finish into the renamed file.
+    still queued on the socket (at most DRAIN_LIMIT) when postlogd is
+    stopped (TERM: the master logs its last line before it stops
+    postlogd) or idle.  At a reload (a logrotate's included) postlogd
+    leaves as the trigger server does: it stops reading at once, and
+    what is queued stays on the socket for its successor, which opens
+    maillog_file anew; so only one postlogd reads the socket at a time
+    and the records keep their order.
 
     The service must have maxproc 1 (`-l`).
 

@@ -50,10 +50,12 @@ DESCRIPTION
     channel, or the master stopped or died) and a failed status write
     both mean "leave": ctx.leaving becomes true, fd 5 is closed (no
     more records: nobody reads them) and the skeleton's drain hook runs
-    (ctx.drain, set by multi_server.py and single_server.py): stop
-    accepting, finish the requests in hand, exit 0 with pre_exit; the
-    multi-client drain lasts at most ctx.drain_time seconds, which
-    post_init may change (docs/skeleton.md, "Leaving: the drain").
+    (ctx.drain, set by multi_server.py, single_server.py and
+    trigger_server.py): stop accepting, finish the requests in hand,
+    exit 0 with pre_exit; the multi-client drain and the trigger
+    server's wait for accepted connections last at most ctx.drain_time
+    seconds, which post_init may change (docs/skeleton.md, "Leaving: the
+    drain").
     Without a drain hook: pre_exit, exit 0 at once.
 
 SECURITY

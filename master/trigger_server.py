@@ -38,14 +38,21 @@ DESCRIPTION
     Guarantees:
     - Each message counts as one use (ctx.use_count); exit 0 after
       max_use messages and after max_idle seconds without one (both
-      unless 0), after EOF on fd 5 (the master went away or reloaded),
-      and on TERM or INT; pre_exit runs first in every case.
+      unless 0), and on TERM or INT; pre_exit runs first in every case.
+    - Told to leave (EOF on fd 5: the master went away or reloaded; or
+      a failed status write), the process stops taking triggers: its
+      listeners are no longer watched and it closes its copies at once,
+      so what arrives next waits in the master's listener for the
+      successor.  A unix connection already accepted still gets its
+      call when its trigger comes, until ctx.drain_time seconds after
+      the drain began (`drain deadline: closing N connection(s)`); then
+      pre_exit, exit 0.
     - Status records as the other skeletons send them (skeleton.run_loop):
       TAKEN with the first message of a busy spell, AVAIL when the loop
       is about to wait again (Postfix sends a pair per message).  TAKEN
       goes out after the message is handled: when the master has
-      reloaded, that write fails and the process leaves (pre_exit, exit
-      0), and the message it had read is not lost.
+      reloaded, that write fails and the process leaves as above, and
+      the message it had read is not lost.
     - Several processes of one service (maxproc > 1) may share a
       listener: reads are non-blocking, and the one that finds the
       message handles it.
@@ -121,6 +128,8 @@ class TriggerServer:
         self.loop = loop
         self._active = False  # a message since the idle timer was last armed
         self._sockets = {lsock.fileno(): lsock for lsock in ctx.listeners}
+        # unix connections accepted and waiting for their trigger: fd -> close it
+        self._pending: dict[int, Callable[[], None]] = {}
 
     def serve(self) -> None:
         ctx = self.ctx
@@ -137,10 +146,34 @@ class TriggerServer:
         }[ctx.options.transport]
         for fd in ctx.listen_fds:
             ctx.events.enable_read(fd, reader)
+        ctx.drain = self.drain
         skeleton.run_loop(ctx, self._keep_going, self._turn)
 
     def _keep_going(self) -> bool:
-        return self.ctx.max_use == 0 or self.ctx.use_count < self.ctx.max_use
+        ctx = self.ctx
+        if ctx.leaving:
+            return bool(self._pending)
+        return ctx.max_use == 0 or ctx.use_count < ctx.max_use
+
+    def drain(self) -> None:
+        """Told to leave: take no more triggers; accepted connections get until the deadline."""
+        ctx = self.ctx
+        for fd in ctx.listen_fds:
+            ctx.events.disable(fd)
+        for listener in ctx.listeners:
+            listener.close()
+        for fd in ctx.fifos:
+            os.close(fd)
+        self._sockets.clear()
+        ctx.listeners, ctx.fifos = [], []
+        if self._pending:
+            ctx.events.request_timer(ctx.drain_time, self._drain_deadline)
+
+    def _drain_deadline(self, _loop: EventLoop) -> None:
+        if self._pending:
+            msg_info(f"drain deadline: closing {len(self._pending)} connection(s)")
+        for close in list(self._pending.values()):
+            close()
 
     def _turn(self, ctx: ServerContext) -> float | None:
         """Re-arm max_idle once per turn that had messages, then the daemon's hook."""
@@ -179,8 +212,8 @@ class TriggerServer:
         if log.msg_verbose:
             msg_info("dgram_server_accept: request arrived")
         for _ in range(DGRAM_BURST):
-            if not self._keep_going():
-                return
+            if self.ctx.leaving or not self._keep_going():
+                return  # leaving: the drain has closed fd
             try:
                 data = os.read(fd, DGRAM_BUF_SIZE)
             except BlockingIOError:
@@ -208,6 +241,7 @@ class TriggerServer:
         timer: Any = None
 
         def done() -> None:
+            del self._pending[cfd]
             loop.disable(cfd)
             loop.cancel_timer(timer)
             conn.close()
@@ -224,4 +258,5 @@ class TriggerServer:
                 self._wakeup(data)
 
         timer = loop.request_timer(TRIGGER_READ_TIMEOUT, lambda _loop: done())
+        self._pending[cfd] = done
         loop.enable_read(cfd, readable)

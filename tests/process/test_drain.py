@@ -11,12 +11,12 @@ leaves.
 from __future__ import annotations
 
 import functools
-import os
 import select
 import socket
 
 import pytest
 
+from support import procs
 from support.sockets import recv_all, recv_line
 from support.waiting import wait_until
 
@@ -37,24 +37,11 @@ def _nothing_yet(sock: socket.socket) -> bool:
     return not select.select([sock], [], [], 0)[0]
 
 
-def _holds_listener(pid: int, listener: socket.socket) -> bool:
-    """Whether the process has the listening socket among its descriptors."""
-    inode = f"socket:[{os.fstat(listener.fileno()).st_ino}]"
-    folder = f"/proc/{pid}/fd"
-    links = []
-    for name in os.listdir(folder):
-        try:
-            links.append(os.readlink(f"{folder}/{name}"))
-        except OSError:
-            pass
-    return inode in links
-
-
 def test_a_client_that_connected_just_before_gets_its_first_answer(multi):
     inst, fm, child = multi()
     sock = fm.greeted()  # connected, nothing sent yet
     fm.close_status()
-    wait_until(lambda: not _holds_listener(child.pid, fm.listeners[0]), "the listener closed")
+    wait_until(lambda: not procs.holds(child.pid, fm.listeners[0]), "the listener closed")
     assert _nothing_yet(sock)
     _exchange(sock, b"first request")
     assert recv_all(sock) == b""  # closed right after its first answer
@@ -69,7 +56,7 @@ def test_answered_idle_connections_close_at_once_and_nothing_is_accepted(multi):
     waiting = fm.greeted()
     fm.close_status()
     assert recv_all(answered) == b""  # idle and answered: nothing to wait for
-    wait_until(lambda: not _holds_listener(child.pid, fm.listeners[0]), "the listener closed")
+    wait_until(lambda: not procs.holds(child.pid, fm.listeners[0]), "the listener closed")
     late = fm.connect()  # queued in the master's listener for a successor
     _exchange(waiting, b"after the reload")
     assert recv_all(waiting) == b""

@@ -16,7 +16,9 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
@@ -288,3 +290,30 @@ def test_records_queued_while_no_postlogd_runs_are_written_at_stop(inst):
     lines = inst.maillog.read_text().splitlines()
     stop = next(i for i, line in enumerate(lines) if "terminating on signal 15" in line)
     assert any(f"tlsmgr[{tlsmgr}]: close smtp TLS cache" in line for line in lines[stop:])
+
+
+def test_a_reload_loses_no_record_and_keeps_their_order(inst):
+    # The old postlogd stops reading at the reload (the trigger server's drain);
+    # what is queued on the socket then, or sent meanwhile, goes to its successor.
+    inst.cli("start").check()
+    old = set(wait_until(inst.postlogd_pids, "postlogd"))
+    reload = threading.Thread(target=lambda: inst.cli("reload").check())
+    reload.start()
+    sent, after = 0, 0
+    deadline = time.monotonic() + WAIT
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.connect(str(inst.queue / "public" / "postlog"))
+        sender.settimeout(WAIT)  # blocking: waits while the queue is full
+        while after < 200 and time.monotonic() < deadline:
+            sender.send(f"Dec 04 00:00:00 localhost test/sender[1]: record {sent}".encode())
+            sent += 1
+            if not old & set(inst.postlogd_pids()):
+                after += 1  # the old postlogd is gone: these go to its successor
+    reload.join()
+    assert after == 200, "the old postlogd did not leave"
+    inst.wait_log(f"record {sent - 1}$")
+    got = [int(line.split()[-1]) for line in inst.log().splitlines() if "test/sender" in line]
+    assert got == list(range(sent))
+    assert "reload -- version" in inst.log()
+    assert inst.postlogd_pids()  # the successor
+    inst.cli("stop").check()

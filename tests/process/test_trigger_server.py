@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import signal
 import socket
 
 import pytest
 
+from support import procs
 from support.procs import proc_ids
 from support.waiting import WAIT, wait_until
 
@@ -109,6 +111,52 @@ def test_master_eof_or_term_run_pre_exit_and_exit_0(trigger, how):
         child.kill(signal.SIGTERM)
     assert child.wait() == 0
     assert traces(inst, "pre_exit")
+
+
+@pytest.mark.parametrize("transport", ["unix-dgram", "fifo"])
+def test_told_to_leave_it_takes_no_more_triggers(trigger, transport):
+    # What comes after EOF on fd 5 waits in the master's listener for the successor.
+    inst, fm, child = trigger(transport=transport)
+    fm.send(b"before")
+    wait_traces(inst, 1)
+    fm.close_status()
+    assert child.wait() == 0
+    assert traces(inst, "pre_exit")
+    fm.send(b"after")
+    assert os.read(fm.listeners[0].fileno(), 100) == b"after"  # still queued
+    assert len(traces(inst)) == 1
+
+
+def test_a_unix_connection_accepted_before_the_drain_gets_its_call(trigger):
+    inst, fm, child = trigger(transport="unix")
+    early = _accepted(inst, fm, child)
+    fm.close_status()
+    wait_until(lambda: not procs.holds(child.pid, fm.listeners[0]), "the listener closed")
+    queued = fm.connect()  # waits in the listener for a successor
+    early.sendall(b"late trigger")
+    assert "b'late trigger'" in wait_traces(inst, 1)[0]
+    assert child.wait() == 0
+    assert len(traces(inst)) == 1
+    assert not select.select([queued], [], [], 0)[0]  # no EOF: still in the listen queue
+
+
+def test_the_drain_deadline_closes_a_silent_unix_connection(trigger):
+    inst, fm, child = trigger({"echo_drain_time": "1s"}, transport="unix")
+    silent = _accepted(inst, fm, child)
+    fm.close_status()
+    assert silent.recv(10) == b""
+    assert child.wait() == 0
+    assert "drain deadline: closing 1 connection(s)" in inst.log()
+    assert traces(inst, "pre_exit") and not traces(inst)
+
+
+def _accepted(inst, fm, child) -> socket.socket:
+    """A connection the child has accepted (it holds one more socket) and that is silent."""
+    wait_traces(inst, 0, "post_init")
+    before = procs.socket_fds(child.pid)
+    sock = fm.connect()
+    wait_until(lambda: procs.socket_fds(child.pid) > before, "the child to accept")
+    return sock
 
 
 def test_an_exception_in_the_service_is_logged_and_exit_1(trigger):

@@ -9,6 +9,7 @@ SYNOPSIS
     procs.children_of(pid); procs.cpu_seconds(pid); procs.memory_kb(pid)["VmRSS"]
     procs.socket_fds(pid)             # sockets it holds
     procs.fd_targets(pid)             # {fd: what /proc/PID/fd/N links to}
+    procs.holds(pid, listener)        # has that socket, fifo or file open
     procs.blocked_in(pid, "do_sys_poll")  # asleep in that kernel function (a thread id too)
     procs.waits_in_loop(pid)          # asleep in epoll_wait: its event loop is idle
     procs.is_tlsmgr(pid); procs.is_postlogd(pid); procs.is_program(pid, name)
@@ -48,6 +49,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def proc_stat(pid: int) -> list[str] | None:
@@ -186,6 +188,19 @@ def fd_targets(pid: int) -> dict[int, str]:
         except OSError:
             pass
     return targets
+
+
+def holds(pid: int, file: Any) -> bool:
+    """Whether the process has `file` (anything with fileno(): a socket, a fifo) open."""
+    mine = os.fstat(file.fileno())
+    for fd in fd_targets(pid):
+        try:
+            theirs = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino):
+            return True
+    return False
 
 
 def blocked_in(pid: int, function: str) -> bool:
