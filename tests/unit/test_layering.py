@@ -6,7 +6,8 @@ Rules:
 2. master/ imports nothing from tlsmgr/.
 3. Single owners: selectors and signal handlers only in events.py; fork/exec/wait/spawn only in
    spawn.py; chroot/set*id/initgroups only in privs.py; berkeleydb only in dbhash.py; Crypto only
-   in prng.py; python-daemon only in control.py; prometheus_client only in clients/metrics.py.
+   in prng.py (and the Redis sealing, see EXCEPTIONS); hiredis only in redisconn.py;
+   python-daemon only in control.py; prometheus_client only in clients/metrics.py.
 4. The client side (tlsmgr/client.py, tlsmgr/clients/) uses only attr.py and protocol.py from the
    server side; the smtpd test server may also use master/'s skeleton, never tlsmgr's stores.
 5. Tests and benchmarks share one support package, tests/support (`support`, on the import path
