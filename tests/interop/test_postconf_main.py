@@ -18,22 +18,20 @@ import sys
 
 import pytest
 
+from master.builtin import builtin_defaults
 from master.config import parse_main_cf
 from master.errors import ConfigError
 from support.config_corpus import DATA, MAIN_CORPUS, expected_error
 from support.postconf_diff import assert_same, mini, real
 from support.postfix import DEBIAN_MASTER_CF, settled
+from tlsmgr.params import PARAMS
 
 pytestmark = pytest.mark.postfix
 
 # Names whose values depend on the process that asks (see test_postconf_differences.py).
 PER_PROCESS = {"process_id", "process_name"}
 # minipostfix's own parameters (tlsmgr's rows), which Postfix's postconf does not list.
-OURS = (
-    "tls_session_cache_max_entries =",
-    "tls_session_cache_size_limit =",
-    "tls_session_ticket_secret_file =",
-)
+OURS = tuple(f"{row.name} =" for row in PARAMS if row.name not in builtin_defaults().values)
 ALWAYS = ["myhostname", "mydomain", "myorigin", "mynetworks", "relay_domains"]
 
 
