@@ -13,6 +13,7 @@ SYNOPSIS
     cfg.raw("name")                 # main.cf (or -o) text, unexpanded, or None
     cfg.expand("$queue_directory/pid")
     cfg.check()                     # read every typed row once: fail early
+    cfg.located(ParamError(what, name))  # at main.cf:LINE or -o name=value
     svc = cfg.with_overrides([("max_idle", "10")], origin="master.cf:12")
 
     logical_lines(text, filename, warn) -> [(first line number, text)]
@@ -435,7 +436,7 @@ class Config:
         try:
             return self.defaults.get(name)
         except ParamError as err:
-            raise self._located(err) from None
+            raise self.located(err) from None
 
     def lookup_raw(self, name: str) -> str | None:
         value = self.values.get(name)
@@ -449,7 +450,7 @@ class Config:
         try:
             return expand_macros(raw, self.values.get, owner=name)
         except MacroError as err:
-            raise self._located(err) from None
+            raise self.located(err) from None
 
     # Expansion and typed access.
     def expand(self, text: str, owner: str | None = None) -> str:
@@ -457,7 +458,7 @@ class Config:
         try:
             return expand_macros(text, self.lookup_raw, owner)
         except ParamError as err:
-            raise self._located(err) from None
+            raise self.located(err) from None
 
     def get(self, name: str) -> str:
         """The expanded value; the default when not set; '' when unknown."""
@@ -517,9 +518,12 @@ class Config:
             raise self._error(name, f"invalid {name}: {value} (max {row.max})")
 
     # Diagnostics.
-    def _located(self, err: ParamError) -> ConfigError:
-        """err at the place that defines its parameter, when there is one."""
-        return self._error(err.owner, err.message) if err.owner else err
+    def located(self, err: ConfigError) -> ConfigError:
+        """err at the place that sets its parameter: a ParamError naming one (a daemon's
+        check that spans parameters raises one too); any other error as it is."""
+        if isinstance(err, ParamError) and err.owner:
+            return self._error(err.owner, err.message)
+        return err
 
     def _error(self, name: str | None, message: str) -> ConfigError:
         """A ConfigError at main.cf:LINE, or at [ORIGIN: ]-o name=value, or at no place

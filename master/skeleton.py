@@ -34,7 +34,9 @@ DESCRIPTION
     maillog_file is set; a daemon never opens maillog_file); pre_init(ctx)
     as root; the jail (privs.chroot_uid) when started as root;
     post_init(ctx); serve(ctx), the skeleton's own accept loop; pre_exit
-    and exit 0.
+    and exit 0.  A daemon's own check that spans parameters raises
+    ParamError(what, name) (master/errors.py) from pre_init or post_init:
+    fatal, at the place that sets `name`.
 
     An exception that escapes a hook, a handler or the loop is caught once,
     here: logged with its traceback, exit 1 (pre_exit is not run: the
@@ -267,11 +269,9 @@ def server_main(
     try:
         args = list(sys.argv if argv is None else argv)
         ctx = _start(args, events, params, solitary, transports, pre_exit)
-        if pre_init is not None:
-            pre_init(ctx)
+        _run_hook(pre_init, ctx)
         _enter_jail(ctx)
-        if post_init is not None:
-            post_init(ctx)
+        _run_hook(post_init, ctx)
         _prepare_loop(ctx)
         serve(ctx)
         ctx.exit(0)
@@ -432,6 +432,16 @@ def _read_params(config: Config, params: Sequence[Param]) -> dict[str, Any]:
     except ConfigError as err:
         _config_fatal(config.config_dir, err)
     return values
+
+
+def _run_hook(hook: Hook | None, ctx: ServerContext) -> None:
+    """pre_init or post_init; a ConfigError it raises is fatal at the place of its parameter."""
+    if hook is None:
+        return
+    try:
+        hook(ctx)
+    except ConfigError as err:
+        _config_fatal(ctx.config.config_dir, ctx.config.located(err))
 
 
 def _config_fatal(config_dir: str, err: Exception) -> NoReturn:

@@ -201,6 +201,15 @@ def test_main_cf_syntax_error_names_file_and_line(lab):
     _fatal(inst, fm.spawn(), text, where="stderr")
 
 
+def test_a_hooks_own_check_is_fatal_at_the_place_of_its_parameter(lab):
+    # pre_init raises ParamError naming echo_trace_file: main.cf's line 6 sets it.
+    inst, fm = lab.echo(main_cf={"echo_trace_file": "trace"})
+    what = "parameter echo_trace_file: not an absolute path: trace"
+    _fatal(inst, fm.spawn(), f"{inst.etc}/main.cf:6: {what}")
+    inst, fm = lab.echo(args=["-o", "echo_trace_file=trace"])
+    _fatal(inst, fm.spawn(), f"service echo: -o echo_trace_file=trace: {what}")
+
+
 def test_unknown_option_is_fatal(lab):
     inst, fm = lab.echo()
     child = fm.spawn(argv=["echo", "-l", "-t", "unix", "-Q"])

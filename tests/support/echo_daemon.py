@@ -11,7 +11,8 @@ DESCRIPTION
     this Python and which runs daemon_main(kind): an echo service with
     its own parameters (ECHO_PARAMS, echo_*) and hooks that leave traces
     in echo_trace_file ("pre_init euid=N PID", "post_init euid=N PID",
-    "pre_exit PID", "loop_done PID").  The script's one sys.path line
+    "pre_exit PID", "loop_done PID"; a relative echo_trace_file is a
+    ParamError from pre_init).  The script's one sys.path line
     names the tests folder: the master starts its children with a clean
     environment, so nothing else would let the script import this module.
 
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from master.config import Param
+from master.errors import ParamError
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -159,6 +161,9 @@ def daemon_main(kind: str, solitary: bool = False, handover: bool = False) -> No
     def pre_init(ctx: Any) -> None:
         # Opened as root, before the jail: the path is outside it.
         path = ctx.config.get("echo_trace_file")
+        if path and not os.path.isabs(path):
+            # A hook's own check: the skeleton reports it at the place that sets the name.
+            raise ParamError(f"not an absolute path: {path}", "echo_trace_file")
         if path:
             state["trace_fd"] = os.open(path, os.O_WRONLY | os.O_APPEND)
         state["greeting"] = ctx.config.get("echo_greeting").encode() + b"\n"
