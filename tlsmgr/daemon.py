@@ -28,11 +28,20 @@ DESCRIPTION
         mail_owner, start the key chain from it and the saved state in
         data_directory (keyfiles.start_chain); the secret and C(0) are
         erased before the jail.  Without it (or with smtpd tickets off)
-        a chain state left by an earlier run is removed.
+        a chain state left by an earlier run is removed.  With
+        tls_session_cache_redis: checked (it needs the secret file and
+        smtpd tickets on; a unix: socket must lie inside the jail when
+        tlsmgr is chrooted: each a fatal configuration error), its host
+        resolved (a failure is a warning: no Redis until the next start),
+        the Redis modules imported (only then: they cost start-up time),
+        and the chain made to keep the seal keys of as many past epochs
+        as an entry can live (the longest enabled cache timeout / H, plus
+        one).
     post_init (after chroot and the drop to mail_owner):
         max_idle = max_use = 0 (tlsmgr is persistent); on the first loop
         turn: reseed, mix the exchange file in and rewrite it; start every cache's cleanup
-        timer; build the Service.
+        timer; the Redis second level (redislevel.py; it connects from the
+        first loop turn); build the Service.
     timers:
         reseed_event      every reseed_period x byte/255: read the source;
                           a lost source saves the exchange file, logs and
@@ -45,18 +54,20 @@ DESCRIPTION
                           the new floor state in place).
         warning_flush_event  every 60 s: the "N more warnings ...
                           suppressed" line, when client warnings were
-                          rate-limited (service.WarningLimit).
+                          rate-limited (service.WarningLimit); the same
+                          for warnings about values in Redis.
     loop (every loop turn):
         mix the time of day; advance each running cleanup scan by
         CLEANUP_BUDGET entries; return 0 while a scan has work left.
     reload: the skeleton's drain hands the connections between requests
         to the successor (multi_server handover): a connection carries no
-        state of tlsmgr's between requests.
+        state of tlsmgr's between requests (one whose lookup waits for
+        Redis is not between requests until its reply is written).
     pre_exit (TERM, INT, master EOF at stop or reload once drained, max_use):
-        close (flush) the caches, save the exchange file, erase the key
-        chain.  Postfix's tlsmgr dies on TERM without saving; ours saves.
-        A cache whose last flush fails (a full disk) costs a warning, not
-        the others' flush.
+        close (flush) the caches, close the Redis connection, save the
+        exchange file, erase the key chain.  Postfix's tlsmgr dies on TERM
+        without saving; ours saves.  A cache whose last flush fails (a full
+        disk) costs a warning, not the others' flush.
 
 SECURITY
     Privileged code opens, unprivileged code reads: the entropy source is
@@ -81,7 +92,7 @@ from typing import Any
 
 from master import log, multi_server, privs
 from master.config import Config
-from master.errors import ConfigError
+from master.errors import ConfigError, ParamError
 from master.events import EventLoop
 from master.log import msg_fatal
 from master.skeleton import ServerContext
@@ -115,6 +126,8 @@ class Tlsmgr:
         self.tickets: SharedTicketKeys | None = None
         self.roots: keychain.Roots | None = None
         self.chain_file: keyfiles.StateFile | None = None
+        self.redis_address: Any = None  # redisconn.RedisAddress, when Redis is configured
+        self.redis: Any = None  # redislevel.RedisLevel, after post_init
 
     # -- hooks ----------------------------------------------------------
 
@@ -126,6 +139,7 @@ class Tlsmgr:
             cfg.get("tls_random_source"), cfg.get_int("tls_random_bytes")
         )
         self.specs = _plan(cfg)
+        self.redis_address = self._redis_address(ctx)
         secret = self._read_secret(ctx)
         with _as_mail_owner(ctx):
             self._open_chain(ctx, secret)
@@ -147,8 +161,25 @@ class Tlsmgr:
         ]
         if self.chain is not None:
             self.tickets = SharedTicketKeys(self.chain)
+        if self.redis_address is not None and self.chain is not None:
+            from tlsmgr import redislevel  # imported in pre_init already
+
+            assert self.roots is not None
+            self.redis = redislevel.open_level(
+                ctx.events,
+                self.redis_address,
+                self.chain,
+                self.roots,
+                budget=cfg.get_int("tls_session_cache_redis_read_budget") / 1000,
+                log=log,
+            )
         self.service = service.Service(
-            slots, rand=self.pool, log=log, started=time.time(), tickets=self.tickets
+            slots,
+            rand=self.pool,
+            log=log,
+            started=time.time(),
+            tickets=self.tickets,
+            second_level=self.redis,
         )
         if self.source is not None:
             ctx.events.request_timer(0, self.reseed_event)
@@ -178,6 +209,8 @@ class Tlsmgr:
                 # A full disk: the pages are lost, as the next start truncates anyway.
                 log.msg_warn(f"{cache_type} TLS cache: {err}")
         self.caches.clear()
+        if self.redis is not None:
+            self.redis.close()
         if self.pool is not None:
             entropy.save_at_exit(self.exch, self.pool)
         if self.tickets is not None:
@@ -218,7 +251,10 @@ class Tlsmgr:
 
     def warning_flush_event(self, events: EventLoop) -> None:
         assert self.service is not None
-        self.service.warnings.flush(time.time())
+        now = time.time()
+        self.service.warnings.flush(now)
+        if self.redis is not None:
+            self.redis.warnings.flush(now)
         events.request_timer(service.WARN_INTERVAL, self.warning_flush_event)
 
     def _cache_run_event(self, cache_type: str) -> Any:
@@ -259,12 +295,56 @@ class Tlsmgr:
         if secret is None:
             _remove_stale(state_path)
             return
+        keep_past = keychain.TICKET_PAST_EPOCHS
+        if self.redis_address is not None:
+            # Sealed Redis entries live as long as the longest cache timeout.
+            longest = max(s.timeout for s in self.specs if s.enabled)
+            keep_past = max(keep_past, keychain.past_epochs(longest, period))
         try:
             self.chain, self.roots, self.chain_file = keyfiles.start_chain(
-                secret, state_path, period, time.time(), keep_past=keychain.TICKET_PAST_EPOCHS
+                secret, state_path, period, time.time(), keep_past=keep_past
             )
         except keyfiles.KeyFileError as err:
             msg_fatal(str(err))
+
+    def _redis_address(self, ctx: ServerContext) -> Any:
+        """tls_session_cache_redis checked and resolved (a redisconn.RedisAddress),
+        or None; ParamError for a configuration error (fatal, at its main.cf line)."""
+        cfg = ctx.config
+        name = "tls_session_cache_redis"
+        text = cfg.get(name)
+        if not text:
+            return None
+        if not cfg.get("tls_session_ticket_secret_file"):
+            raise ParamError(
+                f"{text} requires tls_session_ticket_secret_file: entries in Redis are"
+                " sealed with keys derived from that secret",
+                name,
+            )
+        smtpd = next((s for s in self.specs if s.cache_type == "smtpd"), None)
+        if smtpd is None or smtpd.timeout == 0:
+            raise ParamError(
+                f"{text} requires smtpd_tls_session_cache_timeout above 0:"
+                " half of it is the key epoch",
+                name,
+            )
+        if not any(s.enabled for s in self.specs):
+            log.msg_warn(f"{name} is not used: no TLS session cache is enabled")
+            return None
+        # Speed: the Redis modules (pycryptodome's AEAD, hiredis) only when configured.
+        from tlsmgr import redisconn, redislevel  # noqa: F401
+
+        try:
+            address = redisconn.RedisAddress.parse(text)
+            if ctx.options.chroot and os.geteuid() == 0:
+                address = address.inside_jail(ctx.queue_directory)
+        except redisconn.AddressError as err:
+            raise ParamError(str(err), name) from None
+        try:
+            return address.resolved()
+        except redisconn.AddressError as err:
+            log.msg_warn(f"{err}; no Redis until tlsmgr restarts")
+            return None
 
     def _open_exchange(self, ctx: ServerContext) -> exchange.ExchangeFile | None:
         assert self.pool is not None

@@ -8,8 +8,10 @@ DESCRIPTION
     3.7's defaults and bounds, plus minipostfix's own
     tls_session_cache_max_entries and tls_session_cache_size_limit
     (tlsmgr(8) BUGS: nothing bounded the number of cache entries or the
-    size of the cache files) and tls_session_ticket_secret_file (ticket
-    keys shared by several hosts, docs/cluster.md).  `minipostconf -d`
+    size of the cache files), tls_session_ticket_secret_file (ticket
+    keys shared by several hosts, docs/cluster.md) and
+    tls_session_cache_redis with its read budget (a Redis server shared
+    by several hosts behind every session cache).  `minipostconf -d`
     finds this table through the `minipostfix.params` entry point group,
     so master/ never imports tlsmgr/.
 
@@ -112,6 +114,22 @@ PARAMS: tuple[Param, ...] = (
         "0400), the same on several hosts, from which each tlsmgr derives the same session "
         "ticket keys (docs/tlsmgr.md, docs/cluster.md); empty gives each tlsmgr random keys "
         "(Postfix's behaviour).",
+    ),
+    Param(
+        "tls_session_cache_redis",
+        "",
+        doc="minipostfix: `inet:HOST:PORT[/DB]` or `unix:/path[/DB]` of a Redis server that "
+        "several hosts share behind every enabled session cache, its entries sealed with keys "
+        "from tls_session_ticket_secret_file, which it requires (docs/tlsmgr.md, "
+        "docs/cluster.md); empty means local caches only.",
+    ),
+    Param(
+        "tls_session_cache_redis_read_budget",
+        "20",
+        "int",
+        1,
+        1000,
+        doc="minipostfix: milliseconds a lookup waits for Redis before it answers a miss.",
     ),
     Param(
         "tls_random_source",

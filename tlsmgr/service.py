@@ -114,6 +114,7 @@ SEE ALSO
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -178,6 +179,24 @@ class SessionStore(Protocol):
     def stats(self) -> dict[str, int]: ...
 
 
+class SecondLevel(Protocol):
+    """A store shared behind every enabled cache (redislevel.RedisLevel)."""
+
+    def fetch(self, cache_type: str, cache_id: str, now: float, done: Fetched) -> bool: ...
+
+    def store(
+        self, cache_type: str, cache_id: str, session: bytes, now: float, timeout: int
+    ) -> None: ...
+
+    def delete(self, cache_type: str, cache_id: str) -> None: ...
+
+    def stats(self) -> dict[str, str]: ...
+
+
+# done(session, expires) of SecondLevel.fetch(): (None, 0) for a miss.
+Fetched = Callable[[bytes | None, int], None]
+
+
 class Handle(Protocol):
     """What TlsmgrHandler uses of the skeleton's per-connection handle
     (multi_server.Connection; its `peer` too, when it has one)."""
@@ -187,7 +206,34 @@ class Handle(Protocol):
 
     def hold(self) -> None: ...
 
+    def pause(self) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
     def close_after_write(self) -> None: ...
+
+
+class Pending:
+    """A reply that comes later: a lookup that went to the second level.
+
+    Whoever gets one from Service.handle() calls when_done(callback) at
+    once; callback(reply) then runs exactly once, later, from the event
+    loop (never from inside handle())."""
+
+    __slots__ = ("reply", "_callback")
+
+    def __init__(self) -> None:
+        self.reply: Reply | None = None
+        self._callback: Callable[[Reply], None] | None = None
+
+    def when_done(self, callback: Callable[[Reply], None]) -> None:
+        self._callback = callback
+
+    def finish(self, reply: Reply) -> None:
+        callback, self._callback = self._callback, None
+        self.reply = reply
+        if callback is not None:
+            callback(reply)
 
 
 class _NullLog:
@@ -204,8 +250,15 @@ NULL_LOG = _NullLog()
 class WarningLimit:
     """At most `burst` warnings per `interval` seconds; see the module docstring."""
 
-    def __init__(self, log: Any, burst: int = WARN_BURST, interval: float = WARN_INTERVAL) -> None:
+    def __init__(
+        self,
+        log: Any,
+        burst: int = WARN_BURST,
+        interval: float = WARN_INTERVAL,
+        subject: str = "client requests",
+    ) -> None:
         self.log = log
+        self.subject = subject
         self.burst = burst
         self.interval = interval
         self.suppressed = 0  # lines not written, since start (for stats)
@@ -230,7 +283,7 @@ class WarningLimit:
             return
         if self._held:
             self.log.msg_warn(
-                f"{self._held} more warnings about client requests suppressed"
+                f"{self._held} more warnings about {self.subject} suppressed"
                 f" (at most {self.burst} per {self.interval:g}s)"
             )
         self._start, self._written, self._held = now, 0, 0
@@ -312,8 +365,10 @@ class Service:
         started: float = 0.0,
         tickets: TicketKeys | SharedTicketKeys | None = None,
         warnings: WarningLimit | None = None,
+        second_level: SecondLevel | None = None,
     ) -> None:
         self.slots = {slot.cache_type: slot for slot in slots}
+        self.second_level = second_level
         self.rand = rand
         self.log = log
         self.warnings = warnings or WarningLimit(log)
@@ -321,7 +376,7 @@ class Service:
         smtpd = self.slots.get("smtpd")
         self.tickets = tickets or TicketKeys(smtpd.timeout if smtpd else 0, rand)
         self.counts: Counter[str] = Counter()
-        self._dispatch: dict[str, Callable[[Request, float], Reply]] = {
+        self._dispatch: dict[str, Callable[[Request, float], Reply | Pending]] = {
             REQ_SEED: self._seed,
             REQ_LOOKUP: self._lookup,
             REQ_UPDATE: self._update,
@@ -331,8 +386,9 @@ class Service:
             REQ_STATS: self._stats,
         }
 
-    def handle(self, request: Request, now: float) -> Reply:
-        """Answer one request; never raises for anything a client can send."""
+    def handle(self, request: Request, now: float) -> Reply | Pending:
+        """Answer one request; never raises for anything a client can send.
+        A Pending only for a lookup that went to the second level."""
         if request.error is not None:
             self.counts["malformed"] += 1
             return Reply(request.name, Status.FAIL)
@@ -360,7 +416,7 @@ class Service:
             return Reply(REQ_SEED, Status.FAIL)
         return Reply(REQ_SEED, Status.OK, self.rand.draw(request.size))
 
-    def _lookup(self, request: Request, now: float) -> Reply:
+    def _lookup(self, request: Request, now: float) -> Reply | Pending:
         slot = self._slot(request, now)
         if slot is None or slot.store is None:
             return Reply(REQ_LOOKUP, Status.FAIL)
@@ -368,9 +424,30 @@ class Service:
             session = slot.store.lookup(request.cache_id, now)
         except StoreError:
             return Reply(REQ_LOOKUP, Status.FAIL)
-        if session is None:
-            return Reply(REQ_LOOKUP, Status.ERR)
-        return Reply(REQ_LOOKUP, Status.OK, session)
+        if session is not None:
+            return Reply(REQ_LOOKUP, Status.OK, session)
+        if self.second_level is not None:
+            pending = Pending()
+            done = self._fetched(slot, request.cache_id, now, pending)
+            if self.second_level.fetch(slot.cache_type, request.cache_id, now, done):
+                return pending
+        return Reply(REQ_LOOKUP, Status.ERR)
+
+    @staticmethod
+    def _fetched(slot: CacheSlot, cache_id: str, now: float, pending: Pending) -> Fetched:
+        """What to do with the second level's answer: a session found there is
+        stored locally to expire when it does there (never later), and sent, also
+        when the local cache refuses the copy (StoreError: it has logged why)."""
+
+        def done(session: bytes | None, expires: int) -> None:
+            if session is None or slot.store is None:
+                pending.finish(Reply(REQ_LOOKUP, Status.ERR))
+                return
+            with contextlib.suppress(StoreError):
+                slot.store.update(cache_id, session, min(now, expires - slot.timeout))
+            pending.finish(Reply(REQ_LOOKUP, Status.OK, session))
+
+        return done
 
     def _update(self, request: Request, now: float) -> Reply:
         slot = self._slot(request, now)
@@ -382,12 +459,18 @@ class Service:
             slot.store.update(request.cache_id, request.session, now)
         except StoreError:
             return Reply(REQ_UPDATE, Status.FAIL)
+        if self.second_level is not None:
+            self.second_level.store(
+                slot.cache_type, request.cache_id, request.session, now, slot.timeout
+            )
         return Reply(REQ_UPDATE, Status.OK)
 
     def _delete(self, request: Request, now: float) -> Reply:
         slot = self._slot(request, now)
         if slot is None or slot.store is None:
             return Reply(REQ_DELETE, Status.FAIL)
+        if self.second_level is not None:
+            self.second_level.delete(slot.cache_type, request.cache_id)
         try:
             deleted = slot.store.delete(request.cache_id)
         except StoreError:
@@ -424,6 +507,8 @@ class Service:
             items.append((f"{cache_type}.timeout", str(slot.timeout)))
             if slot.store is not None:
                 items += [(f"{cache_type}.{k}", str(v)) for k, v in slot.store.stats().items()]
+        if self.second_level is not None:
+            items += [(f"redis.{k}", v) for k, v in self.second_level.stats().items()]
         rand_stats = getattr(self.rand, "stats", None)
         if callable(rand_stats):
             items += [(f"prng.{k}", str(v)) for k, v in rand_stats().items()]
@@ -449,6 +534,7 @@ class TlsmgrHandler:
         self.malformed = 0
         self._input = b""  # received, not yet handed to the decoder
         self._offset = 0  # how much of it was
+        self._pending: Pending | None = None  # a lookup waiting for the second level
 
     def connection_made(self) -> bytes:
         return GREETING
@@ -466,7 +552,11 @@ class TlsmgrHandler:
         else:
             requests = self.proto.whole_requests(data, 1)
             if requests is not None:
-                return protocol.encode_reply(self._answer(requests[0]))
+                answer = self._answer(requests[0])
+                if isinstance(answer, Pending):
+                    self._wait(answer)
+                    return b""
+                return protocol.encode_reply(answer)
             self._input = data
         return self._work()
 
@@ -476,8 +566,22 @@ class TlsmgrHandler:
 
     @property
     def between_requests(self) -> bool:
-        """No partial request, no undecoded input (replies are never pending)."""
-        return not self._input and not self.proto.buffered
+        """No partial request, no undecoded input, no reply pending."""
+        return not self._input and not self.proto.buffered and self._pending is None
+
+    def _wait(self, pending: Pending) -> None:
+        """A reply that comes later: read nothing more until it is written."""
+        self._pending = pending
+        self.conn.pause()
+        pending.when_done(self._late_reply)
+
+    def _late_reply(self, reply: Reply) -> None:
+        """Write the late reply after everything before it, then go on with the rest."""
+        self._pending = None
+        if self.closing:
+            return
+        self.conn.write(protocol.encode_reply(reply))
+        self.conn.hold()
 
     def _work(self) -> bytes:
         """Answer the requests in the input, in order, until it runs out; stop
@@ -502,7 +606,11 @@ class TlsmgrHandler:
             if isinstance(event, Trigger):
                 self._close()
                 break
-            reply = protocol.encode_reply(self._answer(event))
+            answer = self._answer(event)
+            if isinstance(answer, Pending):
+                self._wait(answer)
+                break
+            reply = protocol.encode_reply(answer)
             out.append(reply)
             budget -= 1
             room -= len(reply)
@@ -525,7 +633,7 @@ class TlsmgrHandler:
             self._offset = end
         return True
 
-    def _answer(self, request: Request) -> Reply:
+    def _answer(self, request: Request) -> Reply | Pending:
         now = self.clock()
         if request.warnings or request.error is not None:
             self._complain(request, now)

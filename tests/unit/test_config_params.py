@@ -17,6 +17,8 @@ OURS = {
     "tls_session_cache_max_entries",
     "tls_session_cache_size_limit",
     "tls_session_ticket_secret_file",
+    "tls_session_cache_redis",
+    "tls_session_cache_redis_read_budget",
 }
 TYPES = {"str", "int", "long", "time", "bool", "list"}
 
