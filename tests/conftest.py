@@ -4,6 +4,7 @@ Markers (registered in setup.cfg, --strict-markers):
     root     skipped unless running as uid 0
     postfix  skipped unless Debian's postfix package is installed
     haproxy  skipped unless Debian's haproxy package is installed
+    redis    skipped unless Debian's redis-server package is installed
     slow     runs anyway; lets `-m "not slow"` give a quick pass
 
 Fixtures:
@@ -24,7 +25,7 @@ import tempfile
 import pytest
 
 from master import log
-from support import postfix
+from support import postfix, redis_server
 from support.disks import mount_tmpfs, unmount
 
 
@@ -32,6 +33,7 @@ def pytest_collection_modifyitems(config, items):
     skip_root = pytest.mark.skip(reason="needs root (chroot/setuid checks)")
     skip_postfix = pytest.mark.skip(reason="Debian's postfix package is not installed")
     skip_haproxy = pytest.mark.skip(reason="Debian's haproxy package is not installed")
+    skip_redis = pytest.mark.skip(reason="Debian's redis-server package is not installed")
     for item in items:
         if "root" in item.keywords and os.geteuid() != 0:
             item.add_marker(skip_root)
@@ -39,6 +41,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_postfix)
         if "haproxy" in item.keywords and shutil.which("haproxy") is None:
             item.add_marker(skip_haproxy)
+        if "redis" in item.keywords and not redis_server.installed():
+            item.add_marker(skip_redis)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ bench/ and for programs the tests start.  Each module is one concept:
     postfix             Debian's Postfix as the oracle: SBIN, settled(), postmap_list()
     postconf_diff       postconf against minipostconf (in process), normalised
     docgen              the generated sections of docs/ (make docs), and their staleness
+    redis_server        Debian's redis-server on a unix socket or loopback port, always stopped
 
 Fixtures stay in the conftest.py files and build on these modules.
 """

@@ -10,8 +10,8 @@ SYNOPSIS
 DESCRIPTION
     Log stands in for master.log where a module takes a `log` object
     (scache, service): info lines as they are, warnings as "warning: ...".
-    Conn counts close_after_write() calls in `closed` and hold() calls in
-    `held`, keeps what write() was given in `written`, offers a fixed
+    Conn counts close_after_write() calls in `closed`, hold() calls in
+    `held` and pause() calls in `paused`, keeps what write() was given in `written`, offers a fixed
     `room` (the skeleton's high-water mark unless told) and names its
     peer as the multi_server skeleton would (`private/tlsmgr(pid 7)`).
     Rand stands in for tlsmgr's PRNG pool where service.Service takes
@@ -42,6 +42,7 @@ class Conn:
         self.closed = 0
         self.room = room
         self.held = 0
+        self.paused = 0
         self.written = b""
 
     def write(self, data: bytes) -> None:
@@ -49,6 +50,9 @@ class Conn:
 
     def hold(self) -> None:
         self.held += 1
+
+    def pause(self) -> None:
+        self.paused += 1
 
     def close_after_write(self) -> None:
         self.closed += 1
