@@ -7,6 +7,7 @@ SYNOPSIS
     with RedisServer(folder, port=free_port()) as redis:   # 127.0.0.1:PORT
         redis.address                             # "unix:/.../redis.sock" or "inet:127.0.0.1:PORT"
         redis.call("GET", b"key")                 # one command, blocking: its reply
+        redis.call("GET", b"key", db=3)           # the same in database 3
         redis.keys()                              # every key, as bytes
         redis.stop(); redis.start()               # down, and up again at the same address
         redis.freeze(); redis.thaw()              # SIGSTOP / SIGCONT: accepts, never answers
@@ -104,16 +105,23 @@ class RedisServer:
         sock.connect(self.socket_path)
         return sock
 
-    def call(self, *args: Any) -> Any:
-        """Send one command on a new connection and return its reply."""
+    def call(self, *args: Any, db: int | None = None) -> Any:
+        """Send one command on a new connection (after SELECT db) and return its reply."""
         with self.connect() as sock:
+            if db is not None:
+                sock.sendall(hiredis.pack_command(("SELECT", db)))
             sock.sendall(hiredis.pack_command(args))
             reader = hiredis.Reader(encoding=None)
-            while (reply := reader.gets()) is False:
-                data = sock.recv(65536)
-                assert data, f"redis-server on {self.address} closed the connection"
-                reader.feed(data)
-            return reply
+            replies = []
+            while len(replies) < (2 if db is not None else 1):
+                reply = reader.gets()
+                if reply is False:
+                    data = sock.recv(65536)
+                    assert data, f"redis-server on {self.address} closed the connection"
+                    reader.feed(data)
+                else:
+                    replies.append(reply)
+            return replies[-1]
 
     def keys(self) -> list[bytes]:
         return sorted(self.call("KEYS", "*"))
