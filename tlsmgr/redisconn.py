@@ -30,8 +30,10 @@ DESCRIPTION
     pipelined on the one connection; replies are parsed with
     hiredis.Reader (RESP2, encoding=None: bytes in, bytes out) and
     matched to commands by a FIFO, in order.  No thread, no blocking
-    call: a write the kernel does not take at once waits in an output
-    buffer for writability.
+    call: commands are written once per loop turn, after its other I/O
+    callbacks (so the turn's replies to clients go out first, and its
+    commands share one write), and what the kernel does not take at
+    once waits in an output buffer for writability.
 
     get() asks only while the connection is up (otherwise False at once,
     and the caller answers without Redis) and never calls `done` from
@@ -226,7 +228,8 @@ class RedisConnection:
         self._attempts = 0
         self._ever_up = False
         self._down_logged = False
-        self._broken: str | None = None
+        self._flushing = False  # a flush is due at the end of this loop turn
+        self._writing = False  # waiting for writability
 
     # The caller's side -------------------------------------------------
 
@@ -256,7 +259,7 @@ class RedisConnection:
 
     def close(self) -> None:
         """Write what the kernel takes now, then close; no callback runs afterwards."""
-        if self._sock is not None and self._out and self._broken is None:
+        if self._sock is not None and self._out:
             try:
                 self._sock.send(self._out)
             except OSError:
@@ -279,39 +282,39 @@ class RedisConnection:
         self._send(hiredis.pack_command(args))
 
     def _send(self, data: bytes) -> None:
-        if self._out or self._broken is not None:
-            self._out += data
-            return
-        assert self._sock is not None
-        try:
-            sent = self._sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as err:
-            # Not from inside the caller's get(): the loss is handled on the next turn.
-            self._broken = err.strerror or str(err)
-            self.events.request_timer(0, self._break_event)
-            return
-        if sent < len(data):
-            self._out += data[sent:]
-            self.events.enable_write(self._fd, self._write_event)
+        """Queue data; it is written once per loop turn, after that turn's I/O
+        callbacks: clients' replies go out first, and a turn's commands share one
+        write (and a write error is never met inside the caller's get())."""
+        self._out += data
+        if not self._flushing and not self._writing:
+            self._flushing = True
+            self.events.request_timer(0, self._flush_event)
+
+    def _flush_event(self, _loop: EventLoop) -> None:
+        self._flushing = False
+        if self._sock is not None and self._out and not self._writing:
+            self._write_out()
 
     def _write_event(self, _fd: int, _loop: EventLoop) -> None:
+        self._write_out()
+
+    def _write_out(self) -> None:
+        """Write what the kernel takes; wait for writability for the rest."""
         assert self._sock is not None
         try:
             sent = self._sock.send(self._out)
         except BlockingIOError:
-            return
+            sent = 0
         except OSError as err:
             self._failed(f"write: {err.strerror or err}")
             return
         del self._out[:sent]
-        if not self._out:
+        if self._out and not self._writing:
+            self._writing = True
+            self.events.enable_write(self._fd, self._write_event)
+        elif not self._out and self._writing:
+            self._writing = False
             self.events.disable_write(self._fd)
-
-    def _break_event(self, _loop: EventLoop) -> None:
-        if self._broken is not None and self._sock is not None:
-            self._failed(f"write: {self._broken}")
 
     # Receiving ---------------------------------------------------------
 
@@ -488,4 +491,4 @@ class RedisConnection:
         self._sock, self._fd = None, -1
         self._reader = None
         self._out = bytearray()
-        self._broken = None
+        self._writing = False

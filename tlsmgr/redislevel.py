@@ -24,6 +24,8 @@ DESCRIPTION
               (the entry's whole lifetime: it was just saved); the reply
               is never waited for.
       delete  the local delete, then `DEL name`, also not waited for.
+    Writes are sealed and sent at the end of the loop turn, after the
+    turn's replies to clients, in the order they came.
     Names and values are sealing.Sealer's: keyed hashes of (cache type,
     cache id), and entries sealed with ChaCha20-Poly1305 under the
     epoch's seal key from the shared key chain.
@@ -88,6 +90,7 @@ class RedisLevel:
         self.clock = clock
         self.warnings = WarningLimit(log, subject="values in Redis")
         self.counters = dict.fromkeys(("hits", "misses", "skipped", "tampered", "stale"), 0)
+        self._writes: list[tuple[str, str, bytes | None, float, int]] = []
 
     def fetch(self, cache_type: str, cache_id: str, now: float, done: Fetched) -> bool:
         """Ask Redis; done(session, expires) or done(None, 0) later; False: not asked."""
@@ -105,15 +108,31 @@ class RedisLevel:
     def store(
         self, cache_type: str, cache_id: str, session: bytes, now: float, timeout: int
     ) -> None:
-        if self.conn.state != "up":
-            return
-        value = self.sealer.seal(cache_type, cache_id, session, int(now) + timeout, now)
-        name = self.sealer.name(cache_type, cache_id)
-        self.conn.command(b"SET", name, value, b"PX", timeout * 1000)
+        """SET, sealed, after this loop turn's replies (see _write_event)."""
+        self._later((cache_type, cache_id, session, now, timeout))
 
     def delete(self, cache_type: str, cache_id: str) -> None:
-        if self.conn.state == "up":
-            self.conn.command(b"DEL", self.sealer.name(cache_type, cache_id))
+        """DEL, in order with the stores."""
+        self._later((cache_type, cache_id, None, 0.0, 0))
+
+    def _later(self, write: tuple[str, str, bytes | None, float, int]) -> None:
+        if self.conn.state != "up":
+            return
+        if not self._writes:
+            self.conn.events.request_timer(0, self._write_event)
+        self._writes.append(write)
+
+    def _write_event(self, _loop: EventLoop | None = None) -> None:
+        """Speed: sealing costs tens of microseconds, so the turn's writes are sealed
+        and sent after its replies to clients have gone out, in the order they came."""
+        writes, self._writes = self._writes, []
+        for cache_type, cache_id, session, now, timeout in writes:
+            name = self.sealer.name(cache_type, cache_id)
+            if session is None:
+                self.conn.command(b"DEL", name)
+                continue
+            value = self.sealer.seal(cache_type, cache_id, session, int(now) + timeout, now)
+            self.conn.command(b"SET", name, value, b"PX", timeout * 1000)
 
     def stats(self) -> dict[str, str]:
         figures = {"state": self.conn.state}
@@ -122,6 +141,8 @@ class RedisLevel:
         return figures
 
     def close(self) -> None:
+        """Send what this turn still had to write (best effort), then close."""
+        self._write_event()
         self.conn.close()
         self.sealer.keys.erase()
 

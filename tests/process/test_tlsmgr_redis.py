@@ -161,6 +161,8 @@ def test_redis_killed_mid_traffic_costs_no_error_and_sharing_resumes(fleet):
         wait_up(a)
         wait_up(b)
         assert ca.update("smtp", "after-restart", b"AGAIN").status is Status.OK
+        key = redis_key(INDEX, "smtp", "after-restart")
+        wait_until(lambda: redis.call("EXISTS", key), "A's entry in the new Redis")
         found = cb.lookup("smtp", "after-restart")
         assert found.status is Status.OK and found.data == b"AGAIN"
     for host in (a, b):

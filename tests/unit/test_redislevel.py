@@ -136,10 +136,11 @@ def test_a_miss_in_both_levels_is_an_err(loop, hosts):
     assert a.level.stats()["misses"] == "1"
 
 
-def test_a_session_from_redis_expires_locally_when_it_does_there(loop, hosts):
+def test_a_session_from_redis_expires_locally_when_it_does_there(loop, redis, hosts):
     a, b = hosts("a", timeout=3600), hosts("b", timeout=7200)
     now = time.time()
     a.ask(update("id", b"S"), now)
+    spin(loop, lambda: redis.keys(), "the SET")
     reply = wait_reply(loop, b.ask(lookup("id"), now))
     assert reply.data == b"S"
     # B's own timeout is longer, but the entry lives no longer than A sealed it for.
@@ -208,6 +209,18 @@ def test_with_redis_down_lookups_are_answered_at_once(loop, redis, hosts):
     assert a.ask(update("new", b"N")).status is Status.OK  # not sent, not waited for
     stats = a.level.stats()
     assert stats["skipped"] == "1" and stats["state"] == "down"
+
+
+def test_writes_go_out_after_the_turn_in_order(loop, redis, hosts):
+    a = hosts("a")
+    a.ask(update("id", b"FIRST"))
+    a.ask(Request("delete", cache_type="smtp", cache_id="id"))
+    a.ask(update("id", b"LAST"))
+    assert redis.keys() == []  # nothing sent before the loop turns
+    spin(loop, lambda: redis.keys(), "the writes")
+    loop.run_once(0.05)
+    key = a.level.sealer.name("smtp", "id")
+    assert a.level.sealer.unseal("smtp", "id", redis.call("GET", key), time.time())[0] == b"LAST"
 
 
 def test_the_handler_waits_for_redis_and_keeps_the_order(loop, hosts):
