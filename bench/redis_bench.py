@@ -48,7 +48,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -210,15 +209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     binaries = tb.build(tb.BENCH / "build")
-
-    def on_term(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    tb.become_subreaper()
+    tb.take_signals()
     loader = tb.Loader(binaries["loadgen"], args)
     report: dict = {"machine": tb.machine_info(), "settings": vars(args), "levels": {}}
     folder = tempfile.mkdtemp(prefix="redisbench-", dir="/tmp")

@@ -813,16 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.build_only:
         return 0
 
-    def on_term(signum, frame):
-        # One-shot: a second Ctrl-C must not cut the clean-up short (its waits are bounded).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    # Explicitly: a shell starts background jobs with SIGINT ignored, and Python then keeps it so.
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    become_subreaper()
+    take_signals()
     try:
         report = run_all(binaries, args)
     finally:
@@ -833,6 +824,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_table(report, args)
     return 0 if report["results"] else 1
+
+
+def take_signals() -> None:
+    """Ctrl-C and SIGTERM end the run through the clean-up; adopt orphans (become_subreaper)."""
+
+    def on_term(signum, frame):
+        # One-shot: a second Ctrl-C must not cut the clean-up short (its waits are bounded).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # Explicitly: a shell starts background jobs with SIGINT ignored, and Python then keeps it so.
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    become_subreaper()
 
 
 def stop_descendants() -> None:

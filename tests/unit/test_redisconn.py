@@ -18,7 +18,7 @@ from master.events import EventLoop
 from support.redis_server import RedisServer
 from support.sockets import free_port
 from support.stand_ins import Log
-from support.waiting import WAIT
+from support.waiting import spin
 from tlsmgr.redisconn import STALL, AddressError, RedisAddress, RedisConnection
 
 pytestmark = pytest.mark.redis
@@ -37,15 +37,6 @@ def loop():
     events = EventLoop()
     yield events
     events.close()
-
-
-def spin(loop: EventLoop, predicate, what: str, timeout: float = WAIT):
-    """Run the loop until predicate() is true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        loop.run_once(0.02)
-    return value
 
 
 def run_for(loop: EventLoop, seconds: float) -> None:

@@ -18,7 +18,7 @@ from support.caches import open_cache
 from support.keychain_reference import reference_chain
 from support.redis_server import RedisServer
 from support.stand_ins import Conn, Log, Rand
-from support.waiting import WAIT
+from support.waiting import spin
 from tlsmgr import keychain, protocol, service
 from tlsmgr.protocol import Reply, Request, Status
 from tlsmgr.redisconn import RedisAddress
@@ -81,14 +81,6 @@ def hosts(loop, redis, folder):
     for host in made:
         host.level.close()
         host.cache.close()
-
-
-def spin(loop: EventLoop, predicate, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        loop.run_once(0.02)
-    return value
 
 
 def wait_reply(loop: EventLoop, answer: Reply | service.Pending) -> Reply:
