@@ -5,8 +5,10 @@ SYNOPSIS
 
     specs = service.plan_caches([(cache_type, database, timeout, loglevel), ...])
     slots = [service.CacheSlot(s.cache_type, s.timeout, store_or_None) for s in specs]
-    svc = service.Service(slots, rand=pool, log=master_log, started=now)
-    reply = svc.handle(request, now)                  # -> protocol.Reply
+    svc = service.Service(slots, rand=pool, log=master_log, started=now,
+                          second_level=None)
+    reply = svc.handle(request, now)                  # -> protocol.Reply (or Pending)
+    pending.when_done(callback)                       # callback(reply), later
 
     factory = svc.handler_factory(clock)              # for multi_server.main()
     handler = factory(conn)                           # one per connection
@@ -20,6 +22,7 @@ SYNOPSIS
     svc.warnings.flush(now)                           # the "suppressed" line, when due
 
     service.Handle                                    # what the handler uses of conn
+    service.SecondLevel                               # a store behind every cache
     service.sanitise_timeout(seconds) -> int          # 1..119 -> 120, <= 0 -> 0
     service.cache_logging(loglevel_text) -> bool      # TLS_LOG_CACHE
     service.NULL_LOG
@@ -37,12 +40,17 @@ DESCRIPTION
               otherwise FAIL, empty seed, warning
               `bogus seed length "N" in "seed" request`.
       lookup  OK and the session; ERR (empty) on a miss or an expired
-              or malformed entry.
+              or malformed entry.  With a second level, a local miss
+              asks it (second_level.fetch): handle() then returns a
+              Pending, whose reply comes later (the session, stored
+              locally to expire no later than there, or ERR); when the
+              second level cannot ask (not connected), ERR at once.
       update  OK; the session bytes are also passed to rand.mix()
               (hashed into the pool, never credited: tlsmgr(8)
-              says session data is mixed in; 3.7's code does not).
+              says session data is mixed in; 3.7's code does not), and
+              to second_level.store() when there is one.
       delete  OK when deleted (or the cleanup scan stands on the entry),
-              ERR when not found.
+              ERR when not found; second_level.delete() too.
       tktkey  a name that is neither empty nor 16 bytes: FAIL (empty),
               warning `invalid session ticket key name length: N`; smtpd
               timeout 0: ERR (empty); no live key by that name: ERR, and
@@ -59,9 +67,9 @@ DESCRIPTION
               <type>.enabled, <type>.timeout and, when enabled, the
               store's stats() (scache.SessionCache: entries, bytes, hits,
               misses, evictions, expired, oversized, refused, errors,
-              no_room, disabled); prng.*
-              when rand has a stats() method; log.dropped when the log
-              has dropped_records() (master.log).  minipostfix only:
+              no_room, disabled); redis.* from second_level.stats();
+              prng.* when rand has a stats() method; log.dropped when the
+              log has dropped_records() (master.log).  minipostfix only:
               real clients never send it, the six requests they do
               send stay byte-compatible.
     lookup, update and delete get FAIL when the store raises StoreError:
@@ -69,7 +77,12 @@ DESCRIPTION
     short of room, any request to a cache whose files failed (see
     scache.py).  FAIL, not ERR: ERR means "not found", while FAIL is
     what a disabled cache answers, and Postfix's smtp and smtpd ignore
-    the status of an update and treat both alike on a lookup.
+    the status of an update and treat both alike on a lookup.  The
+    second level stands behind a working store: a lookup the store
+    fails is not asked there, an update it refuses is not stored there
+    (the size caps bound both levels), a delete goes there whatever
+    the store did; a session fetched from there is sent even when the
+    store refuses to keep the copy.
     lookup, update, delete and policy on an unknown cache type: FAIL and
     `bogus cache type "X" in "NAME" request`; lookup, update and delete
     on a disabled cache: FAIL, no warning.  A malformed request (its
@@ -78,8 +91,8 @@ DESCRIPTION
     aside).
 
     TlsmgrHandler is the per-connection glue multi_server.main() wants
-    (its handler contract: conn.room, conn.hold(), resume(),
-    between_requests).  It owns a protocol.ServerConnection, answers
+    (its handler contract: conn.room, conn.hold(), conn.pause(),
+    conn.write(), resume(), between_requests).  It owns a protocol.ServerConnection, answers
     pipelined requests in order, and calls conn.close_after_write()
     after a master trigger (no reply), a protocol error (a FAIL reply
     when the error allows one, e.g. an over-limit request), or the
@@ -89,8 +102,11 @@ DESCRIPTION
     and answering stops after REQUEST_BUDGET (32) requests or once the
     replies have filled conn.room: the rest stays undecoded, and the
     handler calls conn.hold() to be resumed when the output has
-    drained.  Its replies are never pending, so between_requests means
-    no partial request and no undecoded input.
+    drained.  A Pending reply (a lookup gone to the second level) stops
+    the turn after the replies before it: conn.pause(), and when the
+    reply comes, conn.write(reply) and conn.hold(), so that resume()
+    goes on with the rest in order.  between_requests means no partial
+    request, no undecoded input and no reply pending.
 
     Warnings a client can cause (malformed requests, protocol errors,
     bogus seed length, cache type or key name length) name the peer
