@@ -10,6 +10,7 @@ SYNOPSIS
     conn.start()                             # connect on the next loop turn
     conn.state                               # "up" | "connecting" | "down"
     conn.get(key, done) -> bool              # done(value or None) later; False: not asked
+    conn.get(key, done, limit=N) -> bool     # at most N bytes of the value come back
     conn.command(*args) -> bool              # SET, DEL: sent, the reply never waited for
     conn.counters                            # errors, timeouts, reconnects, late
     conn.close()
@@ -41,8 +42,11 @@ DESCRIPTION
     with the value (bytes), or None for a missing key, an error reply,
     a lost connection, or when `budget` seconds passed first (a
     timeout).  The reply that comes after its budget is read and
-    dropped, so the FIFO stays aligned.  command() sends and forgets:
-    its reply is read and only counted when it is an error.
+    dropped, so the FIFO stays aligned.  With `limit`, get() sends
+    `GETRANGE key 0 limit-1` instead of GET: Redis sends at most `limit`
+    bytes of the value, so a huge value costs no more than that to read
+    (a missing key is then b"", as GETRANGE answers).  command() sends
+    and forgets: its reply is read and only counted when it is an error.
 
     Down and slow.  The connection is "down" after a connect error, a
     reset or EOF, a protocol error (hiredis.ProtocolError: the reader
@@ -237,13 +241,15 @@ class RedisConnection:
         """Connect on the next loop turn (and keep reconnecting while down)."""
         self._schedule_retry(0.0)
 
-    def get(self, key: bytes, done: Done) -> bool:
-        """GET key; done(value or None) later, never from inside this call; False
-        when not asked (not up, or the output is full): the caller answers now."""
+    def get(self, key: bytes, done: Done, limit: int = 0) -> bool:
+        """GET key (GETRANGE key 0 limit-1 with a limit); done(value or None) later,
+        never from inside this call; False when not asked (not up, or the output is
+        full): the caller answers now."""
         if self.state != UP or len(self._out) > OUTPUT_LIMIT:
             return False
         now = self.clock()
-        self._push(_Call(GET, done, now, now + self.budget), (b"GET", key))
+        args = (b"GETRANGE", key, 0, limit - 1) if limit > 0 else (b"GET", key)
+        self._push(_Call(GET, done, now, now + self.budget), args)
         return True
 
     def command(self, *args: bytes | str | int) -> bool:

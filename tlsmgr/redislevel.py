@@ -20,30 +20,37 @@ DESCRIPTION
               reply, or no reply within the read budget.  fetch()
               returns False without asking while Redis is not up: the
               caller answers the miss at once.
-      update  the local update, then `SET name value PX timeout-in-ms`
-              (the entry's whole lifetime: it was just saved); the reply
-              is never waited for.
-      delete  the local delete, then `DEL name`, also not waited for.
+      update  the local update, then, when the local cache stored it,
+              `SET name value PX timeout-in-ms` (the entry's whole
+              lifetime: it was just saved); the reply is never waited
+              for.
+      delete  the local delete and `DEL name` (whatever the local cache
+              could do), also not waited for.
     Writes are sealed and sent at the end of the loop turn, after the
     turn's replies to clients, in the order they came.
     Names and values are sealing.Sealer's: keyed hashes of (cache type,
     cache id), and entries sealed with ChaCha20-Poly1305 under the
     epoch's seal key from the shared key chain.
 
-    A value that does not open is a miss and a warning: `redis
-    ADDRESS: smtp cache id=ID: the value in Redis REASON; treated as a
-    miss` (REASON: is not a sealed entry, was sealed in an epoch outside
-    the key window, fails authentication, has expired).  These warnings
-    are rate-limited like client warnings (service.WarningLimit: at
-    most 20 per 60 s, then one summary line).  Connection trouble is
+    A lookup asks for at most MAX_VALUE + 1 bytes (GETRANGE): a sealed
+    session at the local caches' size cap (scache.MAX_SESSION) is
+    MAX_VALUE bytes, so a longer value, which no host of this version
+    writes (an update over the cap is not stored anywhere), is known as
+    such without being read whole.  Such a value, and a value that does
+    not open, is a miss and a warning: `redis ADDRESS: smtp cache id=ID:
+    the value in Redis REASON; treated as a miss` (REASON: is over the
+    size cap (N bytes), is not a sealed entry, was sealed in an epoch
+    outside the key window, fails authentication, has expired).  These
+    warnings are rate-limited like client warnings (service.WarningLimit:
+    at most 20 per 60 s, then one summary line).  Connection trouble is
     logged by redisconn.RedisConnection, once per outage.
 
     stats() (in the `stats` reply as redis.NAME, so in `status -v`):
     state (up, connecting, down), hits, misses, skipped (lookups not
     asked because Redis was not up), tampered (values that failed
     authentication or were malformed), stale (outside the key window or
-    expired), and the connection's errors, timeouts, reconnects and
-    late replies.
+    expired), oversized (values over the size cap), and the
+    connection's errors, timeouts, reconnects and late replies.
 
     open_level() is called in pre_init, before the jail: importing this
     module imports pycryptodome's AEAD and hiredis, which a tlsmgr
@@ -63,8 +70,13 @@ from typing import Any
 from master.events import EventLoop
 from tlsmgr.keychain import Chain, Roots
 from tlsmgr.redisconn import RedisAddress, RedisConnection
-from tlsmgr.sealing import EpochKeys, Sealer, SealError
+from tlsmgr.scache import MAX_SESSION
+from tlsmgr.sealing import OVERHEAD, EpochKeys, Sealer, SealError
 from tlsmgr.service import Fetched, WarningLimit
+
+# The longest value a host seals: a session at the local caches' size cap.  A lookup
+# asks for one byte more, so that a longer value is seen without being read whole.
+MAX_VALUE = OVERHEAD + MAX_SESSION
 
 _SEAL_WORDS = {
     "malformed": "is not a sealed entry",
@@ -89,7 +101,9 @@ class RedisLevel:
         self.sealer = sealer
         self.clock = clock
         self.warnings = WarningLimit(log, subject="values in Redis")
-        self.counters = dict.fromkeys(("hits", "misses", "skipped", "tampered", "stale"), 0)
+        self.counters = dict.fromkeys(
+            ("hits", "misses", "skipped", "tampered", "stale", "oversized"), 0
+        )
         self._writes: list[tuple[str, str, bytes | None, float, int]] = []
 
     def fetch(self, cache_type: str, cache_id: str, now: float, done: Fetched) -> bool:
@@ -100,7 +114,7 @@ class RedisLevel:
             self.counters["hits" if session is not None else "misses"] += 1
             done(session, expires)
 
-        if self.conn.get(self.sealer.name(cache_type, cache_id), got):
+        if self.conn.get(self.sealer.name(cache_type, cache_id), got, limit=MAX_VALUE + 1):
             return True
         self.counters["skipped"] += 1
         return False
@@ -149,20 +163,27 @@ class RedisLevel:
     def _open(
         self, cache_type: str, cache_id: str, value: bytes | None
     ) -> tuple[bytes | None, int]:
-        if value is None:
+        if not value:  # a missing key: GETRANGE answers b""
             return None, 0
         now = self.clock()
+        if len(value) > MAX_VALUE:
+            self.counters["oversized"] += 1
+            self._warn(cache_type, cache_id, f"is over the size cap ({MAX_VALUE} bytes)", now)
+            return None, 0
         try:
             return self.sealer.unseal(cache_type, cache_id, value, now)
         except SealError as err:
             kind = "stale" if err.reason in ("stale", "expired") else "tampered"
             self.counters[kind] += 1
-            self.warnings.warn(
-                f"redis {self.conn.address.text}: {cache_type} cache id={cache_id}:"
-                f" the value in Redis {_SEAL_WORDS[err.reason]}; treated as a miss",
-                now,
-            )
+            self._warn(cache_type, cache_id, _SEAL_WORDS[err.reason], now)
             return None, 0
+
+    def _warn(self, cache_type: str, cache_id: str, what: str, now: float) -> None:
+        self.warnings.warn(
+            f"redis {self.conn.address.text}: {cache_type} cache id={cache_id}:"
+            f" the value in Redis {what}; treated as a miss",
+            now,
+        )
 
 
 def open_level(

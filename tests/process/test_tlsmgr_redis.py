@@ -14,6 +14,7 @@ measurements: the 20 ms read budget is a figure for bench/redis_bench.py.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from support.keychain_reference import reference_chain, reference_hkdf
 from support.redis_server import RedisServer
 from support.secret_files import write_secret
 from support.sockets import free_port
+from support.statusdoc import validate
 from support.waiting import wait_until
 from tlsmgr.protocol import Status
 from tlsmgr.sealing import redis_key
@@ -104,6 +106,15 @@ def test_a_session_stored_through_one_tlsmgr_is_found_through_the_other(fleet):
     figures = stats(b)
     assert figures["redis.hits"] >= "1" and figures["smtp.entries"] == "1"
     assert b"example" not in b"".join(redis.keys())
+
+
+def test_status_shows_the_redis_figures(fleet):
+    _redis, _a, b = fleet
+    document = json.loads(b.cli("status", "--json").stdout)
+    validate(document)  # every figure of the redis group is in the schema
+    figures = document["providers"]["tlsmgr"]["data"]["redis"]
+    assert figures["state"] == "up" and {"hits", "oversized", "late"} <= set(figures)
+    assert "redis: state up, hits " in b.cli("status", "-v").stdout
 
 
 def test_a_value_altered_in_redis_is_a_miss_and_a_log_line(fleet):

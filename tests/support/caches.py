@@ -6,6 +6,7 @@ SYNOPSIS
     cache = open_cache(folder, name="smtp", kind="hash", max_entries=0, max_bytes=0, log=log)
     ...
     on_file(cache) -> (entries, bytes)
+    update_until_refused(cache, session, now) -> how many were stored
     cache.close()
     table_records("/path/smtp_scache.db")     # {key: value}, as another reader finds them
 
@@ -25,6 +26,10 @@ DESCRIPTION
     table_records() opens any Berkeley DB file read-only with a handle of
     its own, as another program would (no lock taken), and returns all
     its records; a file Berkeley DB cannot read raises its DBError.
+
+    update_until_refused() updates u0, u1, ... until the cache raises
+    StoreError (no room, or a Berkeley DB error that disables it) and
+    returns how many it stored before; AssertionError after `limit`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from berkeleydb import db
 
 from support.stand_ins import Log
 from tlsmgr.scache import SessionCache
+from tlsmgr.service import StoreError
 
 TIMEOUT = 3600
 
@@ -89,3 +95,13 @@ def table_records(path: str) -> dict[bytes, bytes]:
         return dict(handle.items())
     finally:
         handle.close()
+
+
+def update_until_refused(cache: SessionCache, session: bytes, now: int, limit: int = 50000) -> int:
+    """Updates u0, u1, ... until one raises StoreError; how many were stored before it."""
+    for i in range(limit):
+        try:
+            cache.update(f"u{i}", session, now)
+        except StoreError:
+            return i
+    raise AssertionError(f"{limit} updates and no failure")

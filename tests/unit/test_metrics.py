@@ -57,6 +57,7 @@ STATS = [
     ("prng.reseeds", "4"),
     ("redis.state", "connecting"),
     ("redis.late", "1"),
+    ("redis.oversized", "2"),
 ]
 
 
@@ -117,6 +118,7 @@ def test_tlsmgrs_figures():
     assert got[key("tlsmgr_prng_reseeds_total")] == 4
     assert got[key("tlsmgr_redis_up")] == 0  # connecting is not up
     assert got[key("tlsmgr_redis_late_total")] == 1
+    assert got[key("tlsmgr_redis_oversized_total")] == 2
     assert not any("sparkles" in name for name, _ in got)
 
 

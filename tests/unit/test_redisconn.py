@@ -78,6 +78,18 @@ def test_get_answers_later_with_the_value_or_none(loop, redis):
     conn.close()
 
 
+def test_a_get_with_a_limit_reads_at_most_that_much(loop, redis):
+    redis.call("SET", b"long", b"0123456789")
+    conn = connect(loop, redis.address)
+    spin(loop, lambda: conn.state == "up", "the connection")
+    answers = Answers()
+    for key, limit in ((b"long", 4), (b"long", 10), (b"nothing", 4)):
+        assert conn.get(key, answers.done(f"{key.decode()} {limit}"), limit=limit)
+    spin(loop, lambda: len(answers.got) == 3, "three replies")
+    assert answers.got == [("long 4", b"0123"), ("long 10", b"0123456789"), ("nothing 4", b"")]
+    conn.close()
+
+
 def test_many_gets_are_pipelined_on_one_connection_and_answered_in_order(loop, redis):
     for i in range(300):
         redis.call("SET", f"k{i}", f"v{i}" * (i % 7 + 1))

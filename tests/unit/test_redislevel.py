@@ -8,21 +8,26 @@ service.TlsmgrHandler with the connection stand-in, as the skeleton would call i
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 from dataclasses import dataclass
 
 import pytest
 
 from master.events import EventLoop
-from support.caches import open_cache
+from support.caches import open_cache, update_until_refused
+from support.disks import fill
 from support.keychain_reference import reference_chain
 from support.redis_server import RedisServer
 from support.stand_ins import Conn, Log, Rand
 from support.waiting import spin
 from tlsmgr import keychain, protocol, service
+from tlsmgr.dbhash import DBError
 from tlsmgr.protocol import Reply, Request, Status
 from tlsmgr.redisconn import RedisAddress
-from tlsmgr.redislevel import RedisLevel, open_level
+from tlsmgr.redislevel import MAX_VALUE, RedisLevel, open_level
+from tlsmgr.scache import MAX_SESSION
 from tlsmgr.sealing import KEY_PREFIX
 
 pytestmark = pytest.mark.redis
@@ -59,17 +64,22 @@ def redis(folder):
 
 @pytest.fixture
 def hosts(loop, redis, folder):
-    """make(name, secret=SECRET, timeout=TIMEOUT) -> a Host, connected; all closed after."""
+    """make(name, secret=SECRET, timeout=TIMEOUT, on=folder, **sizes) -> a Host, connected,
+    its cache in folder `on` (cache_size= and the like go to the cache); all closed after."""
     made: list[Host] = []
 
-    def make(name: str, secret: bytes = SECRET, timeout: int = TIMEOUT) -> Host:
+    def make(
+        name: str, secret: bytes = SECRET, timeout: int = TIMEOUT, on: str = folder, **sizes: int
+    ) -> Host:
         log = Log()
         now = time.time()
         chain = keychain.Chain(H, now, 0, reference_chain(secret, 0), keep_past=3)
         roots = keychain.Roots.derive(reference_chain(secret, 0))
         address = RedisAddress.parse(redis.address).resolved()
         level = open_level(loop, address, chain, roots, budget=0.5, log=log)
-        cache = open_cache(folder, name="smtp", file=f"{name}_scache", timeout=timeout, log=log)
+        cache = open_cache(
+            on, name="smtp", file=f"{name}_scache", timeout=timeout, log=log, **sizes
+        )
         slots = [service.CacheSlot("smtp", timeout, cache)]
         svc = service.Service(slots, rand=Rand(), log=log, second_level=level)
         host = Host(svc, level, cache, log)
@@ -80,7 +90,8 @@ def hosts(loop, redis, folder):
     yield make
     for host in made:
         host.level.close()
-        host.cache.close()
+        with contextlib.suppress(DBError):  # a cache on a full disk cannot flush
+            host.cache.close()
 
 
 def wait_reply(loop: EventLoop, answer: Reply | service.Pending) -> Reply:
@@ -250,6 +261,102 @@ def test_stats_name_the_redis_figures(hosts):
     reply = a.ask(Request("stats"))
     items = dict(reply.items)
     assert items["redis.state"] == "up"
-    for name in ("hits", "misses", "skipped", "tampered", "stale", "errors", "timeouts"):
+    for name in ("hits", "misses", "skipped", "tampered", "stale", "oversized", "errors"):
         assert items[f"redis.{name}"] == "0"
     assert items["redis.reconnects"] == "0"
+
+
+# The local cache's bounds and failures --------------------------------------
+
+
+def delete(cache_id: str) -> Request:
+    return Request("delete", cache_type="smtp", cache_id=cache_id)
+
+
+def test_an_update_over_the_size_cap_goes_to_neither_level(loop, redis, hosts):
+    a = hosts("a")
+    assert a.ask(update("big", b"s" * (MAX_SESSION + 1))).status is Status.FAIL
+    assert a.ask(update("small", b"S")).status is Status.OK
+    spin(loop, lambda: redis.keys(), "the SET")
+    loop.run_once(0.05)
+    assert redis.keys() == [a.level.sealer.name("smtp", "small")]
+    assert a.cache.stats()["oversized"] == 1
+
+
+def test_a_value_over_the_size_cap_in_redis_is_a_logged_miss_never_read_whole(loop, redis, hosts):
+    a, b = hosts("a"), hosts("b")
+    now = time.time()
+    sizes = {"at-cap": MAX_SESSION, "over-cap": MAX_SESSION + 1, "huge": 4 << 20}
+    for cache_id, size in sizes.items():
+        value = a.level.sealer.seal("smtp", cache_id, b"s" * size, int(now) + TIMEOUT, now)
+        redis.call("SET", a.level.sealer.name("smtp", cache_id), value)
+    # A session at the cap is read whole, opens, and is kept.
+    reply = wait_reply(loop, b.ask(lookup("at-cap")))
+    assert reply.status is Status.OK and len(reply.data) == MAX_SESSION
+    assert b.cache.stats()["entries"] == 1
+    # One byte more is refused; so is a huge value, of which Redis sends only the first
+    # MAX_VALUE + 1 bytes.
+    for cache_id in ("over-cap", "huge"):
+        sent = _bytes_sent(redis)
+        assert wait_reply(loop, b.ask(lookup(cache_id))).status is Status.ERR
+        assert _bytes_sent(redis) - sent < MAX_VALUE + (16 << 10)
+        assert b.log.lines[-1] == (
+            f"warning: redis {redis.address}: smtp cache id={cache_id}: the value in Redis"
+            f" is over the size cap ({MAX_VALUE} bytes); treated as a miss"
+        )
+    stats = b.level.stats()
+    assert (stats["oversized"], stats["tampered"], stats["hits"]) == ("2", "0", "1")
+    assert b.cache.stats()["entries"] == 1
+
+
+def _bytes_sent(redis: RedisServer) -> int:
+    """What the server has sent to all its clients (INFO's total_net_output_bytes)."""
+    info = redis.call("INFO", "stats").decode()
+    return int(re.search(r"^total_net_output_bytes:(\d+)", info, re.M)[1])
+
+
+@pytest.mark.root
+def test_a_local_cache_without_room_still_shares_through_redis(loop, redis, tmpfs, hosts):
+    disk = tmpfs("16m")
+    fill(disk, 1 << 20)  # far less than a cache's buffer pool: no room from the start
+    a, b = hosts("a"), hosts("b", on=disk)
+    a.ask(update("from-a", b"A"))
+    spin(loop, lambda: redis.keys(), "A's SET")
+    # B's update is refused locally (FAIL) and goes no further.
+    assert b.ask(update("from-b", b"B")).status is Status.FAIL
+    loop.run_once(0.05)
+    assert redis.keys() == [a.level.sealer.name("smtp", "from-a")]
+    # A's session is sent to B's client, though B cannot keep a copy.
+    for _ in range(2):
+        answer = b.ask(lookup("from-a"))
+        assert isinstance(answer, service.Pending)  # no local copy: Redis each time
+        reply = wait_reply(loop, answer)
+        assert (reply.status, reply.data) == (Status.OK, b"A")
+    stats = b.cache.stats()
+    assert (stats["no_room"], stats["refused"], stats["entries"]) == (1, 3, 0)
+    assert b.level.stats()["hits"] == "2"
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_a_disabled_local_cache_fails_with_redis_too_but_deletes_reach_it(
+    loop, redis, tmpfs, hosts
+):
+    disk = tmpfs("16m")
+    a, b = hosts("a"), hosts("b", on=disk, cache_size=256 << 10)
+    a.ask(update("shared", b"A"))
+    spin(loop, lambda: redis.keys(), "A's SET")
+    b.cache.update("before", b"B", time.time())  # room checked: the next check is 1 MiB away
+    # The disk fills behind B's cache: a Berkeley DB write error (after ~4 s) disables it.
+    fill(disk, 0)
+    update_until_refused(b.cache, b"", int(time.time()))
+    assert b.cache.stats()["disabled"] == 1
+    assert b.ask(lookup("shared")) == Reply("lookup", Status.FAIL)  # Redis not asked
+    assert b.ask(update("from-b", b"B")) == Reply("update", Status.FAIL)
+    loop.run_once(0.05)
+    assert redis.keys() == [a.level.sealer.name("smtp", "shared")]
+    stats = b.level.stats()
+    assert (stats["hits"], stats["misses"], stats["skipped"]) == ("0", "0", "0")
+    # A delete is FAIL here, and still reaches Redis: no host resumes that session.
+    assert b.ask(delete("shared")) == Reply("delete", Status.FAIL)
+    spin(loop, lambda: not redis.keys(), "the DEL")

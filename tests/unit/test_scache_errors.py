@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from support.caches import on_file
+from support.caches import on_file, update_until_refused
 from support.disks import fill
 from support.stand_ins import Log
 from tlsmgr.dbhash import DBError
@@ -45,16 +45,6 @@ def open_small(folder: str, log: Log, max_entries: int = 100000) -> SessionCache
     )
 
 
-def update_until_refused(cache: SessionCache, session: bytes, limit: int = 50000) -> int:
-    """Updates u0, u1, ... until one raises StoreError; how many were stored before it."""
-    for i in range(limit):
-        try:
-            cache.update(f"u{i}", session, T0)
-        except StoreError:
-            return i
-    raise AssertionError(f"{limit} updates and no failure")
-
-
 def warnings(log: Log) -> list[str]:
     return [line for line in log.lines if line.startswith("warning:")]
 
@@ -65,7 +55,7 @@ def test_updates_stop_while_there_is_room_and_resume_when_there_is_more(tmpfs):
     log = Log()
     c = open_small(folder, log)
     try:
-        stored = update_until_refused(c, SESSION)
+        stored = update_until_refused(c, SESSION, T0)
         assert stored > 100
         [warning] = warnings(log)
         assert warning.startswith(f"warning: smtp TLS cache: {folder}/smtp_scache")
@@ -106,7 +96,7 @@ def test_a_write_error_disables_the_cache(tmpfs, folder, full):
         for i in range(20):
             c.update(f"k{i}", SESSION, T0)
         fill(disk, 0)
-        update_until_refused(c, b"")  # small entries: the next room check is far off
+        update_until_refused(c, b"", T0)  # small entries: the next room check is far off
         [warning] = warnings(log)
         path = "smtp_scache.age.db" if full == "index" else "smtp_scache.db"
         assert re.search(rf"^warning: smtp TLS cache: .*{path}: .*: cache disabled until", warning)

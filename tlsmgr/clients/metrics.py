@@ -212,6 +212,7 @@ REDIS_FIGURES = {
         "tlsmgr_redis_tampered_total", COUNTER, "", "Values that failed authentication."
     ),
     "stale": _def("tlsmgr_redis_stale_total", COUNTER, "", "Values too old or expired."),
+    "oversized": _def("tlsmgr_redis_oversized_total", COUNTER, "", "Values over the size cap."),
     "errors": _def("tlsmgr_redis_errors_total", COUNTER, "", "Connection and protocol errors."),
     "timeouts": _def("tlsmgr_redis_timeouts_total", COUNTER, "", "Lookups past the budget."),
     "reconnects": _def(
