@@ -197,6 +197,11 @@ class _Call:
         self.deadline = deadline
         self.live = kind != SEND  # a get or the greeting still has someone waiting
 
+    def answer(self, reply: bytes | None) -> None:
+        """Give the reply (None: a miss) to whoever waits for it."""
+        if self.done is not None:
+            self.done(reply)
+
 
 class RedisConnection:
     """The connection and its state; see the module docstring."""
@@ -366,7 +371,7 @@ class RedisConnection:
             call.live = False
             head = self._live.popleft()
             assert head is call  # Sanity check: replies come in the order commands went.
-            call.done(None if error else reply)  # type: ignore[misc]
+            call.answer(None if error else reply)
         elif call.kind == GET:
             self.counters["late"] += 1
 
@@ -395,7 +400,7 @@ class RedisConnection:
                 self._failed(f"no answer within {STALL:g}s")
                 return
             self.counters["timeouts"] += 1
-            call.done(None)  # type: ignore[misc]
+            call.answer(None)
         if not self._fifo:
             return
         if now - self._fifo[0].sent >= STALL:
@@ -485,7 +490,7 @@ class RedisConnection:
         self._schedule_retry(delay * (0.5 + self.jitter() / 2))
         for call in waiting:
             call.live = False
-            call.done(None)  # type: ignore[misc]
+            call.answer(None)
 
     def _drop_socket(self) -> None:
         self.events.cancel_timer(self._timer)
