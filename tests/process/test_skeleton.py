@@ -202,10 +202,12 @@ def test_main_cf_syntax_error_names_file_and_line(lab):
 
 
 def test_a_hooks_own_check_is_fatal_at_the_place_of_its_parameter(lab):
-    # pre_init raises ParamError naming echo_trace_file: main.cf's line 6 sets it.
+    # pre_init raises ParamError naming echo_trace_file: at the line of main.cf that sets it.
     inst, fm = lab.echo(main_cf={"echo_trace_file": "trace"})
+    with open(os.path.join(inst.etc, "main.cf")) as fp:
+        line = next(n for n, text in enumerate(fp, 1) if text.startswith("echo_trace_file"))
     what = "parameter echo_trace_file: not an absolute path: trace"
-    _fatal(inst, fm.spawn(), f"{inst.etc}/main.cf:6: {what}")
+    _fatal(inst, fm.spawn(), f"{inst.etc}/main.cf:{line}: {what}")
     inst, fm = lab.echo(args=["-o", "echo_trace_file=trace"])
     _fatal(inst, fm.spawn(), f"service echo: -o echo_trace_file=trace: {what}")
 
