@@ -107,7 +107,7 @@ $(RUN_CONF)/main.cf: etc/main.cf etc/master.cf etc/minipostfix.service master/co
 	$(BIN)/minipostfix -c $(RUN_CONF) create-instance \
 	  queue_directory=$(RUN_QUEUE) data_directory=$(RUN_DATA) \
 	  daemon_directory=$(CURDIR)/$(BIN) maillog_file=$(RUN_LOG)
-	$(BIN)/python -m tlsmgr.clients.mkcert $(RUN_CONF)
+	$(BIN)/python -I -m tlsmgr.clients.mkcert $(RUN_CONF)
 
 run: setup $(RUN_CONF)/main.cf
 	@echo "minipostfix: configuration $(RUN_CONF), log $(RUN_LOG); Ctrl-C or 'make stop' ends it"

@@ -49,7 +49,9 @@ DESCRIPTION
     rotation failed: REASON`.
 
     start runs `check` first, then starts the master as a subprocess
-    (`python -m master.control -c DIR master --ready-fd N`) which detaches
+    (`python -I -m master.control -c DIR master --ready-fd N`, from `/`:
+    isolated, so that no file in the caller's current directory and no
+    PYTHONPATH is imported by the root master) which detaches
     through python-daemon's DaemonContext (detach_process=True,
     signal_map={}, umask 077, pidfile=None, prevent_core=False so that
     children keep the core limit as under Postfix, files_preserve=[the
@@ -125,6 +127,9 @@ from master.statusreport import MasterStatus, StateError, StatusReport, collect_
 from master.statusview import report_lines
 
 NAME = "minipostfix"
+# How `start` runs the master, as root: isolated (-I: neither the current directory
+# nor PYTHONPATH and the other PYTHON* variables decide what it imports), from /.
+MASTER_PYTHON = (sys.executable, "-I", "-m")
 READY_TIMEOUT = 100.0
 STOP_TIMEOUT = 10.0
 ROTATE_WAIT = 10.0
@@ -242,9 +247,10 @@ def cmd_start(config_dir: str, _args: argparse.Namespace) -> int:
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "master.control", "-c", config_dir, "master"]
+            [*MASTER_PYTHON, "master.control", "-c", config_dir, "master"]
             + ["--ready-fd", str(write_fd)],
             pass_fds=[write_fd],
+            cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
         )
