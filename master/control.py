@@ -200,9 +200,8 @@ def check(config_dir: str) -> Config:
         path = os.path.join(daemon_dir, entry.command)
         if not os.access(path, os.X_OK):
             msg_warn(f"{entry.filename}:{entry.lineno}: command not executable: {path}")
-    if root:
-        for spec in instance.layout(config, instance.lookup_owner(config)):
-            check_directory(spec)
+    for spec in instance.layout(config, instance.lookup_owner(config)):
+        check_directory(spec, modes=root)
     return config
 
 
@@ -223,10 +222,10 @@ def check_maillog(config: Config, entries: list[ServiceEntry]) -> None:
         )
 
 
-def check_directory(spec: instance.DirSpec) -> None:
-    """instance.check_directory(), with a Fatal for what is not a directory."""
+def check_directory(spec: instance.DirSpec, modes: bool) -> None:
+    """instance.check_directory(), with a Fatal for an unsafe directory or a non-directory."""
     try:
-        instance.check_directory(spec)
+        instance.check_directory(spec, modes)
     except ConfigError as err:
         raise Fatal(str(err)) from None
 

@@ -7,7 +7,7 @@ SYNOPSIS
     owner = instance.lookup_owner(config)            # Owner(name, uid, gid, setgid_gid)
     specs = instance.layout(config, owner)           # [DirSpec]
     instance.make_directories(specs)                 # the master, at start
-    instance.check_directory(spec)                   # `minipostfix check`
+    instance.check_directory(spec, modes=True)       # `minipostfix check`
     fd = instance.lock_pid_file(instance.PID_FILE)   # held for the master's lifetime
     instance.locked_pid(path) -> int | None          # who holds it (`status`, `stop`)
     instance.write_state(path, text); instance.read_state(path) -> dict
@@ -26,11 +26,16 @@ DESCRIPTION
     0755 (kept as found when it exists), pid/ 0755 root, private/ 0700
     mail_owner, public/ 02710 mail_owner:setgid_group (mail_owner's group
     without postdrop), $data_directory 0755 mail_owner.  When not run as root,
-    every owner is whoever runs us.  make_directories() creates what is
-    missing (parents 0755 despite umask 077, so children can traverse
-    them) and, as root, fixes the owner and mode of our own folders.
-    check_directory() reports, without changing anything, what
-    make_directories() would fix.
+    every owner is whoever runs us.  make_directories() reaches each one
+    through trust.open_directory() (from /, one component at a time,
+    without following links others could have planted), creates what is
+    missing (0755 despite umask 077, so children can traverse them),
+    refuses a queue directory that is not owned by root (or, when not
+    run as root, by us) or is writable by group or others, and an unsafe
+    directory above any of them; as root it fixes the owner and mode of
+    our own folders through their descriptors (fchown, fchmod).
+    check_directory() refuses the same and reports, without changing
+    anything, what make_directories() would fix.
 
     Lock files (pid/master.pid, root 0600; $data_directory/master.lock,
     mail_owner 0600) hold the pid right-aligned in 32 characters plus a
@@ -49,13 +54,17 @@ DESCRIPTION
     the master lands on a number its children expect.
 
 SECURITY
+    Directories are changed by descriptor, never by path: a queue
+    directory whose content someone else controls could otherwise send a
+    root chown or chmod through a link (see trust.py).
     lock_pid_file() opens with O_NOFOLLOW; callers open master.lock with
     mail_owner's effective ids (privs.saved_eugid), never as root in a
     folder mail_owner owns.
 
 DIAGNOSTICS
     ConfigError: `directory PATH: strerror`, `not a directory: PATH`,
-    ALREADY_RUNNING, and every configuration error.  check_directory()
+    `unsafe queue_directory PATH: ...` (trust.py), ALREADY_RUNNING, and
+    every configuration error.  check_directory()
     warns through master.log (`not owned by postfix: PATH`, `mode 0755,
     expected 0700: PATH`).  OSError from the file operations otherwise.
 
@@ -66,18 +75,16 @@ SEE ALSO
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import grp
 import json
 import os
 import pwd
 import socket
-import stat
 from dataclasses import dataclass
 from typing import Any
 
-from master import privs, proto
+from master import privs, proto, trust
 from master.config import Config
 from master.errors import ConfigError
 from master.log import msg_warn
@@ -135,58 +142,65 @@ def lookup_owner(config: Config) -> Owner:
 
 @dataclass(frozen=True)
 class DirSpec:
+    """One directory of the layout: where, whose, which mode, and how it is treated.
+
+    enforce: the master fixes its owner and mode (else it is only checked
+    to be safe, and never changed: the queue directory).  follow: the
+    last component may be a symbolic link (queue_directory and
+    data_directory may be links an administrator made; the master's own
+    folders under the queue directory never are).  param: the parameter
+    it comes from, for messages.
+    """
+
     path: str
     uid: int
     gid: int
     mode: int
-    enforce: bool  # fix ownership and mode of an existing directory
+    enforce: bool
+    follow: bool = False
+    param: str = "queue_directory"
 
 
 def layout(config: Config, owner: Owner) -> list[DirSpec]:
     """The directories the master needs, with their owners and modes (see the module docstring)."""
     queue = config.get("queue_directory")
+    data = config.get("data_directory")
     me = os.geteuid()
     root_gid = 0 if me == 0 else os.getegid()
     return [
-        DirSpec(queue, me, root_gid, 0o755, False),
+        DirSpec(queue, me, root_gid, 0o755, False, follow=True),
         DirSpec(os.path.join(queue, "pid"), me, root_gid, 0o755, True),
         DirSpec(os.path.join(queue, "private"), owner.uid, root_gid, 0o700, True),
         DirSpec(os.path.join(queue, "public"), owner.uid, owner.setgid_gid, 0o2710, True),
-        DirSpec(config.get("data_directory"), owner.uid, owner.gid, 0o755, True),
+        DirSpec(data, owner.uid, owner.gid, 0o755, True, follow=True, param="data_directory"),
     ]
 
 
 def make_directories(specs: list[DirSpec]) -> None:
-    """Create missing directories; fix owner and mode of our own ones (as root)."""
+    """Create missing directories, refuse unsafe ones, fix owner and mode of our own (as root).
+
+    Each directory is reached by trust.open_directory() and changed
+    through its descriptor (fchown, fchmod), never by path.
+    """
     root = os.geteuid() == 0
     for spec in specs:
+        fd = trust.open_directory(spec.path, spec.param, create=True, follow=spec.follow)
+        if fd is None:
+            raise ConfigError(f"directory {spec.path}: removed while it was made")
         try:
-            _make_parents(os.path.dirname(spec.path))
-            created = False
-            try:
-                os.mkdir(spec.path, spec.mode & 0o777)
-                created = True
-            except FileExistsError:
-                pass
-            st = os.stat(spec.path)
-            if not (created or spec.enforce):
+            st = os.fstat(fd)
+            if not spec.enforce:
+                trust.require_safe(st, spec.path, spec.param)
                 continue
-            if root and (st.st_uid, st.st_gid) != (spec.uid, spec.gid):
-                os.chown(spec.path, spec.uid, spec.gid)
-            if st.st_mode & 0o7777 != spec.mode or (root and created):
-                os.chmod(spec.path, spec.mode)
+            chown = root and (st.st_uid, st.st_gid) != (spec.uid, spec.gid)
+            if chown:
+                os.fchown(fd, spec.uid, spec.gid)  # before fchmod: it clears set-gid
+            if chown or st.st_mode & 0o7777 != spec.mode:
+                os.fchmod(fd, spec.mode)
         except OSError as err:
             raise ConfigError(f"directory {spec.path}: {err.strerror}") from None
-
-
-def _make_parents(path: str) -> None:
-    """mkdir -p with mode 0755 despite umask 077: children must traverse them."""
-    if not path or os.path.isdir(path):
-        return
-    _make_parents(os.path.dirname(path))
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path)
-        os.chmod(path, 0o755)
+        finally:
+            os.close(fd)
 
 
 def lock_pid_file(path: str) -> int:
@@ -228,17 +242,24 @@ def locked_pid(path: str) -> int | None:
         os.close(fd)
 
 
-def check_directory(spec: DirSpec) -> None:
-    """Warn about what make_directories() would fix; ConfigError if not a directory."""
-    try:
-        st = os.stat(spec.path)
-    except FileNotFoundError:
-        return  # the master creates it
-    except OSError as err:
-        msg_warn(f"{spec.path}: {err.strerror}")
+def check_directory(spec: DirSpec, modes: bool = True) -> None:
+    """What make_directories() would refuse (ConfigError) or fix (a warning, with `modes`).
+
+    Nothing is created or changed; a directory that does not exist yet is
+    fine (the master creates it).
+    """
+    fd = trust.open_directory(spec.path, spec.param, follow=spec.follow)
+    if fd is None:
         return
-    if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"not a directory: {spec.path}")
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not spec.enforce:
+        trust.require_safe(st, spec.path, spec.param)
+        return
+    if not modes:
+        return
     if st.st_uid != spec.uid:
         msg_warn(f"not owned by {_user(spec.uid)}: {spec.path}")
     if st.st_gid != spec.gid:
