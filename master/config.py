@@ -51,6 +51,7 @@ DIAGNOSTICS
     the place at fault, which it also carries as data (filename and
     lineno, or origin):
         main.cf:7: missing '=' after attribute name: "x"
+        main.cf:7: line contains a NUL byte
         main.cf:7: parameter a: recursive reference: a -> b -> a
         main.cf:12: invalid max_idle: 0 (min 1)
         master.cf:12: -o max_idle=x: parameter max_idle: bad time value or unit: x
@@ -237,8 +238,10 @@ def _is_blank_or_comment(line: str) -> bool:
 def logical_lines(text: str, filename: str, warn: Warn | None = None) -> list[tuple[int, str]]:
     """Return (first physical line number, logical line) pairs (readllines()).
 
-    Raises nothing: a continuation line with no text before it is dropped
-    with a warning, as Postfix does, together with its own continuations.
+    A continuation line with no text before it is dropped with a warning,
+    as Postfix does, together with its own continuations.  A NUL byte
+    anywhere is a ConfigError naming its line (Postfix's C strings end
+    there: it silently drops the rest of that line).
     """
     out: list[tuple[int, str]] = []
     current: list[str] = []
@@ -260,6 +263,8 @@ def logical_lines(text: str, filename: str, warn: Warn | None = None) -> list[tu
     if lines and lines[-1] == "":
         lines.pop()
     for lineno, line in enumerate(lines, 1):
+        if "\0" in line:
+            raise ConfigError("line contains a NUL byte", filename=filename, lineno=lineno)
         if _is_blank_or_comment(line):
             continue
         if not line[0].isspace() or not current:

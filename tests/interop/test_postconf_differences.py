@@ -141,6 +141,16 @@ def test_legacy_dbms_parameters_are_not_recognised(confdir):
     assert "main.cf:2: unused parameter: mydb_server_host=ldap.example" in ours[2]
 
 
+def test_a_nul_byte_is_an_error_not_the_end_of_the_line(confdir):
+    theirs, ours = both(confdir, "myorigin = a\0b\nmydomain = c\n", "-n")
+    assert theirs[0] == 0 and "myorigin = a\n" in theirs[1]  # the rest of the line is gone
+    assert ours[0] == 1 and ours[1] == ""
+    assert ours[2] == "minipostconf: fatal: main.cf:1: line contains a NUL byte\n"
+    theirs, ours = both(confdir, "", "-M", master="echo unix - n n - 0 te\0std\n")
+    assert theirs[0] == 0 and theirs[1].split()[-1] == "te"
+    assert ours[2] == "minipostconf: fatal: master.cf:1: line contains a NUL byte\n"
+
+
 # master.cf: -M, -F, -P and their edits ------------------------------------------------
 
 
