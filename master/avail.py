@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 
 from master import proto
 from master.events import EventLoop, Timer
+from master.instance import process_starttime
 from master.log import msg_info, msg_warn
 from master.mastercf import ServiceEntry
 
@@ -88,6 +89,12 @@ class Child:
     stderr_fd: int | None = None
     stderr_tail: bytearray = field(default_factory=bytearray)
     draining: bool = False  # of a replaced status channel: finishing, then leaving
+    # With the pid, names this process even after the pid is reused (instance.py).
+    starttime: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.starttime is None:
+            self.starttime = process_starttime(self.pid)
 
     @property
     def state(self) -> str:
@@ -315,6 +322,7 @@ class Service:
                     "state": c.state,
                     "use_count": c.use_count,
                     "started": c.started,
+                    "starttime": c.starttime,
                 }
                 for c in self.children.values()
             ],

@@ -74,7 +74,10 @@ DESCRIPTION
     stop sends SIGTERM and waits up to 10 s for the master to be gone
     (the master itself waits 5 s for its children, then kills them); if
     the master is still there it is killed with SIGKILL together with the
-    children listed in its state file.  abort sends SIGQUIT (the master
+    children listed in its state file.  Pids may be reused: stop takes a
+    pidfd of each process before the TERM, and only of a process whose
+    start time (/proc/PID/stat field 22) is the one the state file
+    recorded, so the KILL reaches those processes or none.  abort sends SIGQUIT (the master
     TERMs its children and exits at once) and does not wait.  reload
     checks both files, then sends SIGHUP.
 
@@ -112,6 +115,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from master import embedded, instance, maillog, privs
@@ -341,24 +345,86 @@ def cmd_stop(config_dir: str, _args: argparse.Namespace) -> int:
     config = _load(config_dir)
     init_log(config, strict=False)
     pid = require_running(config)
-    state = read_state(config)
-    say("stopping the minipostfix mail system")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    next_note = time.monotonic() + 1
-    while running_pid(config) is not None:
-        if time.monotonic() > deadline:
-            msg_warn("stopping the minipostfix mail system with force")
-            children = [c["pid"] for s in state.get("services", []) for c in s["children"]]
-            for victim in (pid, *children):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(victim, signal.SIGKILL)
-            break
-        if time.monotonic() > next_note:
-            say("waiting for the minipostfix mail system to terminate")
-            next_note += 1
-        time.sleep(0.05)
+    held = hold_processes(pid, read_state(config), lambda: running_pid(config))
+    try:
+        say("stopping the minipostfix mail system")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        next_note = time.monotonic() + 1
+        while running_pid(config) is not None:
+            if time.monotonic() > deadline:
+                msg_warn("stopping the minipostfix mail system with force")
+                for process in held:
+                    process.kill()
+                break
+            if time.monotonic() > next_note:
+                say("waiting for the minipostfix mail system to terminate")
+                next_note += 1
+            time.sleep(0.05)
+    finally:
+        for process in held:
+            process.close()
     return 0
+
+
+class Held:
+    """A process named by pid and start time, held by a pidfd where the system has them.
+
+    kill() reaches that process or nothing: through the pidfd (taken
+    while the start time still matched), or, without pidfds, by pid only
+    while the start time still matches.  A pid read from a file may have
+    been reused by an unrelated process since (instance.process_starttime).
+    """
+
+    def __init__(self, pid: int, starttime: int, fd: int | None) -> None:
+        self.pid, self.starttime, self.fd = pid, starttime, fd
+
+    @classmethod
+    def take(cls, pid: int, starttime: int | None) -> Held | None:
+        """Hold pid if it is still the process that started at `starttime`, else None."""
+        if starttime is None:
+            return None
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return None
+        except OSError:  # no pidfds here: check again at kill()
+            fd = None
+        if instance.process_starttime(pid) != starttime:  # after the pidfd: it is that one
+            if fd is not None:
+                os.close(fd)
+            return None
+        return cls(pid, starttime, fd)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, signal.SIGKILL)
+            elif instance.process_starttime(self.pid) == self.starttime:
+                os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def hold_processes(master: int, state: dict, master_pid: Callable[[], int | None]) -> list[Held]:
+    """The master and the children its state file lists, each still the process recorded.
+
+    The master is held only while it still holds its lock afterwards
+    (master_pid()); a child only when its start time is the one in the
+    state file (entries without one are skipped).
+    """
+    held = [Held.take(master, instance.process_starttime(master))]
+    if held[0] is not None and master_pid() != master:
+        held[0].close()
+        held = []
+    for service in state.get("services", []):
+        for child in service.get("children", []):
+            if isinstance(child.get("pid"), int):
+                held.append(Held.take(child["pid"], child.get("starttime")))
+    return [process for process in held if process is not None]
 
 
 def cmd_abort(config_dir: str, _args: argparse.Namespace) -> int:

@@ -295,6 +295,24 @@ def write_state(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def process_starttime(pid: int) -> int | None:
+    """When process `pid` started (/proc/PID/stat field 22, clock ticks after boot); None if gone.
+
+    A pid may be reused once its process is reaped; the pair (pid,
+    starttime) names one process for as long as the system runs.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fp:
+            text = fp.read()
+    except OSError:
+        return None
+    fields = text.rsplit(b")", 1)[-1].split()  # the command name may hold blanks and ')'
+    try:
+        return int(fields[19])  # fields[0] is field 3, the state
+    except (IndexError, ValueError):
+        return None
+
+
 def read_state(path: str) -> dict[str, Any]:
     """The state file's content; {} when it is missing, unreadable or not an object."""
     try:

@@ -7,6 +7,9 @@ temporary distribution on sys.path, in process.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
 import pwd
 import signal
@@ -16,8 +19,9 @@ import textwrap
 
 import pytest
 
-from master import embedded, statusreport, statusview
+from master import control, embedded, statusreport, statusview
 from support.instance import MINIPOSTFIX, MiniInstance
+from support.procs import proc_stat
 
 ECHO = "echo unix - n n - 0 testd echo 30\n"
 
@@ -218,23 +222,44 @@ def test_master_view_shows_draining_children():
 
 
 @pytest.mark.slow
-def test_stop_kills_a_master_that_does_not_exit(inst):
+def test_stop_kills_a_master_that_does_not_exit_and_only_its_own_children(inst):
+    """The forced stop kills the master and the children its state file lists, each only
+    while its start time (/proc/PID/stat field 22) is still the one recorded: a listed
+    pid that now belongs to another process (pids are reused) is left alone."""
     inst.cli("start").check()
     with inst.connect("private/echo") as sock:
         sock.sendall(b"hi\n")
         child = int(sock.makefile("rb").readline().split()[0])
-    inst.wait_for(lambda: f'"pid": {child}' in (inst.queue / "pid" / "master.state").read_text(),
+    state_file = inst.queue / "pid" / "master.state"
+    inst.wait_for(lambda: f'"pid": {child}' in state_file.read_text(),
                   "the state file to list the child")  # fmt: skip
     master = inst.master_pid()
-    os.kill(master, signal.SIGSTOP)  # it cannot act on TERM now
+    os.kill(master, signal.SIGSTOP)  # it cannot act on TERM now, nor rewrite its state
+    bystander = subprocess.Popen(["sleep", "60"])
     try:
+        state = json.loads(state_file.read_text())
+        listed = state["services"][0]["children"]
+        assert [c["starttime"] for c in listed if c["pid"] == child] == [start_time(child)]
+        reused = dict(listed[0], pid=bystander.pid, starttime=start_time(bystander.pid) - 1)
+        unknown = {k: v for k, v in reused.items() if k != "starttime"}
+        listed += [reused, unknown]
+        state_file.write_text(json.dumps(state))
         result = inst.cli("stop")
+        assert result.returncode == 0
+        assert "waiting for the minipostfix mail system to terminate" in result.stderr
+        assert "stopping the minipostfix mail system with force" in result.stderr
+        inst.wait_for(lambda: {master, child}.isdisjoint(inst.processes()), "master and child gone")
+        assert bystander.poll() is None, "an unrelated process was killed"
     finally:
-        os.kill(master, signal.SIGCONT)
-    assert result.returncode == 0
-    assert "waiting for the minipostfix mail system to terminate" in result.stderr
-    assert "stopping the minipostfix mail system with force" in result.stderr
-    inst.wait_for(lambda: {master, child}.isdisjoint(inst.processes()), "master and child gone")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(master, signal.SIGCONT)
+        bystander.kill()
+        bystander.wait()
+
+
+def start_time(pid: int) -> int:
+    """Field 22 of /proc/PID/stat: when the process started, in clock ticks after boot."""
+    return int(proc_stat(pid)[19])
 
 
 def test_usage_and_unknown_command(inst):
@@ -282,3 +307,28 @@ def test_not_root_runs_with_one_warning(inst):
         assert sock.makefile("rb").readline().split()[2] == b"hi"
     assert run("stop").returncode == 0
     assert inst.processes() == []
+
+
+@pytest.mark.parametrize("pidfds", [True, False], ids=["pidfd", "no-pidfd"])
+def test_held_process_is_killed_only_while_it_is_the_one_recorded(monkeypatch, pidfds):
+    """Held: a pid and its start time; kill() reaches that process or nothing, through a
+    pidfd, or (a system without pidfds) by pid after the start time was checked again."""
+    if not pidfds:
+        monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        assert control.Held.take(sleeper.pid, start_time(sleeper.pid) + 1) is None
+        assert control.Held.take(sleeper.pid, None) is None
+        held = control.Held.take(sleeper.pid, start_time(sleeper.pid))
+        assert held is not None and (held.fd is not None) == pidfds
+        held.kill()
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+        held.kill()  # gone: nothing happens
+        held.close()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def no_pidfds(_pid: int) -> int:
+    raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
