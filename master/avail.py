@@ -134,6 +134,9 @@ class Service:
         self.spawns = 0
         self.throttles = 0
         self.last_exit = ""
+        # The last stderr lines of an abnormal exit, {"pid": N, "lines": [...]}: not in
+        # snapshot(), which anyone may read (master.py publishes them for root only).
+        self.last_stderr: dict | None = None
         self.stress_expire = 0.0
         self._busy_warn = 0.0
         self._partial = b""

@@ -77,17 +77,18 @@ DESCRIPTION
     children listed in its state file.  Pids may be reused: stop takes a
     pidfd of each process before the TERM, and only of a process whose
     start time (/proc/PID/stat field 22) is the one the state file
-    recorded, so the KILL reaches those processes or none.  abort sends SIGQUIT (the master
-    TERMs its children and exits at once) and does not wait.  reload
-    checks both files, then sends SIGHUP.
+    recorded, so the KILL reaches those processes or none.  abort sends
+    SIGQUIT (the master TERMs its children and exits at once) and does
+    not wait.  reload checks both files, then sends SIGHUP.
 
     status prints on stderr, whether or not it is a terminal (so scripts
     see it too; postfix-script prints only to a terminal), `the
     minipostfix mail system is running: PID: N` (exit 0) or
     `the minipostfix mail system is not running` (exit 1).  status -v
     adds, on stdout, the master's state file (pid/master.state: services,
-    children, spawns, throttle state and its reason) and the figures of
-    every status provider registered in the entry point group
+    children, spawns, throttle state and its reason; as root also the
+    children's last stderr lines, from pid/master.stderr) and the figures
+    of every status provider registered in the entry point group
     `minipostfix.status`; status --json prints the same report as one JSON
     document (docs/status.schema.json) instead.  Both are renderings of one
     statusreport.StatusReport (statusview.py makes the lines).
@@ -475,7 +476,9 @@ def status_report(config: Config, pid: int | None) -> StatusReport:
     master = None
     if pid is not None:
         try:
-            master = MasterStatus.from_state(read_state(config))
+            queue = config.get("queue_directory")
+            stderr = instance.read_state(os.path.join(queue, instance.STDERR_FILE))  # root only
+            master = MasterStatus.from_state(read_state(config), stderr)
         except StateError as err:
             msg_warn(f"{instance.STATE_FILE}: {err}")
     return StatusReport(time.time(), pid, master, collect_providers(config.config_dir))

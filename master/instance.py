@@ -10,7 +10,8 @@ SYNOPSIS
     instance.check_directory(spec, modes=True)       # `minipostfix check`
     fd = instance.lock_pid_file(instance.PID_FILE)   # held for the master's lifetime
     instance.locked_pid(path) -> int | None          # who holds it (`status`, `stop`)
-    instance.write_state(path, text); instance.read_state(path) -> dict
+    instance.write_state(path, text, mode); instance.read_state(path) -> dict
+    instance.process_starttime(pid) -> int | None
     keep = instance.reserve_fds(keep)
 
 DESCRIPTION
@@ -47,7 +48,12 @@ DESCRIPTION
 
     The state file (pid/master.state, JSON, 0644) is what `minipostfix
     status -v` shows; write_state() replaces it through a temporary file
-    and rename, so a reader never sees half of it.
+    and rename, so a reader never sees half of it.  It holds no text a
+    child wrote: the last stderr lines of each service are in
+    pid/master.stderr (JSON, 0600, `{"NAME/TYPE": {"pid": N, "lines":
+    [...]}}`), which status -v reads when run as root.  Each child is
+    listed with its pid and `starttime` (process_starttime()), so that a
+    forced stop never kills a process that reused a listed pid.
 
     reserve_fds() closes every inherited descriptor except `keep` (moved
     above 6) and occupies 0-6 with /dev/null, so that no pipe or socket of
@@ -92,6 +98,7 @@ from master.mastercf import MASTER_CF, ServiceEntry, read_master_cf
 
 PID_FILE = "pid/master.pid"
 STATE_FILE = "pid/master.state"
+STDERR_FILE = "pid/master.stderr"
 DATA_LOCK = "master.lock"
 ALREADY_RUNNING = "the minipostfix mail system is already running"
 
@@ -285,13 +292,14 @@ def _group(gid: int) -> str:
 # The state file ------------------------------------------------------------
 
 
-def write_state(path: str, text: str) -> None:
-    """Replace the state file with text (0644, temporary file + rename); OSError."""
+def write_state(path: str, text: str, mode: int = 0o644) -> None:
+    """Replace a state file with text (temporary file + rename, `mode`); OSError."""
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, mode)
     with os.fdopen(fd, "w") as fp:
+        os.fchmod(fd, mode)
         fp.write(text)
-    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 

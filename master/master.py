@@ -60,7 +60,9 @@ DESCRIPTION
 
     publish_state() rewrites $queue_directory/pid/master.state (JSON,
     0644, temp file + rename) at most once a second when something
-    changed; `minipostfix status -v` reads it.
+    changed; `minipostfix status -v` reads it.  The children's last
+    stderr lines go to pid/master.stderr (0600) instead: a child may
+    print anything there, and master.state is readable by everyone.
 
 SECURITY
     The master runs as root and stays root; children drop privileges in
@@ -103,6 +105,7 @@ from master.instance import (
     DATA_LOCK,
     PID_FILE,
     STATE_FILE,
+    STDERR_FILE,
     Owner,
     layout,
     lock_pid_file,
@@ -246,7 +249,7 @@ class Master:
         self.hup = False
         self.stop_signal = 0
         self.last_publish = 0.0
-        self.last_state = ""
+        self.last_state: dict[str, str] = {}  # path -> the text last written there
         self.publish_timer: object | None = None
 
     # Startup -------------------------------------------------------------
@@ -440,8 +443,9 @@ class Master:
                 self.spawner.signal_all(signal.SIGKILL)
                 self.spawner.wait_all(KILL_WAIT)
         self.drain_postlog(logger)
-        with contextlib.suppress(OSError):
-            os.unlink(STATE_FILE)
+        for path in (STATE_FILE, STDERR_FILE):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         return True
 
     def postlogd_service(self) -> Service | None:
@@ -566,13 +570,20 @@ class Master:
             "services": [s.snapshot() for s in self.services.values()],
         }
         text = json.dumps(state, indent=1)
-        if text == self.last_state:
+        tails = {f"{s.name}/{s.entry.type}": s.last_stderr for s in self.services.values()}
+        tails = {name: tail for name, tail in tails.items() if tail}
+        self._publish(STATE_FILE, text, 0o644)
+        self._publish(STDERR_FILE, json.dumps(tails, indent=1), 0o600)
+
+    def _publish(self, path: str, text: str, mode: int) -> None:
+        """Rewrite a state file when its text changed; a failure is a warning."""
+        if text == self.last_state.get(path):
             return
         try:
-            write_state(STATE_FILE, text)
-            self.last_state = text
+            write_state(path, text, mode)
+            self.last_state[path] = text
         except OSError as err:
-            msg_warn(f"cannot write {STATE_FILE}: {err.strerror}")
+            msg_warn(f"cannot write {path}: {err.strerror}")
 
     def _publish_event(self, _loop: EventLoop) -> None:
         self.publish_timer = None

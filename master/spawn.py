@@ -34,7 +34,10 @@ DESCRIPTION
     is logged; when the child never completed a TAKEN -> AVAIL cycle it
     is a bad command startup: the service stops forking and listening for
     its throttle_delay, and the reason (exit status or signal, and the
-    last lines the child wrote to stderr) is logged and kept for status.
+    last lines the child wrote to stderr) is logged and kept for status:
+    the reason in the service's snapshot, the stderr lines apart in
+    service.last_stderr (they may hold anything a child printed, and the
+    snapshot is published to everyone; see master.py).
     A clean exit(0) never throttles.  A failed spawn (fork or exec error)
     throttles too.  SIGTERM deaths of children of a removed service, or
     during shutdown, are not logged.
@@ -209,12 +212,13 @@ class Spawner:
             lines = _tail_lines(child.stderr_tail)
             for line in lines:
                 msg_warn(f"process {service.path} pid {child.pid} stderr: {line}")
+            if lines:  # kept apart from the reason: master.state is readable by anyone
+                service.last_stderr = {"pid": child.pid, "lines": lines}
             if child.use_count == 0 and not service.throttled and not self.stopping:
                 reason = f"pid {child.pid} {how} before its first request"
-                if lines:
-                    reason += f'; last stderr line: "{lines[-1]}"'
+                said = f'{reason}; last stderr line: "{lines[-1]}"' if lines else reason
                 msg_warn(f"{service.path}: bad command startup -- throttling")
-                msg_warn(f"{service.path}: throttling for {service.throttle_delay}s: {reason}")
+                msg_warn(f"{service.path}: throttling for {service.throttle_delay}s: {said}")
                 service.throttle(reason)
         service.update_listen()
 

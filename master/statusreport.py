@@ -3,7 +3,10 @@
 SYNOPSIS
     from master.statusreport import StatusReport, MasterStatus, collect_providers
 
-    master = MasterStatus.from_state(instance.read_state(path))  # None: no state yet
+    master = MasterStatus.from_state(
+        instance.read_state(path),  # pid/master.state; None: no state yet
+        stderr=instance.read_state(stderr_path),  # pid/master.stderr, {} unless root
+    )
     providers = collect_providers(config_dir)   # the `minipostfix.status` entry points
     report = StatusReport(time=now, pid=pid, master=master, providers=providers)
     report.to_json() -> dict                    # `status --json` (SCHEMA_VERSION)
@@ -11,7 +14,9 @@ SYNOPSIS
 
     MasterStatus(pid, version, config_directory, started, forks, services)
     ServiceStatus(name, type, endpoint, command, maxproc, spawns, throttles,
-                  throttle, last_exit, children);  service.count(state) -> int
+                  throttle, last_exit, children, last_stderr)
+    service.count(state) -> int
+    StderrTail(pid, lines)      # a service's last abnormal exit's stderr lines
     ChildStatus(pid, generation, state, uses, started)
     Throttle(reason, until);  throttle.remaining(now) -> int
     ProviderStatus(name, data, error, lines)
@@ -32,7 +37,11 @@ DESCRIPTION
     {} before the master wrote it, which gives None).  A dict without
     the master's keys or with values of the wrong type raises
     StateError naming the key, e.g. after an upgrade while an older
-    master runs.
+    master runs.  `stderr` is the dict of pid/master.stderr (0600: only
+    root reads it, and {} for anyone else): the last stderr lines of each
+    service's last abnormal exit, kept out of the state file because a
+    child wrote them; a service has last_stderr None when it has none or
+    the reader may not see them.
 
     to_json() is the documented interface: docs/status.schema.json is
     its JSON Schema and docs/operating.md its table (a test holds the
@@ -78,6 +87,7 @@ __all__ = [
     "StatusProvider",
     "StatusReport",
     "StatusUnavailable",
+    "StderrTail",
     "Throttle",
     "collect_providers",
 ]
@@ -146,6 +156,17 @@ class Throttle:
 
 
 @dataclass(frozen=True)
+class StderrTail:
+    """The last lines a service's child wrote to stderr before an abnormal exit."""
+
+    pid: int
+    lines: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "lines": list(self.lines)}
+
+
+@dataclass(frozen=True)
 class ServiceStatus:
     """One master.cf service as the master counts it."""
 
@@ -159,6 +180,7 @@ class ServiceStatus:
     throttle: Throttle | None
     last_exit: str | None
     children: tuple[ChildStatus, ...]
+    last_stderr: StderrTail | None = None
 
     def count(self, state: str) -> int:
         """How many children are in `state` (one of CHILD_STATES)."""
@@ -176,6 +198,7 @@ class ServiceStatus:
             "throttle": self.throttle.to_json(now) if self.throttle else None,
             "last_exit": self.last_exit,
             "children": [child.to_json(now) for child in self.children],
+            "last_stderr": self.last_stderr.to_json() if self.last_stderr else None,
         }
 
 
@@ -205,27 +228,32 @@ class MasterStatus:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> MasterStatus | None:
-        """The model of a state file's dict; None for {} (no file yet); StateError."""
+    def from_state(
+        cls, state: dict[str, Any], stderr: dict[str, Any] | None = None
+    ) -> MasterStatus | None:
+        """The model of a state file's dict (and of the stderr file's, when read);
+        None for {} (no file yet); StateError."""
         if not state:
             return None
+        tails = stderr or {}
         return cls(
             pid=_get(state, "pid", int),
             version=_get(state, "version", str),
             config_directory=_get(state, "config_directory", str),
             started=_get(state, "started", float),
             forks=_get(state, "forks", int),
-            services=tuple(_service(s) for s in _get(state, "services", list)),
+            services=tuple(_service(s, tails) for s in _get(state, "services", list)),
         )
 
 
-def _service(svc: dict[str, Any]) -> ServiceStatus:
+def _service(svc: dict[str, Any], tails: dict[str, Any]) -> ServiceStatus:
     throttle = None
     if _get(svc, "throttled", bool):
         throttle = Throttle(_get(svc, "throttle_reason", str), _get(svc, "throttle_until", float))
+    name, kind = _get(svc, "name", str), _get(svc, "type", str)
     return ServiceStatus(
-        name=_get(svc, "name", str),
-        type=_get(svc, "type", str),
+        name=name,
+        type=kind,
         endpoint=_get(svc, "endpoint", str),
         command=_get(svc, "command", str),
         maxproc=_get(svc, "maxproc", int),
@@ -234,7 +262,18 @@ def _service(svc: dict[str, Any]) -> ServiceStatus:
         throttle=throttle,
         last_exit=_get(svc, "last_exit", str) or None,
         children=tuple(_child(c) for c in _get(svc, "children", list)),
+        last_stderr=_tail(tails.get(f"{name}/{kind}")),
     )
+
+
+def _tail(tail: Any) -> StderrTail | None:
+    """A service's entry of the stderr file ({"pid": N, "lines": [...]}), if it has lines."""
+    if not tail:
+        return None
+    lines = _get(tail, "lines", list)
+    if not lines:
+        return None
+    return StderrTail(_get(tail, "pid", int), tuple(str(line) for line in lines))
 
 
 def _child(child: dict[str, Any]) -> ChildStatus:

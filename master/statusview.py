@@ -18,8 +18,9 @@ DESCRIPTION
     configuration, uptime, forks), one per service (type, endpoint,
     command, maxproc, children and how many are idle and draining,
     spawns), one per child (pid, idle, busy or draining, uses, uptime),
-    and, when they apply, the throttle (seconds left and the reason) and
-    the last exit.  A draining child is one that a reload told to leave:
+    and, when they apply, the throttle (seconds left and the reason), the
+    last exit and the last stderr line of the service's last abnormal
+    exit (only root reads those: see statusreport.py).  A draining child is one that a reload told to leave:
     it finishes what it holds, then exits.  No state file yet (None) is
     one line that says so.
 
@@ -74,6 +75,9 @@ def master_view(master: MasterStatus | None, now: float) -> list[str]:
             )
         if svc.last_exit:
             lines.append(f"  last exit: {svc.last_exit}")
+        if svc.last_stderr:
+            tail = svc.last_stderr
+            lines.append(f'  last stderr line (pid {tail.pid}): "{tail.lines[-1]}"')
     return lines
 
 

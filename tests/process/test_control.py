@@ -199,6 +199,10 @@ def test_master_view_formats_throttle_and_exits():
     )
     assert "  throttled for 30s more: pid 7 exit status 1 before its first request" in lines
     assert "  last exit: pid 7 exit status 1" in lines
+    assert not any("stderr" in line for line in lines)
+    stderr = {"bad/unix": {"pid": 7, "lines": ["Traceback ...", "ImportError: x"]}}
+    lines = statusview.master_view(state, now=1100.0, stderr=stderr)
+    assert lines[-1] == '  last stderr line (pid 7): "ImportError: x"'
 
 
 def test_master_view_shows_draining_children():

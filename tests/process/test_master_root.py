@@ -64,6 +64,8 @@ def test_directories_files_and_sockets_have_postfix_ownership(inst):
     # The state file is readable by anyone, for `status -v`.
     inst.wait_for(lambda: (q / "pid" / "master.state").exists(), "state file")
     assert mode_owner(q / "pid" / "master.state") == (0o644, 0, 0)
+    # The children's stderr lines are root's only.
+    assert mode_owner(q / "pid" / "master.stderr") == (0o600, 0, 0)
     # `check` agrees with what the master made.
     result = inst.cli("check").check()
     assert "warning" not in result.stderr

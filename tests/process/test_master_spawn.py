@@ -76,12 +76,19 @@ def test_bad_command_startup_is_throttled_with_its_reason_and_retried(inst):
         assert f"warning: process {path} pid " in log and " exit status 1" in log
         assert "stderr: testd: deliberate startup failure" in log
         assert "before its first request" in log
-        # status -v shows it too (the state file follows within a second).
+        # status -v shows it too (the state files follow within a second): the
+        # stderr line, to root only, from a file apart from the world-readable state.
         status = inst.wait_for(
-            lambda: (r := inst.cli("status", "-v")).stdout.count("throttled for") and r,
-            "status -v to show the throttle",
+            lambda: (r := inst.cli("status", "-v")).stdout.count("last stderr line") and r,
+            "status -v to show the throttle and the stderr line",
         )
-        assert 'last stderr line: "testd: deliberate startup failure"' in status.stdout
+        assert "before its first request" in status.stdout
+        assert 'last stderr line (pid ' in status.stdout
+        assert '): "testd: deliberate startup failure"' in status.stdout
+        state, stderr = inst.queue / "pid" / "master.state", inst.queue / "pid" / "master.stderr"
+        assert "deliberate" not in state.read_text()
+        assert "deliberate startup failure" in stderr.read_text()
+        assert (os.stat(state).st_mode & 0o777, os.stat(stderr).st_mode & 0o777) == (0o644, 0o600)
         # After service_throttle_time the master tries again (and fails again).
         inst.wait_log("throttle released for command")
         inst.wait_log(r"bad command startup -- throttling", count=2)

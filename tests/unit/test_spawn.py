@@ -188,10 +188,12 @@ def test_spawn_places_fds_and_bad_startup_throttles(loop, tmp_path):
         assert set(fds) - {"0", "1", "2", "3", "4", "5", "6"} <= inherited
         assert fds["0"] == "/dev/null" and fds["2"].startswith("pipe:")
         assert fds["5"].startswith("socket:") and fds["6"].startswith("socket:")
-        # exit 1 before any TAKEN -> AVAIL cycle: throttled, with the reason.
+        # exit 1 before any TAKEN -> AVAIL cycle: throttled, with the reason; what the
+        # child wrote to stderr is kept apart (the reason is published to everyone).
         assert service.throttled and not service.listening
-        assert "exit status 1 before its first request" in service.throttle_reason
-        assert 'last stderr line: "last words"' in service.throttle_reason
+        assert service.throttle_reason == f"pid {child.pid} exit status 1 before its first request"
+        assert service.last_stderr == {"pid": child.pid, "lines": ["line one", "last words"]}
+        assert "last words" not in json.dumps(service.snapshot())
         assert spawner.spawn(service) is None  # no forks while throttled
         service.unthrottle()
         assert service.listening
