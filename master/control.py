@@ -81,6 +81,17 @@ DESCRIPTION
     SIGQUIT (the master TERMs its children and exits at once) and does
     not wait.  reload checks both files, then sends SIGHUP.
 
+    check refuses (fatal) what make_directories() would refuse: a queue
+    directory not owned by root or writable by group or others, or an
+    unsafe directory above it or above data_directory (trust.py).  It
+    warns, in postfix-script's words (`not owned by root: PATH`, `group
+    or other writable: PATH`), about code that root runs and others could
+    change: daemon_directory, each master.cf command in it (links
+    resolved) and the interpreter of its `#!` line, the directories on
+    the import path and the files of this distribution's packages, and
+    the directories above each.  When not run as root, whoever runs us
+    may own them too.
+
     status prints on stderr, whether or not it is a terminal (so scripts
     see it too; postfix-script prints only to a terminal), `the
     minipostfix mail system is running: PID: N` (exit 0) or
@@ -119,7 +130,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from master import embedded, instance, maillog, privs
+from master import embedded, instance, maillog, privs, trust
 from master import master as resident
 from master.config import MAIN_CF, Config, config_directory, split_nameval
 from master.errors import ConfigError
@@ -205,6 +216,10 @@ def check(config_dir: str) -> Config:
         path = os.path.join(daemon_dir, entry.command)
         if not os.access(path, os.X_OK):
             msg_warn(f"{entry.filename}:{entry.lineno}: command not executable: {path}")
+    # Code that root runs and others could change: warned about, as postfix-script's
+    # check-warn does for daemon_directory.
+    for warning in trust.code_warnings(trust.code_paths(daemon_dir, (e.command for e in entries))):
+        msg_warn(warning)
     for spec in instance.layout(config, instance.lookup_owner(config)):
         check_directory(spec, modes=root)
     return config

@@ -63,18 +63,32 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import os
 import pwd
 import stat
+import sys
+from collections.abc import Iterable
+from importlib import metadata
 
 from master.errors import ConfigError
 
-__all__ = ["MAX_LINKS", "open_directory", "owner_names", "require_safe", "trusted_owners"]
+__all__ = [
+    "DISTRIBUTION",
+    "MAX_LINKS",
+    "code_paths",
+    "code_warnings",
+    "open_directory",
+    "owner_names",
+    "require_safe",
+    "trusted_owners",
+]
 
 MAX_LINKS = 40  # as the kernel's limit on links in one lookup
 OPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 WRITABLE = stat.S_IWGRP | stat.S_IWOTH
 LINK = -1  # _Walk._open(): the name is a symbolic link
+DISTRIBUTION = "minipostfix"  # whose packages are the code the master runs
 
 
 def trusted_owners() -> frozenset[int]:
@@ -235,3 +249,87 @@ class _Walk:
                     f" {where} not owned by {owner_names(self.trusted)}: {target}"
                 )
         return os.readlink(name, dir_fd=dir_fd)
+
+
+# The code root runs ------------------------------------------------------
+
+
+def code_paths(daemon_directory: str, commands: Iterable[str]) -> list[str]:
+    """What root runs: daemon_directory, each command in it and the interpreter of its
+    `#!` line, the directories on this interpreter's import path, and every file of
+    this distribution's packages."""
+    paths = [daemon_directory]
+    for command in commands:
+        program = os.path.join(daemon_directory, command)
+        paths.append(program)
+        interpreter = _interpreter(program)
+        if interpreter:
+            paths.append(interpreter)
+    paths += [p for p in sys.path if os.path.isabs(p) and os.path.isdir(p)]
+    for folder in _package_folders():
+        for top, dirs, files in os.walk(folder):
+            paths += [os.path.join(top, name) for name in dirs + files]
+    return paths
+
+
+def _interpreter(program: str) -> str | None:
+    """The program named by a `#!` line (a console script's Python), or None."""
+    try:
+        with open(program, "rb") as fp:
+            head = fp.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    return os.fsdecode(words[0]) if words else None
+
+
+def _package_folders() -> list[str]:
+    try:
+        names = (metadata.distribution(DISTRIBUTION).read_text("top_level.txt") or "").split()
+    except metadata.PackageNotFoundError:
+        return []
+    folders = []
+    for name in names:
+        spec = importlib.util.find_spec(name)  # a top-level name: nothing is imported
+        if spec is not None and spec.submodule_search_locations:
+            folders += list(spec.submodule_search_locations)
+    return folders
+
+
+def code_warnings(paths: Iterable[str], trusted: frozenset[int] | None = None) -> list[str]:
+    """postfix-script's check-warn words for code that others could change.
+
+    Each path (links resolved) must be owned by a trusted owner and not be
+    writable by group or others; each directory above it too, where a
+    sticky one (like /tmp) is fine.  One warning per problem and path:
+    `not owned by root: PATH`, `group or other writable: PATH`.
+    """
+    trusted = trusted_owners() if trusted is None else trusted
+    owners = owner_names(trusted)
+    seen: set[tuple[str, bool]] = set()
+    out: list[str] = []
+    for path in paths:
+        real = os.path.realpath(path)
+        chain = [(real, False)]
+        parent = os.path.dirname(real)
+        while True:
+            chain.append((parent, True))
+            if parent == "/":
+                break
+            parent = os.path.dirname(parent)
+        for where, is_parent in chain:
+            if (where, is_parent) in seen:
+                continue
+            seen.add((where, is_parent))
+            try:
+                st = os.stat(where)
+            except OSError:
+                continue  # missing: reported where it is used
+            if st.st_uid not in trusted:
+                out.append(f"not owned by {owners}: {where}")
+            sticky = is_parent and st.st_mode & stat.S_ISVTX
+            if st.st_mode & WRITABLE and not sticky:
+                out.append(f"group or other writable: {where}")
+    return list(dict.fromkeys(out))

@@ -83,7 +83,7 @@ def test_bad_command_startup_is_throttled_with_its_reason_and_retried(inst):
             "status -v to show the throttle and the stderr line",
         )
         assert "before its first request" in status.stdout
-        assert 'last stderr line (pid ' in status.stdout
+        assert "last stderr line (pid " in status.stdout
         assert '): "testd: deliberate startup failure"' in status.stdout
         state, stderr = inst.queue / "pid" / "master.state", inst.queue / "pid" / "master.stderr"
         assert "deliberate" not in state.read_text()

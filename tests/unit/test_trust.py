@@ -137,3 +137,38 @@ def test_require_safe_names_the_trusted_owners(folder):
         trust.require_safe(os.stat(folder), folder, "queue_directory")
     with pytest.raises(ConfigError, match="not owned by root or nobody$"):
         trust.require_safe(os.stat(folder), folder, "queue_directory", frozenset({0, NOBODY}))
+
+
+def test_code_paths_name_the_programs_their_interpreters_and_our_packages(folder):
+    program = os.path.join(folder, "prog")
+    with open(program, "w") as fp:
+        fp.write("#!/usr/bin/python3 -S\nprint()\n")
+    paths = trust.code_paths(folder, ["prog", "missing"])
+    assert paths[:4] == [folder, program, "/usr/bin/python3", os.path.join(folder, "missing")]
+    assert trust.__file__ in paths  # this distribution's own modules
+
+
+def test_code_warnings_in_postfix_scripts_words(folder):
+    me = frozenset({0, os.geteuid()})
+    code = os.path.join(folder, "bin", "prog")
+    os.makedirs(os.path.dirname(code))
+    open(code, "w").close()
+    os.chmod(code, 0o755)
+    assert trust.code_warnings([code], me) == []
+    os.chmod(code, 0o775)
+    os.chmod(folder, 0o1777)  # a sticky parent is fine, the code itself is not
+    assert trust.code_warnings([code], me) == [f"group or other writable: {code}"]
+    os.chmod(os.path.dirname(code), 0o777)
+    assert trust.code_warnings([code], me) == [
+        f"group or other writable: {code}",
+        f"group or other writable: {os.path.dirname(code)}",
+    ]
+
+
+@pytest.mark.root
+def test_code_of_the_user_who_runs_us_is_trusted(folder):
+    code = os.path.join(folder, "prog")
+    open(code, "w").close()
+    os.chown(code, NOBODY, -1)
+    assert trust.code_warnings([code]) == [f"not owned by root: {code}"]
+    assert trust.code_warnings([code], frozenset({0, NOBODY})) == []

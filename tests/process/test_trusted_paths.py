@@ -1,18 +1,26 @@
-"""As root: an unsafe queue directory is refused by `start` and `check`, and nothing is changed.
+"""As root: what the master trusts on disk, checked by `start` and `check`.
 
-The master changes owners and modes under the queue directory as root.  When the
-queue directory is owned by someone else (here mail_owner), or a directory above it
-is writable by others, its content can be swapped for links: `private` made a link
+The queue directory.  The master changes owners and modes under it as root.
+When it is owned by someone else (here mail_owner), or a directory above it is
+writable by others, its content can be swapped for links: `private` made a link
 to a root directory would have that directory turned into postfix:root 0700.  So
 the queue directory must be root-owned and not group or other writable, and each
-parent root-owned and either not writable by group or others or sticky like /tmp.
+parent root-owned and either not writable by group or others or sticky like /tmp;
+otherwise both commands refuse, and nothing is changed.
+
+The code root runs.  daemon_directory, the programs master.cf names in it (links
+resolved: a `#!` script's own directory is the first place its Python imports
+from) and their interpreters: one not owned by root, or writable by group or
+others, is warned about by both commands, in postfix-script's words.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import stat
+import sys
 
 import pytest
 
@@ -125,3 +133,51 @@ def test_a_linked_queue_directory_in_a_safe_parent_is_followed(inst):
     postfix = pwd.getpwnam("postfix")
     assert mode_owner(real / "private") == (0o700, postfix.pw_uid, 0)
     inst.cli("stop").check()
+
+
+# The code root runs ---------------------------------------------------------
+
+
+def warnings_of(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if ": warning: " in line]
+
+
+def test_writable_daemon_directory_is_warned_about(inst):
+    os.chmod(inst.bin, 0o775)
+    warning = f"minipostfix: warning: group or other writable: {inst.bin}"
+    assert warnings_of(inst.cli("check").check()) == [warning]
+    started = inst.cli("start").check()
+    assert warning in warnings_of(started)
+    inst.cli("stop").check()
+
+
+def test_program_of_another_owner_is_warned_about(inst):
+    os.chown(inst.bin / "testd", pwd.getpwnam("nobody").pw_uid, 0)
+    assert warnings_of(inst.cli("check").check()) == [
+        f"minipostfix: warning: not owned by root: {inst.bin}/testd"
+    ]
+
+
+def test_a_linked_program_is_checked_where_it_lives(inst):
+    """A `#!` Python script imports from its own (resolved) directory first."""
+    elsewhere = inst.root / "theirs"
+    elsewhere.mkdir()
+    (inst.bin / "testd").rename(elsewhere / "testd")
+    (inst.bin / "testd").symlink_to(elsewhere / "testd")
+    os.chown(elsewhere, pwd.getpwnam("nobody").pw_uid, 0)
+    assert warnings_of(inst.cli("check").check()) == [
+        f"minipostfix: warning: not owned by root: {elsewhere}"
+    ]
+
+
+def test_interpreter_of_a_script_is_checked(inst):
+    private_copy = inst.root / "py"
+    private_copy.mkdir()
+    interpreter = private_copy / "python3"
+    shutil.copy(os.path.realpath(sys.executable), interpreter)
+    os.chmod(interpreter, 0o777)
+    script = (inst.bin / "testd").read_text().split("\n", 1)
+    (inst.bin / "testd").write_text(f"#!{interpreter} -S\n{script[1]}")
+    assert warnings_of(inst.cli("check").check()) == [
+        f"minipostfix: warning: group or other writable: {interpreter}"
+    ]
