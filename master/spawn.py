@@ -44,7 +44,12 @@ DESCRIPTION
 
 SECURITY
     Children are started as root with the master's cleaned environment;
-    the child skeleton drops privileges itself (privs.py).
+    the child skeleton drops privileges itself (privs.py).  A child that
+    is a `#!` Python script (a console script, editable or wheel install:
+    no interpreter flags) imports first from its own resolved directory,
+    never from the current one, and sees no PYTHONPATH or other PYTHON*
+    variable unless import_environment names it; `check` warns when
+    that directory or the script is not root's alone (trust.py).
 
 DIAGNOSTICS
     Warnings as Postfix words them: `process PATH pid N exit status S`,

@@ -10,12 +10,14 @@ marker must not exist, and the mail system must start as usual.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from support.instance import MINIPOSTFIX, MiniInstance
+from support import procs
+from support.instance import MINIPOSTFIX, OUR_TLSMGR, MiniInstance
 
 pytestmark = pytest.mark.root
 
@@ -59,3 +61,31 @@ def test_start_ignores_python_files_in_the_current_directory(folder, what):
         finally:
             inst.cli("stop")
     assert not marker.exists()
+
+
+def test_the_callers_pythonpath_reaches_neither_the_master_nor_its_children(folder):
+    """A sitecustomize module on the caller's PYTHONPATH runs in the caller's own
+    `minipostfix` (its choice), but not in the master (isolated) nor in a child (the
+    master starts children with its cleaned environment: import_environment only)."""
+    here = Path(folder)
+    marker = here / "marker"
+    (here / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        f"with open({str(marker)!r}, 'a') as fp:\n"
+        "    fp.write('%d %s\\n' % (os.getpid(), sys.argv[0]))\n"
+    )
+    with MiniInstance(tlsmgr=OUR_TLSMGR) as inst:
+        env = dict(os.environ, PYTHONPATH=str(here))
+        start = subprocess.Popen(
+            [MINIPOSTFIX, "-c", str(inst.etc), "start"], cwd="/", env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            _out, err = start.communicate(timeout=60)
+            assert start.returncode == 0, err
+            assert inst.client().seed(32).status == 0  # a tlsmgr child runs now
+            tlsmgr = inst.tlsmgr_pid()
+            assert [line.split()[0] for line in marker.read_text().splitlines()] == [str(start.pid)]
+            assert "PYTHONPATH" not in procs.environ(tlsmgr)
+        finally:
+            inst.cli("stop")
