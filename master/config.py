@@ -19,6 +19,7 @@ SYNOPSIS
     logical_lines(text, filename, warn) -> [(first line number, text)]
     parse_main_cf(text, filename, warn) -> {name: Entry(value, lineno)}
     read_main_cf(path, warn) -> {name: Entry}
+    read_config_text(path) -> str           # main.cf or master.cf, only \n ends a line
     Defaults(rows, main_eval, service=, process_name=).get(name) -> str | None
 
 DESCRIPTION
@@ -97,6 +98,7 @@ __all__ = [
     "config_directory",
     "logical_lines",
     "parse_main_cf",
+    "read_config_text",
     "read_main_cf",
     "split_nameval",
 ]
@@ -309,11 +311,21 @@ def parse_main_cf(text: str, filename: str = MAIN_CF, warn: Warn | None = None) 
     return entries
 
 
+def read_config_text(path: str) -> str:
+    """A configuration file's text as Postfix reads it; OSError.
+
+    Only a newline ends a line (a carriage return is part of its line,
+    as for Postfix's readlline(): no universal newlines); bytes that are
+    not UTF-8 are kept (surrogateescape) and written back as they were.
+    """
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fp:
+        return fp.read()
+
+
 def read_main_cf(path: str, warn: Warn | None = None) -> dict[str, Entry]:
     """Read and parse a main.cf file; ConfigError if missing or malformed."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as fp:
-            text = fp.read()
+        text = read_config_text(path)
     except OSError as err:
         raise ConfigError(
             f"open {path}: {err.strerror} (use -c DIR or MAIL_CONFIG to name the "

@@ -85,7 +85,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from master.config import Config, Warn, logical_lines, split_nameval
+from master.config import Config, Warn, logical_lines, read_config_text, split_nameval
 from master.errors import ConfigError
 from master.macro import CHARS_SPACE, compat_level
 from master.proto import TRANSPORTS
@@ -468,8 +468,7 @@ def read_master_cf(
 ) -> list[ServiceEntry]:
     """Read and parse a master.cf file; ConfigError if missing or malformed."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as fp:
-            text = fp.read()
+        text = read_config_text(path)
     except OSError as err:
         raise ConfigError(f"open {path}: {err.strerror}", filename=path) from None
     return parse_master_cf(text, config, os.path.basename(path), port_lookup, warn)

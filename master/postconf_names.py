@@ -58,7 +58,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from master.builtin import BuiltinDefaults, builtin_defaults
-from master.config import MAIN_CF, MASTER_PARAMS, Defaults, Entry, Param, parse_main_cf
+from master.config import (
+    MAIN_CF,
+    MASTER_PARAMS,
+    Defaults,
+    Entry,
+    Param,
+    parse_main_cf,
+    read_config_text,
+)
 from master.errors import ConfigError, MacroError, ParamError, place_text
 from master.macro import expand_macros, scan_macros
 from master.mastercf import MASTER_CF, MasterLine, daemon_overrides, master_lines
@@ -117,8 +125,7 @@ class Namespace:
         """main.cf, then the -o overrides of the command line."""
         path = os.path.join(self.config_dir, MAIN_CF)
         try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as fp:
-                text = fp.read()
+            text = read_config_text(path)
         except OSError as err:
             raise ConfigError(f"open {path}: {err.strerror}") from None
         for name, entry in parse_main_cf(text, MAIN_CF, warn).items():
@@ -134,8 +141,7 @@ class Namespace:
     def read_master(self, required: bool) -> None:
         path = os.path.join(self.config_dir, MASTER_CF)
         try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as fp:
-                text = fp.read()
+            text = read_config_text(path)
         except OSError as err:
             if required:
                 raise ConfigError(f"open {path}: {err.strerror}") from None
