@@ -21,6 +21,7 @@ import pwd
 import shutil
 import stat
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,22 +84,13 @@ def test_group_writable_queue_directory_is_refused(inst):
     ],
 )
 def test_unsafe_parent_of_the_queue_directory_is_refused(inst, mode, owner, problem):
-    parent = inst.root / "spool"
-    parent.mkdir()
-    os.chmod(parent, mode)
-    os.chown(parent, pwd.getpwnam(owner).pw_uid, 0)
-    queue = parent / "queue"
-    inst.write_main_cf(queue_directory=str(queue))
-    refused(inst, f"unsafe queue_directory {queue}: {problem}: {parent}")
+    queue = moved_below(inst, "queue_directory", mode, owner)
+    refused(inst, f"unsafe queue_directory {queue}: {problem}: {queue.parent}")
     assert not queue.exists()
 
 
 def test_sticky_parent_is_safe_like_tmp(inst):
-    parent = inst.root / "spool"
-    parent.mkdir()
-    os.chmod(parent, 0o1777)
-    queue = parent / "queue"
-    inst.write_main_cf(queue_directory=str(queue))
+    queue = moved_below(inst, "queue_directory", 0o1777)
     inst.cli("check").check()
     inst.cli("start").check()
     assert mode_owner(queue) == (0o755, 0, 0)
@@ -106,12 +98,18 @@ def test_sticky_parent_is_safe_like_tmp(inst):
 
 
 def test_unsafe_parent_of_the_data_directory_is_refused(inst):
-    parent = inst.root / "lib"
-    parent.mkdir()
-    os.chmod(parent, 0o777)
-    data = parent / "data"
-    inst.write_main_cf(data_directory=str(data))
+    data = moved_below(inst, "data_directory", 0o777)
     refused(inst, f"unsafe data_directory {data}: parent group or other writable (and not sticky)")
+
+
+def moved_below(inst, param: str, mode: int, owner: str = "root") -> Path:
+    """Set `param` to a folder below a new directory of that mode and owner."""
+    parent = inst.root / "parent"
+    parent.mkdir()
+    os.chmod(parent, mode)
+    os.chown(parent, pwd.getpwnam(owner).pw_uid, 0)
+    inst.write_main_cf(**{param: str(parent / param)})
+    return parent / param
 
 
 def test_a_link_among_the_masters_own_folders_is_refused(inst):
