@@ -136,7 +136,7 @@ class Service:
         self.last_exit = ""
         # The last stderr lines of an abnormal exit, {"pid": N, "lines": [...]}: not in
         # snapshot(), which anyone may read (master.py publishes them for root only).
-        self.last_stderr: dict | None = None
+        self.last_stderr: dict[str, object] | None = None
         self.stress_expire = 0.0
         self._busy_warn = 0.0
         self._partial = b""

@@ -425,7 +425,9 @@ class Held:
             self.fd = None
 
 
-def hold_processes(master: int, state: dict, master_pid: Callable[[], int | None]) -> list[Held]:
+def hold_processes(
+    master: int, state: dict[str, Any], master_pid: Callable[[], int | None]
+) -> list[Held]:
     """The master and the children its state file lists, each still the process recorded.
 
     The master is held only while it still holds its lock afterwards

@@ -20,8 +20,9 @@ DESCRIPTION
     spawns), one per child (pid, idle, busy or draining, uses, uptime),
     and, when they apply, the throttle (seconds left and the reason), the
     last exit and the last stderr line of the service's last abnormal
-    exit (only root reads those: see statusreport.py).  A draining child is one that a reload told to leave:
-    it finishes what it holds, then exits.  No state file yet (None) is
+    exit (only root reads those: see statusreport.py).  A draining child
+    is one that a reload told to leave: it finishes what it holds, then
+    exits.  No state file yet (None) is
     one line that says so.
 
     format_duration() is how every line of status -v shows a duration

@@ -201,7 +201,8 @@ def test_master_view_formats_throttle_and_exits():
     assert "  last exit: pid 7 exit status 1" in lines
     assert not any("stderr" in line for line in lines)
     stderr = {"bad/unix": {"pid": 7, "lines": ["Traceback ...", "ImportError: x"]}}
-    lines = statusview.master_view(state, now=1100.0, stderr=stderr)
+    master = statusreport.MasterStatus.from_state(state, stderr)
+    lines = statusview.master_view(master, now=1100.0)
     assert lines[-1] == '  last stderr line (pid 7): "ImportError: x"'
 
 

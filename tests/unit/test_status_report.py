@@ -107,6 +107,22 @@ def test_the_json_document_follows_the_schema():
     assert document["providers"]["other"] == {"data": {"queue": [1, 2]}, "error": None}
 
 
+def test_stderr_lines_come_from_their_own_file_for_whoever_may_read_it():
+    stderr = {"bad/unix": {"pid": 7, "lines": ["Traceback ...", "ImportError: x"]}}
+    as_root = StatusReport(1100.0, 10, MasterStatus.from_state(STATE, stderr))
+    as_anyone = StatusReport(1100.0, 10, MasterStatus.from_state(STATE, {}))
+    validate(as_root.to_json())
+    validate(as_anyone.to_json())
+    assert as_root.to_json()["services"][2]["last_stderr"] == {
+        "pid": 7, "lines": ["Traceback ...", "ImportError: x"],
+    }  # fmt: skip
+    assert [s["last_stderr"] for s in as_anyone.to_json()["services"]] == [None, None, None]
+    assert '  last stderr line (pid 7): "ImportError: x"' in report_lines(as_root)
+    assert not any("stderr" in line for line in report_lines(as_anyone))
+    with pytest.raises(StateError, match="'lines'"):
+        MasterStatus.from_state(STATE, {"bad/unix": {"pid": 7}})
+
+
 def test_not_running_and_no_state_yet():
     stopped = StatusReport(1100.0, None, None).to_json()
     validate(stopped)
