@@ -15,6 +15,7 @@ SYNOPSIS
     loop.ignore_signal(signum); loop.default_signal(signum)
     with loop.signals_interrupt(signums): ...  # those signals raise Interrupted
     loop.set_watchdog(seconds)          # 0 turns it off
+    reset_signals()                     # a forked child: signals as a fresh exec has them
     loop.run_once(timeout)              # timeout None = wait for an event
     loop.run_once(timeout, before_wait=f)   # f() only when about to wait
     loop.close()
@@ -65,6 +66,13 @@ DESCRIPTION
     An exception in a callback propagates out of run_once(): the caller
     (the top of the daemon's loop) decides to log it and exit.
 
+    reset_signals() is for a process forked by a spawn server (zygote.py)
+    that is to be what an exec'd program is: every disposition as a
+    freshly started Python has it (SIGINT its KeyboardInterrupt handler,
+    SIGPIPE and SIGXFSZ ignored, all others default), no wake-up fd, no
+    pending alarm, an empty signal mask.  Call it before any EventLoop
+    exists in that process.
+
 SECURITY
     Signal handlers do nothing but record (no logging, no I/O beyond the
     wake-up byte), except inside signals_interrupt(), where they raise.
@@ -102,6 +110,31 @@ SignalCallback = Callable[[int, "EventLoop"], Any]
 # Rebuild the timer queue when this many cancelled timers are waiting in
 # it and they are more than half of it.
 _COMPACT_MIN = 64
+
+
+# What a freshly started CPython does with signals (Python/pylifecycle.c):
+# SIGPIPE and SIGXFSZ ignored, SIGINT raises KeyboardInterrupt, all else default.
+_FRESH_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def reset_signals() -> None:
+    """Signal state as a freshly exec'd Python has it; see the module docstring."""
+    signal.set_wakeup_fd(-1)
+    signal.alarm(0)
+    for signum in signal.valid_signals():
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        if signum == signal.SIGINT:
+            fresh: Any = signal.default_int_handler
+        elif signum in _FRESH_IGNORED:
+            fresh = signal.SIG_IGN
+        else:
+            fresh = signal.SIG_DFL
+        if signal.getsignal(signum) is not fresh:
+            # Some numbers (glibc's own real-time signals) cannot be set: they stay.
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(signum, fresh)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 class Interrupted(BaseException):
