@@ -6,7 +6,7 @@ SYNOPSIS
     procs.processes_of(root)          # live pids whose MAIL_CONFIG or command line names root
     procs.alive(pid); procs.gone(pid) # gone() also reaps pid when it is our child
     procs.cmdline(pid); procs.environ(pid); procs.proc_ids(pid).uids
-    procs.children_of(pid); procs.cpu_seconds(pid); procs.memory_kb(pid)["VmRSS"]
+    procs.parent(pid); procs.children_of(pid); procs.cpu_seconds(pid); procs.memory_kb(pid)["VmRSS"]
     procs.socket_fds(pid)             # sockets it holds
     procs.fd_targets(pid)             # {fd: what /proc/PID/fd/N links to}
     procs.holds(pid, listener)        # has that socket, fifo or file open
@@ -108,6 +108,12 @@ def processes_of(root: Path | str) -> list[int]:
     return found
 
 
+def parent(pid: int) -> int | None:
+    """The parent's pid, or None when the process is gone."""
+    fields = proc_stat(pid)
+    return int(fields[1]) if fields else None
+
+
 def children_of(pid: int) -> list[int]:
     """The processes whose parent is `pid`."""
     kids = []
@@ -151,7 +157,7 @@ def proc_ids(pid: int) -> ProcIds:
     status = Path(f"/proc/{pid}/status").read_text()
 
     def field(name: str) -> list[int]:
-        found = re.search(rf"^{name}:\s*(.*)$", status, re.M)
+        found = re.search(rf"^{name}:[ \t]*(.*)$", status, re.M)
         assert found, f"/proc/{pid}/status has no {name}"
         return [int(x) for x in found.group(1).split()]
 
