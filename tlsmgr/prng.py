@@ -104,10 +104,23 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import sys
 import time
 import weakref
 
-from Crypto.Cipher import ChaCha20
+# pycryptodome calls its C code through cffi when it can import cffi, and cffi parses
+# the C declarations with pycparser at import (some 25 ms) and again at first use in
+# each process (3 ms); its ctypes backend runs the same C code.  Blocking cffi while
+# pycryptodome picks its backend selects ctypes; anyone else (pyOpenSSL, cryptography)
+# imports cffi as usual afterwards.  When cffi is already loaded it is used.
+_BLOCK_CFFI = "cffi" not in sys.modules
+if _BLOCK_CFFI:
+    sys.modules["cffi"] = None  # type: ignore[assignment]
+try:
+    from Crypto.Cipher import ChaCha20
+finally:
+    if _BLOCK_CFFI:
+        del sys.modules["cffi"]
 
 KEY_SIZE = 32
 NONCE = bytes(12)  # every key is used for one refill only, so a constant nonce is safe
