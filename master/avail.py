@@ -8,6 +8,8 @@ SYNOPSIS
     service.configure(entry, path, argv, throttle_delay, stress)   # reload: new settings,
     service.open_status_channel()                                  # and a fresh fd 5
     service.can_spawn() -> bool; service.wanted       # set by a readable listener
+    service.add_child(child)                        # a new child, available at once
+    service.spawn_started(); service.spawn_settled()  # a child asked of a spawn server
     service.avail_more(child); service.avail_less(child)
     service.child_gone(child)                       # reaped: its counts undone
     service.throttle(reason); service.unthrottle()
@@ -25,14 +27,20 @@ DESCRIPTION
     the service `wanted` and the master calls Spawner.spawn() from its
     loop.  A new child counts as available from the moment it is
     created, so the master stops watching until the child reports TAKEN
-    or dies.  At the limit, a service under stress warns once per
-    STRESS_TIME seconds.
+    or dies.  A child asked of the service's spawn server (spawn.py,
+    zygote.py) counts as available, and toward maxproc, from the request
+    on (spawn_started) until its pid comes (spawn_settled, add_child).
+    At the limit, a service under stress warns once per STRESS_TIME
+    seconds.
 
     Status records.  Each 12-byte record on the service's socketpair
     (pid, generation, avail) updates one child: an unknown pid is ignored
     (it may already be reaped), a stale generation is ignored with a
     message, a repeated state is ignored, AVAIL after TAKEN counts one
     use.  Records may be read several at a time, and split anywhere.
+    While children asked of a spawn server have no pid yet, records from
+    unknown pids are kept (up to EARLY_MAX) and replayed by add_child(),
+    since such a child may write before the master reads its pid.
     A Service is built with its socketpair; open_status_channel() makes a
     fresh one at reload: children of the old one see EOF on fd 5 and
     leave.
@@ -74,6 +82,7 @@ from master.log import msg_info, msg_warn
 from master.mastercf import ServiceEntry
 
 STRESS_TIME = 1000  # seconds a service stays under stress after reaching its limit
+EARLY_MAX = 64  # status records kept for children whose pid has not come yet
 
 
 @dataclass
@@ -122,6 +131,8 @@ class Service:
         self.status_fd: int | None = None  # the master's end
         self.child_status_fd: int | None = None  # given to children as fd 5
         self.children: dict[int, Child] = {}
+        self.starting = 0  # children asked of the spawn server, pid not known yet
+        self._early: list[proto.StatusRecord] = []
         self.avail_proc = 0
         self.draining_proc = 0
         self.listening = False
@@ -159,8 +170,9 @@ class Service:
 
     @property
     def total_proc(self) -> int:
-        """Children that count toward maxproc: all but the draining ones."""
-        return len(self.children) - self.draining_proc
+        """Children that count toward maxproc: all but the draining ones, and those
+        asked of the spawn server whose pid is not known yet."""
+        return len(self.children) - self.draining_proc + self.starting
 
     def limit_ok(self, extra: int = 0) -> bool:
         return self.entry.maxproc == 0 or self.total_proc + extra < self.entry.maxproc
@@ -209,7 +221,9 @@ class Service:
     def _status_record(self, rec: proto.StatusRecord) -> None:
         child = self.children.get(rec.pid)
         if child is None:
-            return  # reaped before its last record arrived, or a stranger
+            if self.starting and len(self._early) < EARLY_MAX:
+                self._early.append(rec)  # perhaps a spawned child whose pid is on its way
+            return  # else reaped before its last record arrived, or a stranger
         if child.generation != rec.generation:
             msg_info(f"ignoring status update from child pid {rec.pid} generation {rec.generation}")
             return
@@ -222,6 +236,32 @@ class Service:
             self.avail_less(child)
         else:
             msg_warn(f"ignoring unknown status {rec.avail} allegedly from pid {rec.pid}")
+
+    # Children ------------------------------------------------------------
+
+    def add_child(self, child: Child) -> None:
+        """A new child: available at once; records it wrote before it was known count."""
+        self.children[child.pid] = child
+        self.spawns += 1
+        self.avail_more(child)
+        early = [rec for rec in self._early if rec.pid == child.pid]
+        if early:
+            self._early = [rec for rec in self._early if rec.pid != child.pid]
+            for rec in early:
+                self._status_record(rec)
+
+    def spawn_started(self) -> None:
+        """A child was asked of the spawn server: it counts as one, available."""
+        self.starting += 1
+        self.avail_proc += 1
+        self.update_listen()
+
+    def spawn_settled(self) -> None:
+        """Its pid came (add_child follows) or it never will (the caller decides)."""
+        self.starting -= 1
+        self.avail_proc -= 1
+        if not self.starting:
+            self._early.clear()
 
     # Availability and listening ----------------------------------------
 

@@ -428,7 +428,8 @@ class Held:
 def hold_processes(
     master: int, state: dict[str, Any], master_pid: Callable[[], int | None]
 ) -> list[Held]:
-    """The master and the children its state file lists, each still the process recorded.
+    """The master, the children and spawn servers its state file lists, each still the
+    process recorded.
 
     The master is held only while it still holds its lock afterwards
     (master_pid()); a child only when its start time is the one in the
@@ -439,7 +440,8 @@ def hold_processes(
         held[0].close()
         held = []
     for service in state.get("services", []):
-        for child in service.get("children", []):
+        server = service.get("spawn_server") or {}
+        for child in [*service.get("children", []), server]:
             if isinstance(child.get("pid"), int):
                 held.append(Held.take(child["pid"], child.get("starttime")))
     return [process for process in held if process is not None]

@@ -60,9 +60,10 @@ DESCRIPTION
 
     publish_state() rewrites $queue_directory/pid/master.state (JSON,
     0644, temp file + rename) at most once a second when something
-    changed; `minipostfix status -v` reads it.  The children's last
-    stderr lines go to pid/master.stderr (0600) instead: a child may
-    print anything there, and master.state is readable by everyone.
+    changed, and at once when a spawn server started, became ready or
+    went; `minipostfix status -v` reads it.  The children's last stderr
+    lines go to pid/master.stderr (0600) instead: a child may print
+    anything there, and master.state is readable by everyone.
 
 SECURITY
     The master runs as root and stays root; children drop privileges in
@@ -96,7 +97,7 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
-from master import listen, privs, proto
+from master import listen, privs, proto, zygote
 from master.avail import Service
 from master.config import Config
 from master.errors import ConfigError
@@ -128,7 +129,7 @@ from master.log import (
 from master.maillog import STDOUT, MaillogError, append_once, check_prefixes, open_maillog
 from master.mastercf import ServiceEntry
 from master.sdnotify import Notifier
-from master.spawn import Spawner
+from master.spawn import Spawner, become_subreaper
 
 __all__ = ["Master", "Readiness", "run", "version"]
 
@@ -241,6 +242,11 @@ class Master:
         self.loop = EventLoop()
         self.loop.set_watchdog(WATCHDOG_TIME)
         self.spawner = Spawner(self.loop, dict(os.environ), foreground=foreground)
+        why = become_subreaper()
+        if why is not None:
+            msg_warn(f"prctl(PR_SET_CHILD_SUBREAPER): {why}; no spawn servers")
+        self.spawner.subreaper = why is None
+        self.spawn_servers = zygote.registered_commands()
         self.services: dict[tuple[str, str], Service] = {}
         self.wakeups: dict[Service, Timer] = {}
         self.condwake: set[Service] = set()
@@ -335,8 +341,14 @@ class Master:
         service = Service(entry, path, argv, fds, self.loop, throttle, stress)
         self.addresses[service] = listen.listener_addresses(fds) if entry.type == "inet" else []
         self.services[entry.identity] = service
+        if self.wants_spawn_server(entry, path):
+            self.spawner.start_zygote(service)
         self.watch(service, entry)
         return service
+
+    def wants_spawn_server(self, entry: ServiceEntry, path: str) -> bool:
+        """A command registered in the spawners' entry-point group, and a #! script."""
+        return entry.command in self.spawn_servers and zygote.is_script(path)
 
     def reconfigure(self, service: Service, entry: ServiceEntry) -> None:
         """A kept service after reload: the new settings and a fresh status channel."""
@@ -344,6 +356,12 @@ class Master:
         throttle = self.config.get_time("service_throttle_time")
         service.configure(entry, path, argv, throttle, stress)
         service.open_status_channel()
+        if not self.wants_spawn_server(entry, path):
+            self.spawner.stop_zygote(service)
+        elif self.spawner.zygote_state(service) is None:
+            self.spawner.start_zygote(service)
+        else:
+            self.spawner.refresh_zygote(service)
         self.watch(service, entry)
 
     def watch(self, service: Service, entry: ServiceEntry) -> None:
@@ -359,6 +377,7 @@ class Master:
         self.wakeup_cancel(service)
         service.update_listen()
         service.close_status_channel()
+        self.spawner.stop_zygote(service)
         self.spawner.signal_service(service, signal.SIGTERM)
         listen.close_listeners(service.listen_fds)
         service.listen_fds = []
@@ -517,6 +536,7 @@ class Master:
 
     def apply_plan(self, entries: list[ServiceEntry]) -> None:
         self.spawner.env = dict(os.environ)
+        self.spawn_servers = zygote.registered_commands()
         wanted = {entry.identity: entry for entry in entries}
         for identity, service in list(self.services.items()):
             if identity not in wanted:
@@ -555,6 +575,9 @@ class Master:
     def publish_state(self, force: bool = False) -> None:
         """Rewrite pid/master.state when it changed, at most once a second."""
         now = time.monotonic()
+        if self.spawner.zygotes_changed:  # rare, and what tells its processes apart
+            self.spawner.zygotes_changed = False
+            force = True
         if not force and now - self.last_publish < PUBLISH_INTERVAL:
             if self.publish_timer is None:
                 delay = PUBLISH_INTERVAL - (now - self.last_publish)
@@ -567,7 +590,7 @@ class Master:
             "config_directory": self.config_dir,
             "started": self.started,
             "forks": self.spawner.generation,
-            "services": [s.snapshot() for s in self.services.values()],
+            "services": [self.service_state(s) for s in self.services.values()],
         }
         text = json.dumps(state, indent=1)
         tails = {f"{s.name}/{s.entry.type}": s.last_stderr for s in self.services.values()}
@@ -584,6 +607,11 @@ class Master:
             self.last_state[path] = text
         except OSError as err:
             msg_warn(f"cannot write {path}: {err.strerror}")
+
+    def service_state(self, service: Service) -> dict:
+        state = service.snapshot()
+        state["spawn_server"] = self.spawner.zygote_state(service)
+        return state
 
     def _publish_event(self, _loop: EventLoop) -> None:
         self.publish_timer = None

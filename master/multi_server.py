@@ -174,6 +174,7 @@ def main(
     solitary: bool = False,
     handover: bool = False,
     argv: Sequence[str] | None = None,
+    preload: Sequence[str] = (),
 ) -> NoReturn:
     """Run a multi-client daemon; see the module docstring."""
     skeleton.server_main(
@@ -185,6 +186,7 @@ def main(
         pre_exit=pre_exit,
         solitary=solitary,
         transports=("unix", "inet"),
+        preload=preload,
     )
 
 

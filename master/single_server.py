@@ -76,6 +76,7 @@ def main(
     post_init: Hook | None = None,
     pre_exit: Hook | None = None,
     argv: Sequence[str] | None = None,
+    preload: Sequence[str] = (),
 ) -> NoReturn:
     """Run a one-client-at-a-time daemon; see the module docstring."""
     skeleton.server_main(
@@ -86,6 +87,7 @@ def main(
         post_init=post_init,
         pre_exit=pre_exit,
         transports=("unix", "inet"),
+        preload=preload,
     )
 
 

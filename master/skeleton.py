@@ -5,7 +5,7 @@ SYNOPSIS
 
     skeleton.server_main(serve, argv=None, params=(), pre_init=None,
                          post_init=None, pre_exit=None, solitary=False,
-                         transports=("unix", "inet"))      # never returns
+                         transports=("unix", "inet"), preload=())  # never returns
     ctx: skeleton.ServerContext
         ctx.config, ctx.options, ctx.events, ctx.service_name,
         ctx.max_idle, ctx.max_use, ctx.daemon_timeout, ctx.ipc_timeout,
@@ -25,12 +25,17 @@ DESCRIPTION
     multi_server.py, single_server.py and trigger_server.py call
     server_main(); a daemon never calls it directly.  It does what
     Postfix's *_server_main() do, in the order docs/skeleton.md gives step
-    by step ("Start-up, in order"): read argv, $MAIL_CONFIG and main.cf
-    and check all of it, every Param row of the skeleton and of the daemon
-    included, and the listeners on fds 6.. (sockets; fifos for -t fifo, in
-    ctx.fifos) (each failure is fatal, exit 1, which the master throttles,
-    before anything is served); logging as main.cf says (log.log_config,
-    mode "daemon": postlogd's socket, connected before the jail, when
+    by step ("Start-up, in order"): first, when the master exec'd the
+    program as a spawn server (`PROGRAM --spawner`, zygote.py), become
+    one: import the `preload` modules (those the daemon imports lazily)
+    and fork children on the master's request, each of which returns here
+    as what an exec'd child is (fds, sys.argv, os.environ, signals) and
+    goes on; then read argv, $MAIL_CONFIG and main.cf and check all of
+    it, every Param row of the skeleton and of the daemon included, and
+    the listeners on fds 6.. (sockets; fifos for -t fifo, in ctx.fifos)
+    (each failure is fatal, exit 1, which the master throttles, before
+    anything is served); logging as main.cf says (log.log_config, mode
+    "daemon": postlogd's socket, connected before the jail, when
     maillog_file is set; a daemon never opens maillog_file); pre_init(ctx)
     as root; the jail (privs.chroot_uid) when started as root;
     post_init(ctx); serve(ctx), the skeleton's own accept loop; pre_exit
@@ -100,7 +105,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from master import log, privs, proto
+from master import log, privs, proto, zygote
+from master.builtin import builtin_defaults
 from master.config import Config, Param, config_directory
 from master.errors import ConfigError
 from master.events import EventLoop
@@ -263,8 +269,12 @@ def server_main(
     pre_exit: Hook | None = None,
     solitary: bool = False,
     transports: Sequence[str] = ("unix", "inet"),
+    preload: Sequence[str] = (),
 ) -> NoReturn:
     """Start up as described in the module docstring, run serve(ctx), exit."""
+    if argv is None and zygote.requested(sys.argv):
+        # Postfix's defaults table is packaged data: parsed once, by the spawn server.
+        zygote.serve(preload, warm_up=(builtin_defaults,))  # returns in a forked child
     events = EventLoop()
     try:
         args = list(sys.argv if argv is None else argv)

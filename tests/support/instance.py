@@ -41,6 +41,7 @@ DESCRIPTION
         running()      a context: start(), then stop() and no process left
         master_pid()   from queue/pid/master.pid; children(): the others,
                        postlogd aside (postlogd_pids())
+        workers()      the master's own children other than spawn_servers()
         tlsmgr views   socket_path, client(), tlsmgr_pids(), tlsmgr_pid(),
                        wait_gone()
     With tlsmgr=PROGRAM, bin/tlsmgr is a link to PROGRAM (OUR_TLSMGR, this
@@ -367,8 +368,22 @@ class MasterInstance(Instance):
     def client(self, **options: Any) -> TlsmgrClient:
         return TlsmgrClient(self.socket_path, **options)
 
+    def spawn_servers(self) -> list[int]:
+        """The master's spawn servers (none for Postfix's master)."""
+        return []
+
+    def workers(self) -> list[int]:
+        """The master's own children that serve: not a spawn server, nor what one forks
+        ahead (whose cmdline a spawned child shares: they are told apart by parent)."""
+        try:
+            master = self.master_pid()
+        except (OSError, ValueError):
+            return []
+        servers = self.spawn_servers()
+        return [p for p in self.children() if procs.parent(p) == master and p not in servers]
+
     def tlsmgr_pids(self) -> list[int]:
-        return [pid for pid in self.children() if procs.is_tlsmgr(pid)]
+        return [pid for pid in self.workers() if procs.is_tlsmgr(pid)]
 
     def tlsmgr_pid(self, other_than: int | None = None, timeout: float = WAIT) -> int:
         """The one live tlsmgr (not `other_than`), once there is exactly one."""
@@ -412,6 +427,14 @@ class MiniInstance(MasterInstance):
 
     def state(self) -> dict:
         return json.loads((self.queue / "pid" / "master.state").read_text())
+
+    def spawn_servers(self) -> list[int]:
+        """From master.state, which the master rewrites whenever a spawn server changes."""
+        try:
+            services = self.state()["services"]
+        except (OSError, ValueError, KeyError):
+            return []
+        return [s["spawn_server"]["pid"] for s in services if s.get("spawn_server")]
 
     def records(self, name: str) -> list[dict]:
         """The events a `testd record ROOT/name` service wrote."""

@@ -5,9 +5,10 @@ Rules:
    clock or process module.
 2. master/ imports nothing from tlsmgr/.
 3. Single owners: selectors and signal handlers only in events.py; fork/exec/wait/spawn only in
-   spawn.py; chroot/set*id/initgroups only in privs.py; berkeleydb only in dbhash.py; Crypto only
-   in prng.py (and the Redis sealing, see EXCEPTIONS); hiredis only in redisconn.py;
-   python-daemon only in control.py; prometheus_client only in clients/metrics.py.
+   spawn.py (fork and wait also in zygote.py, the spawn server); chroot/set*id/initgroups only
+   in privs.py; berkeleydb only in dbhash.py; Crypto only in prng.py (and the Redis sealing, see
+   EXCEPTIONS); hiredis only in redisconn.py; python-daemon only in control.py;
+   prometheus_client only in clients/metrics.py.
 4. The client side (tlsmgr/client.py, tlsmgr/clients/) uses only attr.py and protocol.py from the
    server side; the smtpd test server may also use master/'s skeleton, never tlsmgr's stores.
 5. Tests and benchmarks share one support package, tests/support (`support`, on the import path
@@ -128,6 +129,12 @@ EXCEPTIONS = {
     ("tlsmgr/sealing.py", "Crypto"): "the second owner of pycryptodome: ChaCha20-Poly1305 seals "
     "the cache entries kept in Redis; a module of its own so that a tlsmgr without Redis never "
     "imports the AEAD",
+    # Second owner: the spawn server.
+    ("master/zygote.py", "os.fork"): "the spawn server forks a Python service's children from "
+    "its imported image (the double fork that makes each the master's child); fork+exec stays "
+    "in spawn.py",
+    ("master/zygote.py", "os.waitpid"): "the spawn server reaps the intermediate process of its "
+    "double fork, its own child; the master's children are reaped in spawn.py",
 }
 
 CLIENT_SIDE_ALLOWED = {"tlsmgr.attr", "tlsmgr.protocol", "tlsmgr.client", "tlsmgr.clients"}

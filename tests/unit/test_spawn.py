@@ -54,6 +54,12 @@ def make_service(loop: EventLoop, line: str, path: str = "/bin/true", **kw) -> S
     return service
 
 
+def spawn_one(spawner: Spawner, service: Service) -> Child:
+    """spawn() (fork+exec here: no spawn server) and the child it made."""
+    assert spawner.spawn(service)
+    return max(spawner.children.values(), key=lambda child: child.generation)
+
+
 def close_service(service: Service) -> None:
     service.close_status_channel()
     for fd in service.listen_fds:
@@ -175,8 +181,8 @@ def test_spawn_places_fds_and_bad_startup_throttles(loop, tmp_path):
     service.argv = ["report", "-l", "-t", "unix", "1"]
     inherited = {n for n in os.listdir("/proc/self/fd") if _inheritable(int(n))}
     try:
-        child = spawner.spawn(service)
-        assert child is not None and child.generation == 1 and service.avail_proc == 1
+        child = spawn_one(spawner, service)
+        assert child.generation == 1 and service.avail_proc == 1
         _, status = os.waitpid(child.pid, 0)  # reap it ourselves, then let the table catch up
         spawner._child_died(spawner.children.pop(child.pid), status)
         report = json.loads(out.read_text())
@@ -194,7 +200,7 @@ def test_spawn_places_fds_and_bad_startup_throttles(loop, tmp_path):
         assert service.throttle_reason == f"pid {child.pid} exit status 1 before its first request"
         assert service.last_stderr == {"pid": child.pid, "lines": ["line one", "last words"]}
         assert "last words" not in json.dumps(service.snapshot())
-        assert spawner.spawn(service) is None  # no forks while throttled
+        assert not spawner.spawn(service)  # no forks while throttled
         service.unthrottle()
         assert service.listening
     finally:
@@ -211,7 +217,7 @@ def test_exit_zero_is_not_throttled_and_reap_collects(loop, tmp_path):
     service = make_service(loop, "rep unix - n n - 1 report", str(script))
     service.argv = ["report", "0"]
     try:
-        child = spawner.spawn(service)
+        child = spawn_one(spawner, service)
         deadline = time.monotonic() + 20
         while spawner.children and time.monotonic() < deadline:
             loop.run_once(0.05)
@@ -228,7 +234,7 @@ def test_exec_failure_throttles_with_reason(loop, tmp_path):
     spawner = Spawner(loop, {})
     service = make_service(loop, "nope unix - n n - 1 nope", str(tmp_path / "nope"))
     try:
-        assert spawner.spawn(service) is None
+        assert not spawner.spawn(service)
         assert service.throttled
         reason = f"cannot execute {tmp_path}/nope: No such file or directory"
         assert service.throttle_reason == reason
@@ -245,9 +251,9 @@ def test_signal_service_and_wait_all(loop, tmp_path):
     spawner = Spawner(loop, {})
     service = make_service(loop, "sl unix - n n - 0 sleeper", str(script))
     try:
-        first = spawner.spawn(service)
+        first = spawn_one(spawner, service)
         send(service, loop, (first.pid, first.generation, proto.STATUS_TAKEN))
-        second = spawner.spawn(service)
+        second = spawn_one(spawner, service)
         assert len(spawner.children) == 2
         spawner.stopping = True
         spawner.signal_service(service, signal.SIGTERM)
