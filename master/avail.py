@@ -353,6 +353,7 @@ class Service:
             "maxproc": self.entry.maxproc,
             "spawns": self.spawns,
             "throttles": self.throttles,
+            "starting": self.starting,
             "avail": self.avail_proc,
             "throttled": self.throttled,
             "throttle_until": self.throttle_until,

@@ -338,6 +338,7 @@ class Spawner:
         """Exec `service`'s program as its spawn server (see zygote.py)."""
         if not self.subreaper or self.stopping:
             return None
+        previous = self.zygotes.get(service)
         self.stop_zygote(service)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         err_r, err_w = self._stderr_pipe()
@@ -360,6 +361,8 @@ class Spawner:
         link = ZygoteLink(
             service, service.path, pid, mine, _identity(service.path), dict(self.env), err_r
         )
+        if previous is not None:
+            link.last_exit = previous.last_exit
         self.zygotes[service] = link
         self.zygote_pids[pid] = link
         self.zygotes_changed = True
@@ -555,6 +558,9 @@ class Spawner:
         self._drain_stderr(link, final=True)
         how = describe_status(status)
         link.last_exit = how
+        current = self.zygotes.get(link.service)
+        if current is not None:  # its successor shows how it ended
+            current.last_exit = how
         if link.closing or self.stopping or (os.WIFEXITED(status) and not os.WEXITSTATUS(status)):
             return
         msg_warn(f"spawn server {link.path} pid {link.pid} {how}")

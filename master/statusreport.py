@@ -14,10 +14,11 @@ SYNOPSIS
 
     MasterStatus(pid, version, config_directory, started, forks, services)
     ServiceStatus(name, type, endpoint, command, maxproc, spawns, throttles,
-                  throttle, last_exit, children, last_stderr)
+                  throttle, last_exit, children, last_stderr, spawn_server)
     service.count(state) -> int
     StderrTail(pid, lines)      # a service's last abnormal exit's stderr lines
     ChildStatus(pid, generation, state, uses, started)
+    SpawnServerStatus(pid, state, started, forks, last_exit)
     Throttle(reason, until);  throttle.remaining(now) -> int
     ProviderStatus(name, data, error, lines)
     StatusUnavailable(text)     # a provider's "I cannot say now"
@@ -83,6 +84,7 @@ __all__ = [
     "MasterStatus",
     "ProviderStatus",
     "ServiceStatus",
+    "SpawnServerStatus",
     "StateError",
     "StatusProvider",
     "StatusReport",
@@ -167,6 +169,30 @@ class StderrTail:
 
 
 @dataclass(frozen=True)
+class SpawnServerStatus:
+    """A service's spawn server (master/zygote.py): starting, ready or down."""
+
+    pid: int
+    state: str
+    started: float
+    forks: int
+    last_exit: str | None
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.started)
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "state": self.state,
+            "started": self.started,
+            "age": round(self.age(now), 3),
+            "forks": self.forks,
+            "last_exit": self.last_exit,
+        }
+
+
+@dataclass(frozen=True)
 class ServiceStatus:
     """One master.cf service as the master counts it."""
 
@@ -181,6 +207,7 @@ class ServiceStatus:
     last_exit: str | None
     children: tuple[ChildStatus, ...]
     last_stderr: StderrTail | None = None
+    spawn_server: SpawnServerStatus | None = None
 
     def count(self, state: str) -> int:
         """How many children are in `state` (one of CHILD_STATES)."""
@@ -199,6 +226,7 @@ class ServiceStatus:
             "last_exit": self.last_exit,
             "children": [child.to_json(now) for child in self.children],
             "last_stderr": self.last_stderr.to_json() if self.last_stderr else None,
+            "spawn_server": self.spawn_server.to_json(now) if self.spawn_server else None,
         }
 
 
@@ -263,6 +291,20 @@ def _service(svc: dict[str, Any], tails: dict[str, Any]) -> ServiceStatus:
         last_exit=_get(svc, "last_exit", str) or None,
         children=tuple(_child(c) for c in _get(svc, "children", list)),
         last_stderr=_tail(tails.get(f"{name}/{kind}")),
+        spawn_server=_spawn_server(svc.get("spawn_server")),
+    )
+
+
+def _spawn_server(server: dict[str, Any] | None) -> SpawnServerStatus | None:
+    """None for a service without one (and in a state file written before they were)."""
+    if server is None:
+        return None
+    return SpawnServerStatus(
+        pid=_get(server, "pid", int),
+        state=_get(server, "state", str),
+        started=_get(server, "started", float),
+        forks=_get(server, "forks", int),
+        last_exit=_get(server, "last_exit", str) or None,
     )
 
 

@@ -18,12 +18,13 @@ DESCRIPTION
     configuration, uptime, forks), one per service (type, endpoint,
     command, maxproc, children and how many are idle and draining,
     spawns), one per child (pid, idle, busy or draining, uses, uptime),
-    and, when they apply, the throttle (seconds left and the reason), the
-    last exit and the last stderr line of the service's last abnormal
-    exit (only root reads those: see statusreport.py).  A draining child
-    is one that a reload told to leave: it finishes what it holds, then
-    exits.  No state file yet (None) is
-    one line that says so.
+    one for the service's spawn server when it has one (pid, starting,
+    ready or down, uptime, children forked, its last exit), and, when they
+    apply, the throttle (seconds left and the reason), the last exit and
+    the last stderr line of the service's last abnormal exit (only root
+    reads those: see statusreport.py).  A draining child is one that a
+    reload told to leave: it finishes what it holds, then exits.  No
+    state file yet (None) is one line that says so.
 
     format_duration() is how every line of status -v shows a duration
     (the providers' too): 42s, 3m05s, 2h07m or 2d03h, two units at most,
@@ -69,6 +70,13 @@ def master_view(master: MasterStatus | None, now: float) -> list[str]:
         for c in svc.children:
             lines.append(
                 f"  pid {c.pid} {c.state}, {c.uses} use(s), up {format_duration(c.age(now))}"
+            )
+        server = svc.spawn_server
+        if server:
+            lines.append(
+                f"  spawn server pid {server.pid} {server.state},"
+                f" up {format_duration(server.age(now))}, {server.forks} fork(s)"
+                + (f", last exit: {server.last_exit}" if server.last_exit else "")
             )
         if svc.throttle:
             lines.append(

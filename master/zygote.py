@@ -50,7 +50,8 @@ DESCRIPTION
     - sys.argv is the master's argv with the program path as argv[0], as
       Python sets it for an exec'd #! script; os.environ (and the C
       environment) is replaced by the master's environment for the child
-      (GENERATION included);
+      (GENERATION included), plus what the interpreter added to its own
+      at start-up, as it would at an exec (LC_CTYPE=C.UTF-8 under LANG=C);
     - signals as a fresh exec has them (events.reset_signals()); the
       skeleton makes its own event loop: the server never has one;
     - PRNGs: os.fork() runs the at-fork hooks (random's reseed, tlsmgr's
@@ -266,6 +267,7 @@ def serve(preload: Iterable[str] = (), warm_up: Iterable[Callable[[], object]] =
     if link.type != socket.SOCK_SEQPACKET:
         _die(f"fd {LINK_FD} is not a SOCK_SEQPACKET socket: started by the master?")
     link.setblocking(True)
+    added = _startup_additions()
     for name in preload:
         importlib.import_module(name)
     for call in warm_up:
@@ -278,7 +280,7 @@ def serve(preload: Iterable[str] = (), warm_up: Iterable[Callable[[], object]] =
     while True:
         pid = os.fork()
         if pid == 0:
-            if _intermediate(link, server):
+            if _intermediate(link, server, added):
                 return  # in the child, which is now what an exec'd child is
             os._exit(_EOF)  # not reached: _intermediate leaves by os._exit
         _pid, status = os.waitpid(pid, 0)
@@ -289,7 +291,7 @@ def serve(preload: Iterable[str] = (), warm_up: Iterable[Callable[[], object]] =
             _die(f"intermediate process pid {pid}: exit status {code}", status=1)
 
 
-def _intermediate(link: socket.socket, parent: int) -> bool:
+def _intermediate(link: socket.socket, parent: int, added: dict[str, str]) -> bool:
     """Fork the next child ahead of its request and wait: True only in that child.
 
     The child reads the next request itself.  When it has one, it writes
@@ -306,7 +308,7 @@ def _intermediate(link: socket.socket, parent: int) -> bool:
         if child == 0:
             os.close(go_r)
             _die_with(me)
-            return _wait_for_request(link, go_w)
+            return _wait_for_request(link, go_w, added)
         os.close(go_w)
         if os.read(go_r, 1) == _GO_BYTE:
             os._exit(_GO)
@@ -320,7 +322,7 @@ def _intermediate(link: socket.socket, parent: int) -> bool:
 _GO_BYTE = b"g"
 
 
-def _wait_for_request(link: socket.socket, go_w: int) -> bool:
+def _wait_for_request(link: socket.socket, go_w: int, added: dict[str, str]) -> bool:
     """The child forked ahead: take one request, report, become what it asks for."""
     try:
         request, fds = _receive(link)
@@ -330,7 +332,7 @@ def _wait_for_request(link: socket.socket, go_w: int) -> bool:
         os.write(go_w, _GO_BYTE)
         os.close(go_w)
         _send(link, Reply("forked", request.seq, pid=os.getpid()))
-        _become_child(link, request, fds)
+        _become_child(link, request, fds, added)
     except SystemExit:
         raise
     except BaseException as err:
@@ -372,7 +374,9 @@ def _receive(link: socket.socket) -> tuple[Request | None, list[int]]:
         _die(str(err))
 
 
-def _become_child(link: socket.socket, request: Request, fds: list[int]) -> None:
+def _become_child(
+    link: socket.socket, request: Request, fds: list[int], added: dict[str, str]
+) -> None:
     """What posix_spawn and exec would have given: see the module docstring."""
     link.detach()  # its number is closed below; a later finalizer must not close a reused one
     _place(fds)
@@ -380,6 +384,20 @@ def _become_child(link: socket.socket, request: Request, fds: list[int]) -> None
     sys.argv = [request.path, *request.argv[1:]]
     os.environ.clear()
     os.environ.update(request.env)
+    for name, value in added.items():
+        os.environ.setdefault(name, value)
+
+
+def _startup_additions() -> dict[str, str]:
+    """What the interpreter added to its own environment at start-up (PEP 538's
+    LC_CTYPE coercion under LANG=C): the environment it was exec'd with, which
+    /proc/self/environ keeps, against os.environ."""
+    try:
+        with open("/proc/self/environ", "rb") as fp:
+            given = {item.partition(b"=")[0] for item in fp.read().split(b"\0") if item}
+    except OSError:
+        return {}
+    return {k: v for k, v in os.environ.items() if os.fsencode(k) not in given}
 
 
 def _place(fds: list[int]) -> None:

@@ -190,7 +190,15 @@ def test_master_view_formats_throttle_and_exits():
                 "maxproc": 1, "spawns": 3, "throttles": 2, "avail": 0, "throttled": True,
                 "throttle_until": 1130.0, "throttle_reason": "pid 7 exit status 1 before its first "
                 "request", "last_exit": "pid 7 exit status 1", "children": [],
-            }
+                "spawn_server": {"pid": 8, "state": "ready", "started": 1095.0, "forks": 2,
+                                 "last_exit": ""},
+            },
+            {
+                "name": "exec", "type": "unix", "endpoint": "private/exec", "command": "/x/exec",
+                "maxproc": 1, "spawns": 0, "throttles": 0, "avail": 0, "throttled": False,
+                "throttle_until": 0,
+                "throttle_reason": "", "last_exit": "", "children": [], "spawn_server": None,
+            },
         ],
     }  # fmt: skip
     lines = statusview.master_view(statusreport.MasterStatus.from_state(state), now=1100.0)
@@ -199,6 +207,8 @@ def test_master_view_formats_throttle_and_exits():
     )
     assert "  throttled for 30s more: pid 7 exit status 1 before its first request" in lines
     assert "  last exit: pid 7 exit status 1" in lines
+    assert "  spawn server pid 8 ready, up 5s, 2 fork(s)" in lines
+    assert sum("spawn server" in line for line in lines) == 1  # none for a fork+exec service
     assert not any("stderr" in line for line in lines)
     stderr = {"bad/unix": {"pid": 7, "lines": ["Traceback ...", "ImportError: x"]}}
     master = statusreport.MasterStatus.from_state(state, stderr)

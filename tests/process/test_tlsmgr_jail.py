@@ -43,6 +43,7 @@ OK, ERR, FAIL = b"0", b"4294967295", b"4294967294"
 def jailed():
     with MiniInstance(main_cf=MAIN_CF, tlsmgr=OUR_TLSMGR) as inst:
         inst.cli("start").check()
+        inst.wait_spawn_server("tlsmgr")  # the usual way: tlsmgr forked by its spawn server
         with inst.connect("private/tlsmgr") as sock:  # the master forks tlsmgr now
             assert read_reply(sock) == [(b"protocol", b"tlsmgr_protocol")]
         pid = inst.tlsmgr_pid()
@@ -86,7 +87,9 @@ def test_tlsmgr_is_chrooted_and_runs_as_mail_owner(jailed):
     assert ids.gids == (owner.pw_gid,) * 4
     # initgroups(mail_owner), as chroot_uid.c: exactly mail_owner's own groups, none of root's.
     assert ids.groups == frozenset(os.getgrouplist("postfix", owner.pw_gid))
-    assert tlsmgr_args(pid) == ["-l", "-t", "unix", "-u", "-c"]
+    # Forked by its spawn server, it shows the server's command line; that the argv it
+    # runs with is the master's is checked in test_spawn_server.py.
+    assert tlsmgr_args(pid) == ["--spawner"]
 
 
 def test_files_belong_to_mail_owner_mode_0600(jailed):

@@ -20,22 +20,32 @@ DESCRIPTION
     "quit" -> "bye\\n" then close; "big N" -> N bytes of "x" and "\\n";
     "sleep S" -> sleeps S seconds, then "slept\\n"; "later S" (multi
     only) -> "later\\n" after S seconds, from a timer, the lines after it
-    answered after it; "crash" -> an unexpected exception; "pid" -> the
-    process id that answers; anything else is echoed back echo_count
-    times.  write_daemon_script(..., handover=True) makes a multi_server
-    daemon that hands its connections to its successor when it drains.
-    On multi_server, EchoHandler follows the skeleton's flow-control
-    contract: it answers lines while the output has room (always one)
-    and holds the rest back.
+    answered after it; "crash" -> an unexpected exception; "argv" and
+    "environ" -> the process's sys.argv and os.environ as one JSON line;
+    "pid" -> the process id that answers; "random" -> 32 hex digits from
+    the `random` module (the PRNG state a process has); anything else is
+    echoed back echo_count times.  write_daemon_script(..., handover=True)
+    makes a multi_server daemon that hands its connections to its
+    successor when it drains.  On multi_server, EchoHandler follows the
+    skeleton's flow-control contract: it answers lines while the output
+    has room (always one) and holds the rest back.
 
     On trigger_server ("trigger"), each message is traced as
     "trigger uses=N b'DATA' PID" (N: the uses before it); the message
     "crash" raises an unexpected exception.
+
+    Spawn servers: the command name `spawned-echo` is registered in the
+    entry-point group minipostfix.spawners by the distribution
+    tests/minipostfix_test_daemons-0.dist-info (tests/ is on the venv's
+    import path), so the master runs bin/spawned-echo, an echo daemon
+    script, through a spawn server, and bin/echo by fork+exec.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import socket
 import sys
 import time
@@ -46,6 +56,7 @@ from master.config import Param
 from master.errors import ParamError
 
 TESTS = Path(__file__).resolve().parents[1]
+SPAWNED_ECHO = "spawned-echo"  # the command name registered for a spawn server
 
 # The echo daemon's own parameters (its "Param table").
 ECHO_PARAMS = (
@@ -142,8 +153,13 @@ def echo_command(line: bytes, state: dict[str, Any], close: Any) -> bytes:
         return b"slept\n"
     if line == b"crash":
         raise RuntimeError("crash requested by the client")
+    if line in (b"argv", b"environ"):
+        value = sys.argv if line == b"argv" else dict(os.environ)
+        return json.dumps(value).encode() + b"\n"
     if line == b"pid":
         return b"%d\n" % os.getpid()
+    if line == b"random":
+        return b"%032x\n" % random.getrandbits(128)
     return (line + b"\n") * state["count"]
 
 

@@ -52,7 +52,9 @@ DESCRIPTION
     venv's console script): start() is `minipostfix start` (it waits
     for the master's readiness byte), stop() `minipostfix stop` (it waits
     for the master to be gone, and the master for its children).  cli()
-    runs any `minipostfix -c ETC` command; state() reads master.state;
+    runs any `minipostfix -c ETC` command; state() reads master.state,
+    spawn_server(NAME) a service's spawn server in it, and
+    wait_spawn_server(NAME) waits until that one is ready;
     bin/testd is installed (support.testd) and records() reads what a
     `testd record` service wrote.  running_tlsmgr(main_cf) is the usual
     case of the tlsmgr tests: a MiniInstance with OUR_TLSMGR, running().
@@ -435,6 +437,24 @@ class MiniInstance(MasterInstance):
         except (OSError, ValueError, KeyError):
             return []
         return [s["spawn_server"]["pid"] for s in services if s.get("spawn_server")]
+
+    def spawn_server(self, service: str) -> dict | None:
+        """master.state's view of a service's spawn server: pid, state, forks, ..."""
+        for svc in self.state()["services"]:
+            if svc["name"] == service:
+                return svc["spawn_server"]
+        raise AssertionError(f"no service {service} in master.state")
+
+    def wait_spawn_server(self, service: str, other_than: int | None = None) -> int:
+        """The pid of the service's spawn server (not `other_than`) once it is ready."""
+
+        def ready() -> int | None:
+            server = self.spawn_server(service)
+            if server and server["state"] == "ready" and server["pid"] != other_than:
+                return server["pid"]
+            return None
+
+        return self.wait_for(ready, f"a ready spawn server for {service}")
 
     def records(self, name: str) -> list[dict]:
         """The events a `testd record ROOT/name` service wrote."""

@@ -1,0 +1,81 @@
+"""master/zygote.py: the spawn server's messages, who gets one, how a program knows it is one.
+
+The spawn server's processes are exercised by tests/process/test_spawn_server.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from master import zygote
+from master.zygote import Reply, Request
+
+TEXT = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=20)
+NAMES = TEXT.filter(lambda name: name and "=" not in name)
+
+
+def test_a_request_travels_whole():
+    env = {"MAIL_CONFIG": "/etc/minipostfix", "GENERATION": "12", "EMPTY": ""}
+    request = Request(7, "/usr/libexec/tlsmgr", ["tlsmgr", "-l", "-t", "unix"], env)
+    assert zygote.decode_request(zygote.encode_request(request)) == request
+
+
+@given(st.integers(0, 2**63), TEXT, st.lists(TEXT, min_size=1), st.dictionaries(NAMES, TEXT))
+def test_any_request_travels_whole(seq, path, argv, env):
+    request = Request(seq, path, argv, env)
+    assert zygote.decode_request(zygote.encode_request(request)) == request
+
+
+def test_environment_values_may_hold_equal_signs_and_undecodable_bytes():
+    env = {"X": "a=b=c", "Y": b"\xff\xfe".decode("utf-8", "surrogateescape")}
+    request = Request(1, "/p", ["p"], env)
+    assert zygote.decode_request(zygote.encode_request(request)).env == env
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"spawn",
+        b"fork\x001\x00/p\x001\x00p",
+        b"spawn\x00x\x00/p\x001\x00p",  # bad sequence number
+        b"spawn\x001\x00/p\x000",  # no argv[0]
+        b"spawn\x001\x00/p\x003\x00p",  # fewer arguments than counted
+        b"spawn\x001\x00/p\x001\x00p\x00NOEQUALS",
+        b"spawn\x001\x00/p\x001\x00p\x00=value",
+    ],
+)
+def test_a_malformed_request_is_refused(data):
+    with pytest.raises(ValueError):
+        zygote.decode_request(data)
+
+
+def test_replies():
+    for reply in (Reply("ready", pid=42), Reply("forked", seq=3, pid=4242)):
+        assert zygote.decode_reply(zygote.encode_reply(reply)) == reply
+    for data in (b"", b"ready", b"ready\x00x", b"forked\x001", b"gone\x001\x002"):
+        with pytest.raises(ValueError):
+            zygote.decode_reply(data)
+
+
+def test_spawner_mode_is_argv_command_and_the_flag_alone():
+    argv = zygote.spawner_argv("tlsmgr")
+    assert argv == ["tlsmgr", "--spawner"] and zygote.requested(argv)
+    assert not zygote.requested(["tlsmgr", "-l", "-t", "unix"])
+    assert not zygote.requested(["tlsmgr", "--spawner", "extra"])
+    assert not zygote.requested(["tlsmgr"])
+
+
+def test_the_project_registers_its_python_services():
+    assert {"tlsmgr", "testsmtpd"} <= zygote.registered_commands()
+
+
+def test_only_a_hash_bang_script_gets_a_spawn_server(tmp_path):
+    script, binary = tmp_path / "script", tmp_path / "binary"
+    script.write_text("#!/usr/bin/python3\n")
+    binary.write_bytes(b"\x7fELF\x02\x01\x01")
+    assert zygote.is_script(str(script))
+    assert not zygote.is_script(str(binary))
+    assert not zygote.is_script(str(tmp_path / "missing"))
