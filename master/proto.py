@@ -11,6 +11,8 @@ SYNOPSIS
     proto.child_argv(command, service, transport, ...) -> list[str]
     proto.parse_child_argv(argv) -> ChildOptions
     proto.TRIGGER_REQ_WAKEUP                            # b"W"
+    proto.spawner_argv(command) -> [command, SPAWNER_FLAG]
+    proto.is_spawner_argv(argv) -> bool                  # exec'd as a spawn server
 
 DESCRIPTION
     This module is the one place where the master (master.py, spawn.py)
@@ -35,6 +37,8 @@ DESCRIPTION
 
     Argument vector, in Postfix's order: command [-l|-z] [-n name]
     -t type [-d] [-v] [-u] [-c] [-o stress=] [-s n] args...
+    A service's program exec'd as its spawn server (zygote.py) gets
+    `command --spawner` instead.
 
     No sockets, no clock, no third-party imports.
 
@@ -79,6 +83,8 @@ ENV_POSTLOG_HOSTNAME = "POSTLOG_HOSTNAME"
 TRIGGER_REQ_WAKEUP = b"W"
 
 TRANSPORTS = ("inet", "unix", "unix-dgram", "fifo", "pass")
+
+SPAWNER_FLAG = "--spawner"
 
 # Postfix's multi_server getopt string: "cdDi:lm:n:o:s:St:uvVz".
 _FLAGS = set("cdDlSuvVz")
@@ -160,6 +166,16 @@ def child_argv(
         argv += ["-s", str(listen_count)]
     argv += list(args)
     return argv
+
+
+def spawner_argv(command: str) -> list[str]:
+    """The argv the master execs a service's program with to get its spawn server."""
+    return [command, SPAWNER_FLAG]
+
+
+def is_spawner_argv(argv: list[str]) -> bool:
+    """True for the argv of a program exec'd as a spawn server (see spawner_argv)."""
+    return len(argv) == 2 and argv[1] == SPAWNER_FLAG
 
 
 @dataclass

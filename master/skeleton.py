@@ -105,7 +105,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from master import log, privs, proto, zygote
+from master import log, privs, proto
 from master.builtin import builtin_defaults
 from master.config import Config, Param, config_directory
 from master.errors import ConfigError
@@ -272,7 +272,9 @@ def server_main(
     preload: Sequence[str] = (),
 ) -> NoReturn:
     """Start up as described in the module docstring, run serve(ctx), exit."""
-    if argv is None and zygote.requested(sys.argv):
+    if argv is None and proto.is_spawner_argv(sys.argv):
+        from master import zygote  # only a spawn server needs it
+
         # Postfix's defaults table is packaged data: parsed once, by the spawn server.
         zygote.serve(preload, warm_up=(builtin_defaults,))  # returns in a forked child
     events = EventLoop()

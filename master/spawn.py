@@ -343,7 +343,7 @@ class Spawner:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         err_r, err_w = self._stderr_pipe()
         sources = [self.devnull, self.devnull, 2 if err_w is None else err_w, theirs.fileno()]
-        argv = zygote.spawner_argv(service.argv[0])
+        argv = proto.spawner_argv(service.argv[0])
         try:
             pid = self._posix_spawn(service.path, argv, dict(self.env), sources)
         except OSError as err:

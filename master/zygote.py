@@ -4,13 +4,12 @@ SYNOPSIS
     from master import zygote
 
     # The service's side (skeleton.server_main does this before anything else):
-    if zygote.requested(sys.argv):
+    if proto.is_spawner_argv(sys.argv):
         zygote.serve(preload)       # returns only in a forked child
 
     # The master's side (spawn.py):
     zygote.registered_commands() -> frozenset[str]   # the SPAWNER_GROUP entry points
     zygote.is_script(path) -> bool                   # a #! program
-    zygote.spawner_argv(command) -> [command, SPAWNER_FLAG]
     zygote.encode_request(Request(seq, path, argv, env)) -> bytes   # + fds, SCM_RIGHTS
     zygote.decode_reply(data) -> Reply               # ready / forked / failed
     zygote.LINK_FD, zygote.MAX_FDS, zygote.MAX_MESSAGE
@@ -102,7 +101,6 @@ __all__ = [
     "LINK_FD",
     "MAX_FDS",
     "MAX_MESSAGE",
-    "SPAWNER_FLAG",
     "SPAWNER_GROUP",
     "Reply",
     "Request",
@@ -113,13 +111,10 @@ __all__ = [
     "is_script",
     "prctl",
     "registered_commands",
-    "requested",
     "serve",
-    "spawner_argv",
 ]
 
 SPAWNER_GROUP = "minipostfix.spawners"
-SPAWNER_FLAG = "--spawner"
 LINK_FD = 3  # the server's end of the socketpair with the master
 MAX_FDS = 64  # descriptors per request: 0-5 and up to 58 listeners
 MAX_MESSAGE = 256 * 1024  # bytes of one request (argv and environment)
@@ -144,16 +139,6 @@ def is_script(path: str) -> bool:
             return fp.read(2) == b"#!"
     except OSError:
         return False
-
-
-def spawner_argv(command: str) -> list[str]:
-    """The argv the master execs a service's program with to get its spawn server."""
-    return [command, SPAWNER_FLAG]
-
-
-def requested(argv: list[str]) -> bool:
-    """True when the program was exec'd as a spawn server (see spawner_argv)."""
-    return len(argv) == 2 and argv[1] == SPAWNER_FLAG
 
 
 # Messages ------------------------------------------------------------------

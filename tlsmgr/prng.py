@@ -113,10 +113,18 @@ import weakref
 # each process (3 ms); its ctypes backend runs the same C code.  Blocking cffi while
 # pycryptodome picks its backend selects ctypes; anyone else (pyOpenSSL, cryptography)
 # imports cffi as usual afterwards.  When cffi is already loaded it is used.
+# Workaround: the ctypes backend asks platform.architecture() once, only to tell Windows
+# from the rest, and that runs the `file` command on the interpreter (a subprocess of
+# some 10 ms, as root, before any jail); its cache is filled here with the answer.
 _BLOCK_CFFI = "cffi" not in sys.modules
 if _BLOCK_CFFI:
     sys.modules["cffi"] = None  # type: ignore[assignment]
 try:
+    from Crypto.Util import _raw_api
+
+    _ARCH = getattr(_raw_api, "cached_architecture", None)
+    if isinstance(_ARCH, list) and not _ARCH:
+        _ARCH[:] = [f"{struct.calcsize('P') * 8}bit", "ELF"]
     from Crypto.Cipher import ChaCha20
 finally:
     if _BLOCK_CFFI:

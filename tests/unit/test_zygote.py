@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from master import zygote
+from master import proto, zygote
 from master.zygote import Reply, Request
 
 TEXT = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=20)
@@ -61,11 +61,11 @@ def test_replies():
 
 
 def test_spawner_mode_is_argv_command_and_the_flag_alone():
-    argv = zygote.spawner_argv("tlsmgr")
-    assert argv == ["tlsmgr", "--spawner"] and zygote.requested(argv)
-    assert not zygote.requested(["tlsmgr", "-l", "-t", "unix"])
-    assert not zygote.requested(["tlsmgr", "--spawner", "extra"])
-    assert not zygote.requested(["tlsmgr"])
+    argv = proto.spawner_argv("tlsmgr")
+    assert argv == ["tlsmgr", "--spawner"] and proto.is_spawner_argv(argv)
+    assert not proto.is_spawner_argv(["tlsmgr", "-l", "-t", "unix"])
+    assert not proto.is_spawner_argv(["tlsmgr", "--spawner", "extra"])
+    assert not proto.is_spawner_argv(["tlsmgr"])
 
 
 def test_the_project_registers_its_python_services():
