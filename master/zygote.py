@@ -32,13 +32,21 @@ DESCRIPTION
     One request, one message: `spawn`, a sequence number, the program
     path, argv and the child's environment, with the child's descriptors
     0, 1, 2, 3, 4, 5, 6.. (as the exec path would place them) attached
-    with SCM_RIGHTS.  The server forks an intermediate process and reaps
-    it; the intermediate forks the child, reports `forked SEQ PID` (or
-    `failed SEQ ERRNO TEXT`) on the link and exits, so the child is
-    orphaned to the master, which is a child subreaper
-    (PR_SET_CHILD_SUBREAPER): the master waits for it and reads its
-    status records like any child's.  When the report cannot be sent (the
-    master closed the link) the intermediate kills the child.
+    with SCM_RIGHTS.  The child is forked before it is asked for: the
+    server forks an intermediate process, which forks the child and
+    waits; the child reads the next request itself, reports `forked SEQ
+    PID` on the link, and tells the intermediate, which exits: the child
+    is orphaned to the master, a child subreaper (PR_SET_CHILD_SUBREAPER),
+    which waits for it and reads its status records like any child's.  No
+    fork is on the way from a connection to its first reply.  The server
+    reaps the intermediate and forks the next pair PREFORK_DELAY seconds
+    later, when the new child is up (two forks of this whole image would
+    compete with it), or at once when a request is already waiting.
+    Until the child has its request, it and the intermediate die with
+    their parent (PR_SET_PDEATHSIG): killing the server kills what it
+    forked ahead.  EOF from the master ends the server (the child waiting
+    for a request reads it and exits; the intermediate says so).  A fork
+    that fails ends it too (exit 1): the master falls back to fork+exec.
 
     The child then becomes what an exec'd child is, before returning
     from serve() into the skeleton's normal start-up (which re-reads
@@ -88,12 +96,13 @@ import fcntl
 import gc
 import importlib
 import os
+import select
 import signal
 import socket
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from master import events
 
@@ -101,6 +110,7 @@ __all__ = [
     "LINK_FD",
     "MAX_FDS",
     "MAX_MESSAGE",
+    "PREFORK_DELAY",
     "SPAWNER_GROUP",
     "Reply",
     "Request",
@@ -118,6 +128,7 @@ SPAWNER_GROUP = "minipostfix.spawners"
 LINK_FD = 3  # the server's end of the socketpair with the master
 MAX_FDS = 64  # descriptors per request: 0-5 and up to 58 listeners
 MAX_MESSAGE = 256 * 1024  # bytes of one request (argv and environment)
+PREFORK_DELAY = 0.05  # seconds between a child taking its request and the next fork ahead
 
 _SPAWN, _READY, _FORKED = b"spawn", b"ready", b"forked"
 
@@ -232,14 +243,18 @@ def prctl(option: int, value: int) -> str | None:
     import ctypes
 
     try:
-        call = ctypes.CDLL(None, use_errno=True).prctl
-        call.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
-        call.restype = ctypes.c_int
+        if (call := _PRCTL.get("call")) is None:
+            call = _PRCTL["call"] = ctypes.CDLL(None, use_errno=True).prctl
+            call.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+            call.restype = ctypes.c_int
         if call(option, value, 0, 0, 0) != 0:
             return os.strerror(ctypes.get_errno())
     except (OSError, AttributeError) as err:
         return str(err)
     return None
+
+
+_PRCTL: dict[str, Any] = {}  # libc's prctl, looked up once
 
 
 def serve(preload: Iterable[str] = (), warm_up: Iterable[Callable[[], object]] = ()) -> None:
@@ -274,6 +289,9 @@ def serve(preload: Iterable[str] = (), warm_up: Iterable[Callable[[], object]] =
             os._exit(0)
         if code != _GO:
             _die(f"intermediate process pid {pid}: exit status {code}", status=1)
+        # The child just forked starts up now: fork the next one a little later (two
+        # forks of this whole image would compete with it), at once when asked for it.
+        select.select([link], [], [], PREFORK_DELAY)
 
 
 def _intermediate(link: socket.socket, parent: int, added: dict[str, str]) -> bool:

@@ -1,9 +1,13 @@
-"""master/zygote.py: the spawn server's messages, who gets one, how a program knows it is one.
+"""master/zygote.py: the spawn server's messages, who gets one, how a program knows it is one;
+and what the exec path (a daemon started without one) does not do.
 
 The spawn server's processes are exercised by tests/process/test_spawn_server.py.
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -79,3 +83,25 @@ def test_only_a_hash_bang_script_gets_a_spawn_server(tmp_path):
     assert zygote.is_script(str(script))
     assert not zygote.is_script(str(binary))
     assert not zygote.is_script(str(tmp_path / "missing"))
+
+
+START_SCRIPT = """\
+import sys
+import tlsmgr.daemon
+from master.config import Config
+from tlsmgr.params import PARAMS
+config = Config.load(sys.argv[1], PARAMS)
+config.check([row.name for row in PARAMS])
+print(sorted(name for name in sys.modules if name.startswith("importlib.metadata")))
+"""
+
+
+def test_a_daemon_start_scans_no_entry_points(tmp_path):
+    """The exec path: importing a daemon and reading its configuration touches no
+    installed distribution's metadata (the master reads the spawners' group, not a child)."""
+    (tmp_path / "main.cf").write_text(f"queue_directory = {tmp_path}\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", START_SCRIPT, str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
