@@ -5,8 +5,8 @@ SYNOPSIS
 
     multi_server.main(handler_factory, *, params, pre_init=None,
                       post_init=None, loop=None, pre_exit=None,
-                      solitary=False, handover=False,
-                      argv=None)                      # never returns
+                      solitary=False, handover=False, argv=None,
+                      preload=())                     # never returns
 
     class Handler(Protocol):                # what handler_factory(conn) returns
         def connection_made(self) -> bytes: ...        # greeting, may be b""
@@ -34,7 +34,8 @@ DESCRIPTION
     pre_exit.  `params` are the
     daemon's Param rows, all read and checked before anything is served.
     `solitary` makes the daemon fatal unless master.cf gives it maxproc
-    1 (-l).
+    1 (-l).  `preload`: modules the daemon imports lazily, which its
+    spawn server imports once for all children (zygote.py).
 
     Guarantees:
     - handler_factory(conn) is called per accepted connection, only

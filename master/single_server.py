@@ -4,7 +4,7 @@ SYNOPSIS
     from master import single_server
 
     single_server.main(service, *, params, pre_init=None, post_init=None,
-                       pre_exit=None, argv=None)      # never returns
+                       pre_exit=None, argv=None, preload=())  # never returns
 
     def service(conn: socket.socket, ctx: ServerContext) -> None: ...
 
@@ -19,6 +19,8 @@ DESCRIPTION
     Called by you: main(), once.  Hooks: pre_init (as root, before the
     jail), post_init (after the drop; may set ctx.max_idle or ctx.max_use
     to 0), pre_exit (before every normal exit); see skeleton.py.
+    `preload`: modules the daemon imports lazily, which its spawn server
+    imports once for all children (zygote.py).
 
     Guarantees, per client:
     - TAKEN is written after accept(), service(conn, ctx) runs with a
