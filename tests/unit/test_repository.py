@@ -31,7 +31,7 @@ CITATION = re.compile(
     r"decision[s](\.md)?"
     r"|referenc[e]\s+(\#\s*)?[0-9]"
     r"|issu[e]\s+(\#\s*)?[0-9]"
-    r"|ARCHITECTUR[E]"
+    r"|(?-i:ARCHITECTUR[E])"  # the document's name; platform's architecture() is no citation
     r"|postfix-fact[s]"
     r"|postfix-3\.7-referenc[e]"
     r"|python-note[s]"
