@@ -22,7 +22,9 @@ DESCRIPTION
 
     The load client is a closed loop that opens a new connection for each `seed` request
     and does not retry: a request fails when the connection ends (or is refused) before its
-    reply.  It runs in a thread of this process and notes when each reply came.
+    reply.  It runs in a thread of this process and notes when each request began and when
+    its reply came; after a kill, the next reply is the reply to the first request begun
+    after the kill (a reply to an earlier one may still come from the killed process).
 
     exec      the exec path without a spawn server: our tlsmgr under our master as a command
               whose name is not registered for one (bin/tlsmgr-exec, a link to the program),
@@ -36,7 +38,8 @@ DESCRIPTION
               that both are measured from compiled files.
 
     Medians and 90th percentiles (p90) of wall-clock milliseconds.  --json prints one JSON
-    document instead of the table.  Progress goes to stderr.
+    document instead of the table.  Progress goes to stderr.  Every process started is
+    stopped and reaped, also on Ctrl-C or SIGTERM (tlsmgr_bench.guarded()).
 
 BUGS
     Wall-clock figures on a shared machine move with its load: the load average is recorded
@@ -52,7 +55,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -65,7 +67,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tlsmgr_bench import become_subreaper, machine_info, stop_descendants
+from tlsmgr_bench import emit, guarded, machine_info
 
 from support import procs
 from support.attrs import parse_list, request
@@ -142,12 +144,15 @@ class LoadClient(threading.Thread):
         self.inst = inst
         self.stopping = threading.Event()
         self.replies: list[float] = []  # time.monotonic() of each reply
+        self.sent: list[float] = []  # and when its connection was opened
         self.failures: list[float] = []
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            start = time.monotonic()
             try:
                 seed_once(self.inst, timeout=5.0)
+                self.sent.append(start)
                 self.replies.append(time.monotonic())
             except (OSError, ConnectionError):
                 self.failures.append(time.monotonic())
@@ -158,10 +163,14 @@ class LoadClient(threading.Thread):
         self.join(10)
 
     def next_reply_after(self, moment: float, timeout: float = 30.0) -> float | None:
-        """Seconds from `moment` to the first reply after it (waits for it)."""
+        """Seconds from `moment` to the reply to the first request made after it (waits
+        for it): a reply to an earlier one may still come from a process killed then."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            later = [t for t in self.replies[-200:] if t > moment]
+            count = len(self.replies)  # sent[i] is replies[i]'s; sent is appended first
+            first = max(0, count - 200)
+            pairs = zip(self.sent[first:count], self.replies[first:count], strict=True)
+            later = [done for sent, done in pairs if sent > moment]
             if later:
                 return later[0] - moment
             time.sleep(0.002)
@@ -428,16 +437,8 @@ def run_all(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    become_subreaper()
-    try:
-        report = run_all(args)
-    finally:
-        stop_descendants()
-    if args.json:
-        json.dump(report, sys.stdout, indent=1, default=str)
-        print()
-    else:
-        print_table(report)
+    report = guarded(lambda: run_all(args))
+    emit(report, args.json, lambda: print_table(report))
     return 0
 
 

@@ -107,6 +107,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from support import postfix, procs
@@ -813,17 +814,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.build_only:
         return 0
 
+    report = guarded(lambda: run_all(binaries, args))
+    emit(report, args.json, lambda: print_table(report, args))
+    return 0 if report["results"] else 1
+
+
+def guarded(run: Callable[[], dict]) -> dict:
+    """run() under take_signals(); whatever it started is stopped on the way out, also on
+    Ctrl-C or SIGTERM."""
     take_signals()
     try:
-        report = run_all(binaries, args)
+        return run()
     finally:
         stop_descendants()
-    if args.json:
+
+
+def emit(report: dict, as_json: bool, table: Callable[[], None]) -> None:
+    """The report as one JSON document on stdout, or table() prints it."""
+    if as_json:
         json.dump(report, sys.stdout, indent=1, default=str)
         print()
     else:
-        print_table(report, args)
-    return 0 if report["results"] else 1
+        table()
 
 
 def take_signals() -> None:

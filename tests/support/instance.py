@@ -449,7 +449,10 @@ class MiniInstance(MasterInstance):
         """The pid of the service's spawn server (not `other_than`) once it is ready."""
 
         def ready() -> int | None:
-            server = self.spawn_server(service)
+            try:
+                server = self.spawn_server(service)
+            except FileNotFoundError:  # the master writes it just after it said it is ready
+                return None
             if server and server["state"] == "ready" and server["pid"] != other_than:
                 return server["pid"]
             return None
