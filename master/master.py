@@ -608,7 +608,7 @@ class Master:
         except OSError as err:
             msg_warn(f"cannot write {path}: {err.strerror}")
 
-    def service_state(self, service: Service) -> dict:
+    def service_state(self, service: Service) -> dict[str, object]:
         state = service.snapshot()
         state["spawn_server"] = self.spawner.zygote_state(service)
         return state

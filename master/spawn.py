@@ -138,6 +138,8 @@ ZYGOTE_TIMEOUT = 5.0  # seconds a spawn server may take to answer a request
 UNCLAIMED_TIME = 30.0  # seconds the exit status of an unknown pid is kept
 UNCLAIMED_MAX = 1024  # exit statuses of unknown pids kept at most
 _PR_SET_CHILD_SUBREAPER = 36
+# A program file as reload compares it: device, inode, size, modification time.
+FileIdentity = tuple[int, int, int, int]
 _REPLY_SIZE = 4096
 
 
@@ -164,7 +166,7 @@ class ZygoteLink:
     path: str
     pid: int
     sock: socket.socket | None
-    identity: tuple | None  # the program file's, to see at reload whether it changed
+    identity: FileIdentity | None  # the program file's, to see at reload whether it changed
     env: dict[str, str]
     stderr_fd: int | None = None
     stderr_tail: bytearray = field(default_factory=bytearray)
@@ -186,7 +188,7 @@ class ZygoteLink:
     def usable(self) -> bool:
         return self.sock is not None and self.ready and not self.closing
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, object]:
         """What `minipostfix status -v` shows about the spawn server."""
         state = "ready" if self.usable else "starting" if self.sock is not None else "down"
         return {
@@ -397,7 +399,7 @@ class Spawner:
             with contextlib.suppress(OSError):
                 link.sock.shutdown(socket.SHUT_WR)
 
-    def zygote_state(self, service: Service) -> dict | None:
+    def zygote_state(self, service: Service) -> dict[str, object] | None:
         link = self.zygotes.get(service)
         return None if link is None else link.snapshot()
 
@@ -651,7 +653,7 @@ def describe_status(status: int) -> str:
     return f"wait status {status:#x}"
 
 
-def _identity(path: str) -> tuple | None:
+def _identity(path: str) -> FileIdentity | None:
     """The program file as reload compares it: device, inode, size, modification time."""
     try:
         st = os.stat(path)

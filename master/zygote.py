@@ -191,7 +191,7 @@ def _int(field: bytes) -> int:
 
 def encode_request(request: Request) -> bytes:
     env = [f"{name}={value}" for name, value in request.env.items()]
-    head = [_SPAWN, request.seq, request.path, len(request.argv)]
+    head: list[str | bytes | int] = [_SPAWN, request.seq, request.path, len(request.argv)]
     return _join([*head, *request.argv, *env])
 
 
