@@ -213,7 +213,7 @@ def test_master_view_formats_throttle_and_exits():
     stderr = {"bad/unix": {"pid": 7, "lines": ["Traceback ...", "ImportError: x"]}}
     master = statusreport.MasterStatus.from_state(state, stderr)
     lines = statusview.master_view(master, now=1100.0)
-    assert lines[-1] == '  last stderr line (pid 7): "ImportError: x"'
+    assert '  last stderr line (pid 7): "ImportError: x"' in lines
 
 
 def test_master_view_shows_draining_children():
