@@ -51,7 +51,8 @@ DESCRIPTION
     writes TAKEN unless already sent, idle() writes AVAIL if TAKEN was
     sent; run_loop() calls idle() when the loop is about to wait for
     work, or after MAX_BUSY_TURNS busy turns in a row, and at its end.
-    Nothing is written at start-up, at accept or for greetings.
+    Nothing is written at start-up, at accept or for greetings, nor, for
+    a service whose maxproc is 1, after its first TAKEN/AVAIL pair.
 
     Leaving.  EOF on fd 5 (a reload gave the service a new status
     channel, or the master stopped or died) and a failed status write
@@ -137,11 +138,26 @@ _PEERCRED = (socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
 
 
 class StatusChannel:
-    """TAKEN/AVAIL records on fd 5, alternating; see run_loop for when."""
+    """TAKEN/AVAIL records on fd 5, alternating; see run_loop for when.
 
-    def __init__(self, fd: int | None, pid: int, generation: int, lost: Callable[[], Any]):
+    With alone (master.cf's maxproc is 1, `-l`) the records stop after the
+    first TAKEN/AVAIL pair: the master can never start a second child of the
+    service, so they would tell it nothing, and the one pair shows it that
+    this child started well (it never takes a healthy child for a bad start).
+    busy() and idle() still keep `taken`, which run_loop reads."""
+
+    def __init__(
+        self,
+        fd: int | None,
+        pid: int,
+        generation: int,
+        lost: Callable[[], Any],
+        alone: bool = False,
+    ) -> None:
         self.fd = fd
         self.taken = False
+        self._alone = alone
+        self._quiet = False  # alone, and the first pair went out
         self._lost = lost
         self._taken = proto.encode_status(pid, generation, proto.STATUS_TAKEN)
         self._avail = proto.encode_status(pid, generation, proto.STATUS_AVAIL)
@@ -150,13 +166,16 @@ class StatusChannel:
         """Tell the master this process is busy (once per turn)."""
         if not self.taken:
             self.taken = True
-            self._write(self._taken)
+            if not self._quiet:
+                self._write(self._taken)
 
     def idle(self) -> None:
         """Tell the master this process is available again, if it said busy."""
         if self.taken:
             self.taken = False
-            self._write(self._avail)
+            if not self._quiet:
+                self._write(self._avail)
+                self._quiet = self._alone
 
     def close(self) -> None:
         """Write no more records; close fd 5."""
@@ -208,7 +227,9 @@ class ServerContext:
     _exiting: bool = False
 
     def __post_init__(self) -> None:
-        self.status = StatusChannel(self.status_fd, os.getpid(), self.generation, self.master_gone)
+        self.status = StatusChannel(
+            self.status_fd, os.getpid(), self.generation, self.master_gone, self.options.alone
+        )
 
     @property
     def listen_fds(self) -> list[int]:

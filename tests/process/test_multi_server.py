@@ -151,11 +151,26 @@ def test_idle_connection_closed_after_ipc_timeout(echo):
 
 
 def test_status_record_per_turn_of_requests(echo):
-    inst, fm, child = echo()
+    inst, fm, child = echo(maxproc=2)  # a second child could help: the master is told
     sock = fm.greeted()
     for n in range(3):
         _exchange(sock, b"%d" % n)
         assert [fm.read_status().avail, fm.read_status().avail] == [0, 1]
+
+
+def test_a_service_of_maxproc_1_sends_one_pair_then_no_records(echo):
+    """maxproc 1 (`-l`): the master can never start a second child, so after the pair
+    that shows it a good start the child writes nothing more on fd 5."""
+    inst, fm, child = echo(maxproc=1)
+    sock = fm.greeted()
+    _exchange(sock, b"first")
+    assert [fm.read_status().avail, fm.read_status().avail] == [0, 1]
+    for n in range(20):
+        _exchange(sock, b"%d" % n)
+    second = fm.greeted()
+    _exchange(second, b"another connection")
+    assert _pending(fm) == b""
+    assert child.alive()
 
 
 def test_status_records_under_sustained_load(echo):
@@ -171,7 +186,7 @@ def test_status_records_under_sustained_load(echo):
     at most MAX_BUSY_TURNS + 1 turns per spell, at least 300 // MAX_BUSY_TURNS
     AVAILs; a spell starts with a read, and four pipelined requests written at once
     are read at once, so there are at most 4 * 300 spells: fewer than the requests."""
-    inst, fm, child = echo()
+    inst, fm, child = echo(maxproc=2)
     socks = [fm.greeted() for _ in range(4)]
     data = b""
     for n in range(300):

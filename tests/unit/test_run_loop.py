@@ -14,14 +14,14 @@ from master import proto, skeleton
 from master.events import EventLoop
 
 
-def _run(turns: int, always_ready: bool) -> tuple[list[int], int]:
+def _run(turns: int, always_ready: bool, alone: bool = False) -> tuple[list[int], int]:
     """Run `turns` loop turns whose read callback counts as a request.
 
     Returns the avail flags sent and the number of requests served."""
     master_end, child_end = socket.socketpair()
     rfd, wfd = os.pipe()
     events = EventLoop()
-    status = skeleton.StatusChannel(child_end.fileno(), os.getpid(), 1, lambda: None)
+    status = skeleton.StatusChannel(child_end.fileno(), os.getpid(), 1, lambda: None, alone)
     ctx = types.SimpleNamespace(status=status, events=events)
     os.write(wfd, b"x")
     left, served = [turns], [0]
@@ -71,3 +71,12 @@ def test_avail_before_the_loop_waits():
     avails, served = _run(20, always_ready=False)
     # A request, then a turn that finds nothing ready: one TAKEN/AVAIL pair per request.
     assert served >= 5 and avails == [0, 1] * served
+
+
+def test_a_service_of_maxproc_1_sends_one_pair_then_nothing():
+    # The master can never start a second child of it: after the first cycle, which shows
+    # the master a good start, records would only cost a system call and a wake-up each.
+    avails, served = _run(20, always_ready=False, alone=True)
+    assert served >= 5 and avails == [0, 1]
+    avails, served = _run(3 * skeleton.MAX_BUSY_TURNS, always_ready=True, alone=True)
+    assert avails == [0, 1]
