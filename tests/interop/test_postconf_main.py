@@ -21,17 +21,20 @@ import pytest
 from master.builtin import builtin_defaults
 from master.config import parse_main_cf
 from master.errors import ConfigError
+from master.postconf_names import daemon_params
 from support.config_corpus import DATA, MAIN_CORPUS, expected_error
 from support.postconf_diff import assert_same, mini, real
 from support.postfix import DEBIAN_MASTER_CF, settled
-from tlsmgr.params import PARAMS
 
 pytestmark = pytest.mark.postfix
 
 # Names whose values depend on the process that asks (see test_postconf_differences.py).
 PER_PROCESS = {"process_id", "process_name"}
-# minipostfix's own parameters (tlsmgr's rows), which Postfix's postconf does not list.
-OURS = tuple(f"{row.name} =" for row in PARAMS if row.name not in builtin_defaults().values)
+# minipostfix's own parameters (the rows of the `minipostfix.params` group that are not
+# Postfix's names), which Postfix's postconf does not list.
+OURS = tuple(
+    f"{row.name} =" for row in daemon_params() if row.name not in builtin_defaults().values
+)
 ALWAYS = ["myhostname", "mydomain", "myorigin", "mynetworks", "relay_domains"]
 
 

@@ -14,8 +14,8 @@ from master.errors import ConfigError
 from master.postconf import print_line
 from master.postconf_edit import edit_main_cf
 from master.postconf_master import format_master_entry, normalize_args
+from master.postconf_names import daemon_params
 from support.postconf_diff import minipostconf
-from tlsmgr.params import PARAMS as TLSMGR_PARAMS
 
 
 @pytest.fixture(autouse=True)
@@ -86,10 +86,10 @@ def test_d_lists_postfix_defaults_and_every_daemons_rows(confdir):
     assert status == 0 and err == "" and names == sorted(names)
     assert "relayhost =" in out.splitlines() and "virtual_maps" not in names
     assert "tls_session_cache_max_entries = 100000" in out.splitlines()  # tlsmgr's entry point
-    # 831 built-ins (empty master.cf) + tlsmgr's own rows (its Param rows that Postfix's
-    # table does not have: tls_session_cache_max_entries and the like)
-    ours = [row.name for row in TLSMGR_PARAMS if row.name not in builtin_defaults().values]
-    assert "tls_session_cache_max_entries" in ours and set(ours) <= set(names)
+    # 831 built-ins (empty master.cf) + the daemons' own rows (their Param rows that
+    # Postfix's table does not have: tlsmgr's tls_session_cache_max_entries, metrics_timeout)
+    ours = {row.name for row in daemon_params() if row.name not in builtin_defaults().values}
+    assert {"tls_session_cache_max_entries", "metrics_timeout"} <= ours <= set(names)
     assert len(names) == 831 + len(ours)
 
 
