@@ -52,7 +52,8 @@ DESCRIPTION
       without a byte in or out.
     - Status records: TAKEN before the first data_received() or resume()
       of a busy spell, AVAIL when the loop is about to wait again or after
-      skeleton.MAX_BUSY_TURNS busy turns (skeleton.run_loop).
+      skeleton.MAX_BUSY_TURNS busy turns (skeleton.run_loop); with maxproc
+      1 the first pair only (skeleton.StatusChannel).
     - Exit 0 (after pre_exit) once drained after EOF on fd 5 (see
       Draining), on TERM or INT, after max_idle seconds without clients,
       once max_use clients have disconnected and none is left (both
