@@ -59,8 +59,9 @@ MAIN_CF = {
     "smtpd_client_connection_count_limit": "0",
 }
 SERVICES = "127.0.0.1:{port} inet n - n - 20 smtpd\nanvil unix - - n - 1 anvil\n"
-OURS_EXTRA = "tlsmgr unix - - y 1000? 1 tlsmgr\npostlog unix-dgram n - n - 1 postlogd\n"
-POSTFIX_EXTRA = "tlsmgr unix - - n 1000? 1 tlsmgr\n"  # PostfixInstance adds postlog
+# Each instance adds its own postlog line and postlogd (ours: our postlogd).
+OURS_EXTRA = "tlsmgr unix - - y 1000? 1 tlsmgr\n"
+POSTFIX_EXTRA = "tlsmgr unix - - n 1000? 1 tlsmgr\n"
 SLOW = 0.9  # seconds: a session this long met a one-second sleep, or a slow start
 
 
@@ -69,7 +70,7 @@ def make_instance(kind: str, port: int) -> MasterInstance:
         inst: MasterInstance = MiniInstance(
             MAIN_CF, SERVICES.format(port=port) + OURS_EXTRA, tlsmgr=OUR_TLSMGR
         )
-        for name in ("smtpd", "anvil", "postlogd"):
+        for name in ("smtpd", "anvil"):
             (inst.bin / name).symlink_to(SBIN / name)
     else:
         inst = PostfixInstance(MAIN_CF, SERVICES.format(port=port) + POSTFIX_EXTRA)
