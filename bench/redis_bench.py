@@ -114,14 +114,19 @@ class DelayProxy:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 dst.write(data)
-                await dst.drain()
+                with contextlib.suppress(ConnectionError):
+                    await dst.drain()
 
         task = asyncio.create_task(late_writer())
-        while data := await src.read(65536):
-            queue.put_nowait((self._loop.time() + delay, data))
-        queue.put_nowait(None)
-        await task
-        dst.close()
+        try:
+            while data := await src.read(65536):
+                queue.put_nowait((self._loop.time() + delay, data))
+            queue.put_nowait(None)
+            await task
+        except ConnectionError:  # either side went away: the run is over
+            task.cancel()
+        finally:
+            dst.close()
 
 
 def redis_figures(inst: tb.Server) -> dict[str, str]:
