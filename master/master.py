@@ -296,12 +296,13 @@ class Master:
         for signum in (signal.SIGHUP, signal.SIGCHLD, *STOP_SIGNALS):
             master.loop.on_signal(signum, master.record_signal)
         master.loop.ignore_signal(signal.SIGPIPE)
+        for service in master.services.values():
+            master.wakeup_init(service)
+        # The state file exists before anyone is told the master is up (status -v, tests).
+        master.publish_state(force=True)
         msg_info(f"daemon started -- version {version()}, configuration {config.config_dir}")
         ready.tell(b"\0")
         master.notifier.ready()
-        for service in master.services.values():
-            master.wakeup_init(service)
-        master.publish_state(force=True)
         return master
 
     def as_owner(self) -> contextlib.AbstractContextManager[None]:
