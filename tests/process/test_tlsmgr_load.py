@@ -285,6 +285,10 @@ def test_master_restarts_a_killed_tlsmgr_on_the_next_connection(inst):
     with connect(inst) as sock:
         assert ask(sock, b"request", b"seed", b"size", b"8")[0] == (b"status", OK)
     old = inst.tlsmgr_pid()
+    # The reply goes out before the AVAIL that completes the child's first use: killed
+    # before the master has counted it, a child is a bad start and throttled, as in
+    # Postfix. So the kill waits until master.state shows the use.
+    inst.wait_for(lambda: uses(inst, old) >= 1, "the master to count tlsmgr's first use")
     os.kill(old, signal.SIGKILL)
     inst.wait_gone(old)
     inst.wait_log(rf"pid {old} killed by signal 9")
@@ -292,6 +296,12 @@ def test_master_restarts_a_killed_tlsmgr_on_the_next_connection(inst):
     with connect(inst) as sock:
         assert ask(sock, b"request", b"seed", b"size", b"8")[0] == (b"status", OK)
     assert inst.tlsmgr_pid(other_than=old) != old
+
+
+def uses(inst: MiniInstance, pid: int) -> int:
+    """The child's use count in master.state (0 when it is not there yet)."""
+    children = (c for s in inst.state()["services"] for c in s["children"])
+    return next((c["use_count"] for c in children if c["pid"] == pid), 0)
 
 
 def test_client_keeps_its_connection(inst):
