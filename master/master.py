@@ -348,8 +348,8 @@ class Master:
         return service
 
     def wants_spawn_server(self, entry: ServiceEntry, path: str) -> bool:
-        """A command registered in the spawners' entry-point group, and a #! script."""
-        return entry.command in self.spawn_servers and zygote.is_script(path)
+        """A command registered in the spawners' entry-point group, and a #! Python script."""
+        return entry.command in self.spawn_servers and zygote.interpreter(path) is not None
 
     def reconfigure(self, service: Service, entry: ServiceEntry) -> None:
         """A kept service after reload: the new settings and a fresh status channel."""

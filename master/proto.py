@@ -11,7 +11,7 @@ SYNOPSIS
     proto.child_argv(command, service, transport, ...) -> list[str]
     proto.parse_child_argv(argv) -> ChildOptions
     proto.TRIGGER_REQ_WAKEUP                            # b"W"
-    proto.spawner_argv(command) -> [command, SPAWNER_FLAG]
+    proto.spawner_argv(interpreter, program) -> [*interpreter, -I, program, SPAWNER_FLAG]
     proto.is_spawner_argv(argv) -> bool                  # exec'd as a spawn server
 
 DESCRIPTION
@@ -37,8 +37,8 @@ DESCRIPTION
 
     Argument vector, in Postfix's order: command [-l|-z] [-n name]
     -t type [-d] [-v] [-u] [-c] [-o stress=] [-s n] args...
-    A service's program exec'd as its spawn server (zygote.py) gets
-    `command --spawner` instead.
+    A service's program exec'd as its spawn server (zygote.py) is run
+    by its #! interpreter as `PYTHON -I PROGRAM --spawner` instead.
 
     No sockets, no clock, no third-party imports.
 
@@ -168,9 +168,11 @@ def child_argv(
     return argv
 
 
-def spawner_argv(command: str) -> list[str]:
-    """The argv the master execs a service's program with to get its spawn server."""
-    return [command, SPAWNER_FLAG]
+def spawner_argv(interpreter: list[str], program: str) -> list[str]:
+    """The argv the master execs to get a service's spawn server: the program's #!
+    interpreter (with its one option, if any), isolated (-I), running the program in
+    spawner mode; the program sees sys.argv == [program, SPAWNER_FLAG]."""
+    return [*interpreter, "-I", program, SPAWNER_FLAG]
 
 
 def is_spawner_argv(argv: list[str]) -> bool:

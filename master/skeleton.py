@@ -26,7 +26,7 @@ DESCRIPTION
     server_main(); a daemon never calls it directly.  It does what
     Postfix's *_server_main() do, in the order docs/skeleton.md gives step
     by step ("Start-up, in order"): first, when the master exec'd the
-    program as a spawn server (`PROGRAM --spawner`, zygote.py), become
+    program as a spawn server (`PYTHON -I PROGRAM --spawner`, zygote.py), become
     one: import the `preload` modules (those the daemon imports lazily)
     and fork children on the master's request, each of which returns here
     as what an exec'd child is (fds, sys.argv, os.environ, signals) and

@@ -36,8 +36,9 @@ DESCRIPTION
     seconds after it reached its process limit.
 
     Spawn servers.  For a Python service (master.py decides which: a
-    command registered in zygote.SPAWNER_GROUP that is a #! script),
-    start_zygote() execs the service's program as its spawn server with
+    command registered in zygote.SPAWNER_GROUP that is a #! Python script),
+    start_zygote() execs the service's program as its spawn server, under
+    its #! interpreter with -I (proto.spawner_argv()), with
     one end of a SOCK_SEQPACKET socketpair as fd 3, and spawn() then sends
     it a request instead: the same argv, environment and descriptors
     (these with SCM_RIGHTS).  The child is counted from the request on
@@ -338,16 +339,17 @@ class Spawner:
 
     def start_zygote(self, service: Service) -> ZygoteLink | None:
         """Exec `service`'s program as its spawn server (see zygote.py)."""
-        if not self.subreaper or self.stopping:
+        interpreter = zygote.interpreter(service.path)
+        if not self.subreaper or self.stopping or interpreter is None:
             return None
         previous = self.zygotes.get(service)
         self.stop_zygote(service)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         err_r, err_w = self._stderr_pipe()
         sources = [self.devnull, self.devnull, 2 if err_w is None else err_w, theirs.fileno()]
-        argv = proto.spawner_argv(service.argv[0])
+        argv = proto.spawner_argv(interpreter, service.path)
         try:
-            pid = self._posix_spawn(service.path, argv, dict(self.env), sources)
+            pid = self._posix_spawn(interpreter[0], argv, dict(self.env), sources)
         except OSError as err:
             mine.close()
             for fd in (err_r, err_w):

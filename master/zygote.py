@@ -9,7 +9,7 @@ SYNOPSIS
 
     # The master's side (spawn.py):
     zygote.registered_commands() -> frozenset[str]   # the SPAWNER_GROUP entry points
-    zygote.is_script(path) -> bool                   # a #! program
+    zygote.interpreter(path) -> list[str] | None     # a #! Python program's
     zygote.encode_request(Request(seq, path, argv, env)) -> bytes   # + fds, SCM_RIGHTS
     zygote.decode_reply(data) -> Reply               # ready / forked / failed
     zygote.LINK_FD, zygote.MAX_FDS, zygote.MAX_MESSAGE
@@ -18,9 +18,12 @@ DESCRIPTION
     A Python daemon spends some 100 ms importing itself before it can
     serve; Postfix's C daemons start in about 12.  A service whose command
     is registered in the entry-point group `minipostfix.spawners` (and is a
-    #! script) therefore gets a spawn server: the master execs the
-    service's own program as `PROGRAM --spawner` with fds 0-2 as for a
-    child and LINK_FD (3) its end of a private SOCK_SEQPACKET socketpair.
+    #! script whose interpreter is a Python named by its path) therefore
+    gets a spawn server: the master execs that interpreter isolated,
+    `PYTHON -I PROGRAM --spawner` (no PYTHON* variable, no user
+    site-packages, not even those import_environment passes on, reach the
+    image every child inherits), with fds 0-2 as for a child and LINK_FD
+    (3) its end of a private SOCK_SEQPACKET socketpair.
     The program gets as far as skeleton.server_main(), which calls
     serve(): the service's modules are imported by then (plus the
     `preload` modules it imports lazily), so serve() freezes the garbage
@@ -59,6 +62,8 @@ DESCRIPTION
       environment) is replaced by the master's environment for the child
       (GENERATION included), plus what the interpreter added to its own
       at start-up, as it would at an exec (LC_CTYPE=C.UTF-8 under LANG=C);
+    - its process name (/proc/PID/comm) the program's base name, as an
+      exec names it (the server's too: the kernel named it `python3`);
     - signals as a fresh exec has them (events.reset_signals()); the
       skeleton makes its own event loop: the server never has one;
     - PRNGs: os.fork() runs the at-fork hooks (random's reseed, tlsmgr's
@@ -80,9 +85,15 @@ SECURITY
 BUGS
     A forked child keeps the server's /proc/PID/cmdline and environ (the
     ones the kernel shows: rewriting them needs CAP_SYS_RESOURCE): `ps`
-    shows children as `PROGRAM --spawner`; the master's state file
+    shows children as `PYTHON -I PROGRAM --spawner`; the master's state file
     (`minipostfix status -v`) tells the server from its children, and
     only the server stays root.
+
+    sys.flags are fixed at the server's exec: a forked child runs
+    isolated (sys.flags.isolated, no script directory at the head of
+    sys.path, no user site-packages) where the fork+exec fallback runs
+    as its #! line says; a service imports nothing from beside its
+    script, so only the flags differ.
 
 SEE ALSO
     spawn.py (the master's side), skeleton.py; Android's zygote; CPython's
@@ -91,6 +102,7 @@ SEE ALSO
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import gc
@@ -118,7 +130,7 @@ __all__ = [
     "decode_request",
     "encode_reply",
     "encode_request",
-    "is_script",
+    "interpreter",
     "prctl",
     "registered_commands",
     "serve",
@@ -143,13 +155,25 @@ def registered_commands() -> frozenset[str]:
     return frozenset(point.name for point in entry_points(group=SPAWNER_GROUP))
 
 
-def is_script(path: str) -> bool:
-    """True when `path` is a #! script (a console script), which a spawn server can run."""
+def interpreter(path: str) -> list[str] | None:
+    """The #! line of a Python script (a console script): [interpreter] or
+    [interpreter, its one option], as the kernel would split it; None for anything
+    else (an ELF program, a shell script, `#!/usr/bin/env python3`), which gets no
+    spawn server: the master can run only an interpreter it names isolated."""
     try:
         with open(path, "rb") as fp:
-            return fp.read(2) == b"#!"
+            line = fp.readline(_SHEBANG_MAX)
     except OSError:
-        return False
+        return None
+    if not line.startswith(b"#!"):
+        return None
+    program, _sep, option = os.fsdecode(line[2:]).strip(" \t\n").partition(" ")
+    if not os.path.isabs(program) or not os.path.basename(program).startswith("python"):
+        return None
+    return [program, option.strip()] if option.strip() else [program]
+
+
+_SHEBANG_MAX = 256  # the kernel's BINPRM_BUF_SIZE: no longer #! line is honoured
 
 
 # Messages ------------------------------------------------------------------
@@ -267,6 +291,7 @@ def serve(preload: Iterable[str] = (), warm_up: Iterable[Callable[[], object]] =
     if link.type != socket.SOCK_SEQPACKET:
         _die(f"fd {LINK_FD} is not a SOCK_SEQPACKET socket: started by the master?")
     link.setblocking(True)
+    _set_comm(sys.argv[0])  # the kernel named it after its interpreter
     added = _startup_additions()
     for name in preload:
         importlib.import_module(name)
@@ -384,11 +409,19 @@ def _become_child(
     link.detach()  # its number is closed below; a later finalizer must not close a reused one
     _place(fds)
     events.reset_signals()
+    _set_comm(request.path)
     sys.argv = [request.path, *request.argv[1:]]
     os.environ.clear()
     os.environ.update(request.env)
     for name, value in added.items():
         os.environ.setdefault(name, value)
+
+
+def _set_comm(path: str) -> None:
+    """The process name (/proc/self/comm, what `ps -e` and `top` show) that an exec of
+    `path` gives: its base name, cut to the kernel's 15 bytes."""
+    with contextlib.suppress(OSError), open("/proc/self/comm", "wb") as fp:
+        fp.write(os.fsencode(os.path.basename(path))[:15])
 
 
 def _startup_additions() -> dict[str, str]:

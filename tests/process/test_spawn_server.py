@@ -18,6 +18,7 @@ import pytest
 from support import procs
 from support.echo_daemon import SPAWNED_ECHO, write_daemon_script
 from support.instance import OUR_TLSMGR, MiniInstance
+from support.postfix import SBIN
 from support.sockets import recv_line
 
 pytestmark = pytest.mark.root
@@ -71,7 +72,7 @@ def signal_masks(pid: int) -> dict[str, str]:
 
 
 def forked(pid: int) -> bool:
-    """A spawned child shows its spawn server's command line (`PROGRAM --spawner`)."""
+    """A spawned child shows its spawn server's command line (`PYTHON -I PROGRAM --spawner`)."""
     return procs.cmdline(pid)[-1] == "--spawner"
 
 
@@ -111,6 +112,17 @@ def test_a_spawned_child_is_what_an_exec_d_child_is(inst):
     assert link not in child_fds
 
 
+def test_the_spawn_server_is_isolated_and_reads_only_the_master(inst):
+    server = inst.wait_spawn_server(SPAWNED_ECHO)
+    program = str(inst.bin / SPAWNED_ECHO)
+    interpreter = open(program).readline()[2:].strip()
+    assert procs.cmdline(server) == [interpreter, "-I", program, "--spawner"]
+    assert procs.proc_ids(server).uids[0] == 0  # root, unjailed: its children drop privileges
+    # Nothing it could read from anyone else: no listener, only its socketpair with the master.
+    fds = fd_table(server)
+    assert fds == {0: "/dev/null", 1: "/dev/null", 2: "pipe:", 3: "socket:"}
+
+
 def test_status_v_shows_the_spawn_server(inst):
     server = inst.wait_spawn_server(SPAWNED_ECHO)
     ask(inst, SPAWNED_ECHO, b"hi")
@@ -138,6 +150,19 @@ def test_siblings_draw_different_prng_output():
                 inst.wait_gone(pid)
             assert len(children) == 3 and len(set(children.values())) == 3, children
             inst.wait_for(lambda: inst.spawn_server(SPAWNED_ECHO)["forks"] == 3, "3 forks")
+
+
+@pytest.mark.postfix
+def test_postfix_s_own_tlsmgr_is_fork_exec_d_as_before():
+    """tlsmgr is a registered spawner name, but Postfix's tlsmgr is no Python script."""
+    with MiniInstance({}, tlsmgr=SBIN / "tlsmgr") as inst, inst.running():
+        answer = inst.client().seed(32)
+        assert answer.ok and len(answer.data) == 32
+        pid = inst.tlsmgr_pid()
+        assert os.readlink(f"/proc/{pid}/exe") == str(SBIN / "tlsmgr")
+        assert procs.cmdline(pid) == ["tlsmgr", "-l", "-t", "unix", "-u", "-c"]
+        assert procs.parent(pid) == inst.master_pid()
+        assert inst.spawn_server("tlsmgr") is None and inst.spawn_servers() == []
 
 
 def test_kill_9_of_a_child_brings_a_new_one_from_the_spawn_server():

@@ -31,7 +31,8 @@ DESCRIPTION
     to go, SIGKILLs the rest and returns their pids.
 
     is_program() knows Postfix's binaries (argv[0]) and ours, scripts run
-    by their #! interpreter (argv[1]); is_tlsmgr() and is_postlogd() use it.
+    by their #! interpreter (argv[1]) or by a spawn server, `PYTHON -I
+    SCRIPT --spawner` (argv[2]); is_tlsmgr() and is_postlogd() use it.
 
     blocked_in() reads the kernel stack, /proc/PID/stack (root only).
     waits_in_loop() is blocked_in(pid, "do_epoll_wait"): a child of the
@@ -224,8 +225,12 @@ def waits_in_loop(pid: int) -> bool:
 
 
 def is_program(pid: int, name: str) -> bool:
-    """Postfix's `name` binary, or our script `name` run by its #! interpreter."""
-    return any(os.path.basename(arg) == name for arg in cmdline(pid)[:2])
+    """Postfix's `name` binary, or our script `name` run by its #! interpreter
+    (exec'd, or isolated as a spawn server and the children it forks)."""
+    argv = cmdline(pid)
+    if argv[1:2] == ["-I"]:
+        argv = argv[:1] + argv[2:]
+    return any(os.path.basename(arg) == name for arg in argv[:2])
 
 
 def is_tlsmgr(pid: int) -> bool:

@@ -64,9 +64,11 @@ def test_replies():
             zygote.decode_reply(data)
 
 
-def test_spawner_mode_is_argv_command_and_the_flag_alone():
-    argv = proto.spawner_argv("tlsmgr")
-    assert argv == ["tlsmgr", "--spawner"] and proto.is_spawner_argv(argv)
+def test_a_spawn_server_is_its_program_run_isolated_by_its_interpreter():
+    argv = proto.spawner_argv(["/usr/bin/python3"], "/venv/bin/tlsmgr")
+    assert argv == ["/usr/bin/python3", "-I", "/venv/bin/tlsmgr", "--spawner"]
+    # What the program sees: sys.argv from the program on.
+    assert proto.is_spawner_argv(argv[2:])
     assert not proto.is_spawner_argv(["tlsmgr", "-l", "-t", "unix"])
     assert not proto.is_spawner_argv(["tlsmgr", "--spawner", "extra"])
     assert not proto.is_spawner_argv(["tlsmgr"])
@@ -76,13 +78,23 @@ def test_the_project_registers_its_python_services():
     assert {"tlsmgr", "testsmtpd"} <= zygote.registered_commands()
 
 
-def test_only_a_hash_bang_script_gets_a_spawn_server(tmp_path):
-    script, binary = tmp_path / "script", tmp_path / "binary"
-    script.write_text("#!/usr/bin/python3\n")
-    binary.write_bytes(b"\x7fELF\x02\x01\x01")
-    assert zygote.is_script(str(script))
-    assert not zygote.is_script(str(binary))
-    assert not zygote.is_script(str(tmp_path / "missing"))
+@pytest.mark.parametrize(
+    ("first_line", "interpreter"),
+    [
+        (b"#!/usr/bin/python3\n", ["/usr/bin/python3"]),
+        (b"#!/venv/bin/python3.11 -E \n", ["/venv/bin/python3.11", "-E"]),
+        (b"#! /usr/bin/python3\n", ["/usr/bin/python3"]),
+        (b"#!/usr/bin/env python3\n", None),  # no path to run with -I
+        (b"#!python3\n", None),
+        (b"#!/bin/sh\n", None),  # not Python: fork+exec'd
+        (b"\x7fELF\x02\x01\x01", None),  # Postfix's own daemons
+    ],
+)
+def test_only_a_python_hash_bang_script_gets_a_spawn_server(tmp_path, first_line, interpreter):
+    program = tmp_path / "program"
+    program.write_bytes(first_line + b"import sys\n")
+    assert zygote.interpreter(str(program)) == interpreter
+    assert zygote.interpreter(str(tmp_path / "missing")) is None
 
 
 START_SCRIPT = """\
