@@ -98,6 +98,7 @@ def exchange_inode(pid: int) -> int:
 
 def test_twenty_reloads_under_load_lose_no_request(inst):
     served_by_one(inst)
+    server = inst.wait_spawn_server("tlsmgr")
     with ClosedLoop(inst.socket_path, [SEED], clients=4) as load:
         load.wait_served(100)
         for _ in range(20):
@@ -107,6 +108,10 @@ def test_twenty_reloads_under_load_lose_no_request(inst):
     # Every reload started a successor; the drained tlsmgrs all left, cleanly.
     inst.wait_for(lambda: len(inst.tlsmgr_pids()) == 1, "the drained tlsmgrs to leave")
     inst.wait_for(lambda: inst.state()["services"][0]["spawns"] == 21, "the state file")
+    # The successors came from the one spawn server, kept across the reloads (its program
+    # did not change), and were told to leave and drained as exec'd children are.
+    forks = inst.wait_for(lambda: inst.spawn_server("tlsmgr")["forks"] >= 20 or None, "20 forks")
+    assert forks and inst.spawn_server("tlsmgr")["pid"] == server
     inst.wait_log("reload -- version", count=20)
     assert_clean_log(inst)
 
