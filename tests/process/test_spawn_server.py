@@ -17,7 +17,7 @@ import pytest
 
 from support import procs
 from support.echo_daemon import SPAWNED_ECHO, write_daemon_script
-from support.instance import OUR_TLSMGR, MiniInstance
+from support.instance import OUR_TLSMGR, VENV_BIN, MiniInstance
 from support.postfix import SBIN
 from support.sockets import recv_line
 
@@ -121,6 +121,20 @@ def test_the_spawn_server_is_isolated_and_reads_only_the_master(inst):
     # Nothing it could read from anyone else: no listener, only its socketpair with the master.
     fds = fd_table(server)
     assert fds == {0: "/dev/null", 1: "/dev/null", 2: "pipe:", 3: "socket:"}
+
+
+def test_every_registered_program_gets_a_ready_spawn_server():
+    """The console scripts registered in minipostfix.spawners (tlsmgr, testsmtpd) start as
+    spawn servers: each recognises `--spawner` however its main() passes argv on."""
+    services = {"tlsmgr": "unix - - y - 1", "testsmtpd": "unix - - y - 1"}
+    master_cf = "".join(f"{name} {fields} {name}\n" for name, fields in services.items())
+    with MiniInstance({}, master_cf) as inst:
+        for name in services:
+            (inst.bin / name).symlink_to(VENV_BIN / name)
+        with inst.running():
+            for name in services:
+                assert inst.wait_spawn_server(name)
+            assert "did not start" not in inst.log()
 
 
 def test_status_v_shows_the_spawn_server(inst):

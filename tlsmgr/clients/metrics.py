@@ -61,7 +61,6 @@ SEE ALSO
 from __future__ import annotations
 
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -389,7 +388,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         server.serve,
         params=PARAMS,
         post_init=server.post_init,
-        argv=argv if argv is not None else sys.argv,
+        argv=argv,
     )
 
 

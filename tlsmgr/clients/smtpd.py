@@ -72,7 +72,6 @@ SEE ALSO
 from __future__ import annotations
 
 import socket
-import sys
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -389,7 +388,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         pre_init=pre_init,
         post_init=post_init,
         pre_exit=pre_exit,
-        argv=argv if argv is not None else sys.argv,
+        argv=argv,
     )
 
 
