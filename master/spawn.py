@@ -413,12 +413,13 @@ class Spawner:
         err_r, err_w = self._stderr_pipe()
         seq = next(self._seq)
         request = zygote.Request(seq, service.path, self._child_argv(service), self._child_env())
-        fds = array.array("i", self._fds(service, err_w))
         try:
+            fds = array.array("i", self._fds(service, err_w))
             link.sock.sendmsg(
                 [zygote.encode_request(request)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
             )
-        except OSError:  # full (it is stuck) or gone: EOF follows, and a restart
+        except OSError:  # full (it is stuck) or gone: EOF follows, and a restart; or no
+            # status channel: then fork+exec fails alike and throttles the service
             if err_r is not None:
                 os.close(err_r)
             return False
