@@ -331,7 +331,7 @@ class Tlsmgr:
         if not any(s.enabled for s in self.specs):
             log.msg_warn(f"{name} is not used: no TLS session cache is enabled")
             return None
-        # Speed: the Redis modules (pycryptodome's AEAD, hiredis) only when configured,
+        # Speed: the Redis modules (the AEAD, hiredis) only when configured,
         # and here, before the jail (post_init builds the level from redislevel).
         from tlsmgr import redisconn, redislevel  # noqa: F401
 

@@ -46,7 +46,7 @@ DESCRIPTION
     is mix(data, now=True) plus a count in stats(): use it for bytes from
     tls_random_source.  The exchange file is mixed with now=True.  The
     time of day, mixed on every loop turn, costs one hash update; a
-    refill (a new cipher, ~15 us with pycryptodome) happens only every
+    refill (a new cipher, ~8 us with OpenSSL's) happens only every
     REFILL_SIZE - 32 output bytes or after an immediate mix.
 
     Fork safety.  A pool remembers its pid.  In a forked child (found by
@@ -65,15 +65,15 @@ DESCRIPTION
     tls_random_prng_update_period.
 
     A pool is not thread-safe; tlsmgr has one thread.  This is the only
-    module that imports Crypto (pycryptodome).
+    module that imports `cryptography`'s ciphers (ChaCha20).
 
 SECURITY
     Erasure in Python is best effort.  The key and the buffer are
     bytearrays, overwritten in place.  But draw() must return an immutable
-    bytes object, whose memory is freed without being cleared; hashlib and
-    pycryptodome copy the key into their own C state and free it without
-    zeroing it (pycryptodome's ChaCha20 state is one small malloc per
-    refill); the garbage collector may keep old copies until the memory is
+    bytes object, whose memory is freed without being cleared; hashlib
+    copies the key into its own C state and may free it without zeroing
+    it (OpenSSL clears the cipher context of each refill when it frees
+    it); the garbage collector may keep old copies until the memory is
     reused.  So a snapshot of the process memory can still reveal recent
     output and keys.  What the design guarantees is narrower and still
     useful: the pool object itself (key, buffer, pending hash of inputs)
@@ -84,7 +84,7 @@ SECURITY
 
 DIAGNOSTICS
     draw() raises ValueError for a negative size; every method raises
-    ValueError on a closed pool.  pycryptodome errors are not expected and
+    ValueError on a closed pool.  OpenSSL errors are not expected and
     propagate.
 
 BUGS
@@ -104,31 +104,14 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import sys
 import time
 import weakref
 
-# pycryptodome calls its C code through cffi when it can import cffi, and cffi parses
-# the C declarations with pycparser at import (some 25 ms) and again at first use in
-# each process (3 ms); its ctypes backend runs the same C code.  Blocking cffi while
-# pycryptodome picks its backend selects ctypes; anyone else (pyOpenSSL, cryptography)
-# imports cffi as usual afterwards.  When cffi is already loaded it is used.
-# Workaround: the ctypes backend asks platform.architecture() once, only to tell Windows
-# from the rest, and that runs the `file` command on the interpreter (a subprocess of
-# some 10 ms, as root, before any jail); its cache is filled here with the answer.
-_BLOCK_CFFI = "cffi" not in sys.modules
-if _BLOCK_CFFI:
-    sys.modules["cffi"] = None  # type: ignore[assignment]
-try:
-    from Crypto.Util import _raw_api
-
-    _ARCH = getattr(_raw_api, "cached_architecture", None)
-    if isinstance(_ARCH, list) and not _ARCH:
-        _ARCH[:] = [f"{struct.calcsize('P') * 8}bit", "ELF"]
-    from Crypto.Cipher import ChaCha20
-finally:
-    if _BLOCK_CFFI:
-        del sys.modules["cffi"]
+# ChaCha20 comes from OpenSSL's libcrypto through `cryptography`, which the TLS clients
+# use anyway: it imports in some 7 ms, where pycryptodome's ctypes backend took 12 to 19
+# (ctypes.util brings subprocess, shutil and tempfile) and its cffi backend 30 (it parses C
+# declarations at import).  An exec'd tlsmgr pays this on its way to the first reply.
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 KEY_SIZE = 32
 NONCE = bytes(12)  # every key is used for one refill only, so a constant nonce is safe
@@ -148,14 +131,16 @@ def keystream_into(
 ) -> None:
     """Write ChaCha20 keystream for key/nonce, starting at block `counter`, into out.
 
-    RFC 8439 ChaCha20 (96-bit nonce, 32-bit block counter) as pycryptodome
-    implements it.  Raises ValueError for a bad key or nonce size.
+    RFC 8439 ChaCha20 (96-bit nonce, 32-bit block counter) as OpenSSL
+    implements it: its 128-bit IV is the counter (little-endian) || nonce.
+    Raises ValueError for a bad key or nonce size.
     """
+    if len(nonce) != len(NONCE):
+        raise ValueError(f"ChaCha20 nonce must be {len(NONCE)} bytes, not {len(nonce)}")
     # Security: pass the bytearray itself; bytes(key) would leave an unerasable copy.
-    cipher = ChaCha20.new(key=key, nonce=nonce)
-    if counter:
-        cipher.seek(64 * counter)
-    cipher.encrypt(_ZEROS[: len(out)] if len(out) <= REFILL_SIZE else bytes(len(out)), output=out)
+    iv = counter.to_bytes(4, "little") + nonce
+    encryptor = Cipher(algorithms.ChaCha20(key, iv), None).encryptor()
+    encryptor.update_into(_ZEROS[: len(out)] if len(out) <= REFILL_SIZE else bytes(len(out)), out)
 
 
 def clamp_period(period: int) -> int:

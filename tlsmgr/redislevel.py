@@ -53,7 +53,7 @@ DESCRIPTION
     connection's errors, timeouts, reconnects and late replies.
 
     open_level() is called in pre_init, before the jail: importing this
-    module imports pycryptodome's AEAD and hiredis, which a tlsmgr
+    module imports the AEAD and hiredis, which a tlsmgr
     without Redis never loads.
 
 SEE ALSO

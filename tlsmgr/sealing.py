@@ -28,8 +28,8 @@ DESCRIPTION
 
     Value.  VERSION (the byte 0x01, "v1") || epoch (8 bytes, big-endian,
     in the clear: which seal key to use) || nonce (12 random bytes) ||
-    ciphertext || tag (16 bytes).  ChaCha20-Poly1305 (RFC 8439, from
-    pycryptodome) under the seal key of that epoch (chain.seal_key(e):
+    ciphertext || tag (16 bytes).  ChaCha20-Poly1305 (RFC 8439, OpenSSL's
+    through `cryptography`) under the seal key of that epoch (chain.seal_key(e):
     a label of its own, never a ticket key), over the plaintext
     expires (8 bytes, big-endian, unix seconds) || session, with the
     associated data VERSION || epoch || cache_type || 0x00 || cache_id.
@@ -86,7 +86,8 @@ import os
 import struct
 from collections.abc import Callable
 
-from Crypto.Cipher import ChaCha20_Poly1305
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from tlsmgr.keychain import Chain
 
@@ -129,10 +130,9 @@ def seal(
 ) -> bytes:
     """The value for (cache_type, cache_id) sealed under `key`, the seal key of `epoch`."""
     header = VERSION + _EPOCH.pack(epoch)
-    cipher = ChaCha20_Poly1305.new(key=key, nonce=nonce)
-    cipher.update(header + _id_bytes(cache_type, cache_id))
-    ciphertext, tag = cipher.encrypt_and_digest(_EXPIRES.pack(expires) + session)
-    return header + nonce + ciphertext + tag
+    associated = header + _id_bytes(cache_type, cache_id)
+    sealed = ChaCha20Poly1305(key).encrypt(nonce, _EXPIRES.pack(expires) + session, associated)
+    return header + nonce + sealed  # the ciphertext, then the tag
 
 
 def open_sealed(
@@ -146,13 +146,10 @@ def open_sealed(
     if key is None:
         raise SealError("stale", f"sealed in epoch {epoch}, outside the key window")
     nonce = value[HEADER_LEN : HEADER_LEN + NONCE_LEN]
-    cipher = ChaCha20_Poly1305.new(key=key, nonce=nonce)
-    cipher.update(value[:HEADER_LEN] + _id_bytes(cache_type, cache_id))
+    associated = value[:HEADER_LEN] + _id_bytes(cache_type, cache_id)
     try:
-        plain = cipher.decrypt_and_verify(
-            value[HEADER_LEN + NONCE_LEN : -TAG_LEN], value[-TAG_LEN:]
-        )
-    except ValueError:
+        plain = ChaCha20Poly1305(key).decrypt(nonce, value[HEADER_LEN + NONCE_LEN :], associated)
+    except InvalidTag:
         raise SealError(
             "tampered", f"fails authentication (altered, moved, or another secret's; epoch {epoch})"
         ) from None

@@ -8,7 +8,7 @@ SYNOPSIS
     RefPool(KEY).draw(32)                 # what prng.Pool.from_key(KEY).draw(32) must give
 
 DESCRIPTION
-    Written from the RFC, independent of pycryptodome (which tlsmgr's
+    Written from the RFC, independent of OpenSSL (which tlsmgr's
     pool uses), so that known-answer tests do not check the pool with its
     own cipher; tests/unit/test_prng.py checks it against the RFC's
     vectors.  RefPool is the fast-key-erasure construction as

@@ -6,8 +6,8 @@ Rules:
 2. master/ imports nothing from tlsmgr/.
 3. Single owners: selectors and signal handlers only in events.py; fork/exec/wait/spawn only in
    spawn.py (fork and wait also in zygote.py, the spawn server); chroot/set*id/initgroups only
-   in privs.py; berkeleydb only in dbhash.py; Crypto only in prng.py (and the Redis sealing, see
-   EXCEPTIONS); hiredis only in redisconn.py; python-daemon only in control.py;
+   in privs.py; berkeleydb only in dbhash.py; cryptography's ciphers only in prng.py (and the
+   Redis sealing, see EXCEPTIONS); hiredis only in redisconn.py; python-daemon only in control.py;
    prometheus_client only in clients/metrics.py.
 4. The client side (tlsmgr/client.py, tlsmgr/clients/) uses only attr.py and protocol.py from the
    server side; the smtpd test server may also use master/'s skeleton, never tlsmgr's stores.
@@ -114,7 +114,7 @@ OWNED_CALLS = {
 OWNED_IMPORTS = {
     "selectors": "master/events.py",
     "berkeleydb": "tlsmgr/dbhash.py",
-    "Crypto": "tlsmgr/prng.py",
+    "cryptography.hazmat.primitives.ciphers": "tlsmgr/prng.py",
     "hiredis": "tlsmgr/redisconn.py",
     "daemon": "master/control.py",
     "subprocess": "master/spawn.py",
@@ -126,9 +126,9 @@ EXCEPTIONS = {
     ("master/control.py", "subprocess"): "`minipostfix start` runs the master as a subprocess "
     "and waits for its readiness byte, as `postfix start` waits for `master -w`; "
     "`minipostfix logrotate` runs maillog_file_compressor, as postfix-script does",
-    ("tlsmgr/sealing.py", "Crypto"): "the second owner of pycryptodome: ChaCha20-Poly1305 seals "
-    "the cache entries kept in Redis; a module of its own so that a tlsmgr without Redis never "
-    "imports the AEAD",
+    ("tlsmgr/sealing.py", "cryptography.hazmat.primitives.ciphers"): "the second owner of "
+    "the ciphers: ChaCha20-Poly1305 seals the cache entries kept in Redis; a module of its own "
+    "so that a tlsmgr without Redis never imports the AEAD",
     # Second owner: the spawn server.
     ("master/zygote.py", "os.fork"): "the spawn server forks a Python service's children from "
     "its imported image (the double fork that makes each the master's child); fork+exec stays "
@@ -215,6 +215,11 @@ def _top(name: str) -> str:
     return name.split(".")[0]
 
 
+def _owned(name: str) -> str | None:
+    """The key of OWNED_IMPORTS that covers module `name` (itself or a parent package)."""
+    return next((m for m in OWNED_IMPORTS if name == m or name.startswith(m + ".")), None)
+
+
 def _parsed() -> list[tuple[str, ast.AST]]:
     return [(_rel(p), ast.parse(p.read_text(), str(p))) for p in _modules()]
 
@@ -232,7 +237,7 @@ def test_pure_core_imports_stdlib_only():
             if _project(name):
                 if not any(name == m or name.startswith(m + ".") for m in PURE_PROJECT_IMPORTS):
                     problems.append(f"{rel}: imports {name}")
-            elif _top(name) in IMPURE_STDLIB or _top(name) in OWNED_IMPORTS:
+            elif _top(name) in IMPURE_STDLIB or _owned(name):
                 problems.append(f"{rel}: imports {name} (I/O, clock or third party)")
     assert not problems, "\n".join(problems)
 
@@ -252,8 +257,9 @@ def test_single_owners():
     problems = []
     for rel, tree in _parsed():
         for name in _imports(tree):
-            owner = OWNED_IMPORTS.get(_top(name))
-            if owner and owner != rel and (rel, _top(name)) not in EXCEPTIONS:
+            owned = _owned(name)
+            owner = OWNED_IMPORTS.get(owned or "")
+            if owner and owner != rel and (rel, owned) not in EXCEPTIONS:
                 problems.append(f"{rel}: imports {name} (owned by {owner})")
         for call in _calls(tree):
             owner = OWNED_CALLS.get(call)

@@ -2,8 +2,8 @@
 
 The reference ChaCha20 (support/prng_reference.py) is written from RFC 8439
 in pure Python and checked here against the RFC's own vectors, so the
-known-answer tests do not trust pycryptodome (which the pool uses) to check
-itself.
+known-answer tests do not trust OpenSSL's ChaCha20 (which the pool uses) to
+check itself.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-from Crypto.Cipher import ChaCha20
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -64,41 +63,31 @@ def test_keystream_into_encryption_rfc8439_2_4_2():
 # -- the construction ------------------------------------------------------
 
 
-BACKEND_SCRIPT = """\
-{first}import sys
+IMPORT_SCRIPT = """\
+import sys
 from tlsmgr import prng
-import Crypto.Util._raw_api as raw
-out = bytearray(1000)
-prng.keystream_into(bytes(range(32)), out, counter=3)
-asked = "platform" in sys.modules  # platform.architecture() runs `file`: not wanted
-from OpenSSL import SSL
-SSL.Context(SSL.TLS_METHOD)  # pyOpenSSL imports cffi after prng blocked it
-print(raw.backend, out.hex(), asked)
+print(" ".join(m for m in {modules!r} if m in sys.modules))
 """
 
 
-def test_the_pool_runs_pycryptodome_on_ctypes_with_the_same_output():
-    """prng.py keeps cffi away while pycryptodome picks its backend (cffi parses C at
-    import and at first use), and spares the ctypes backend its platform question;
-    with cffi loaded first, pycryptodome uses cffi."""
-    streams = {}
-    for first in ("", "import cffi\n"):
-        script = BACKEND_SCRIPT.format(first=first)
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        backend, stream, asked = proc.stdout.split()
-        streams[backend] = stream
-        assert asked == "False"  # no `file` subprocess to learn the platform
-    assert set(streams) == {"ctypes", "cffi"}
-    assert streams["ctypes"] == streams["cffi"]
+def test_importing_the_pool_loads_no_ctypes_cffi_parser_or_subprocess():
+    """An exec'd tlsmgr imports the pool on its way to its first reply, so ChaCha20 comes
+    from OpenSSL through `cryptography`: no ctypes (whose util module brings subprocess,
+    shutil and tempfile), no cffi parsing C declarations, no `file` subprocess to learn the
+    platform."""
+    modules = ("ctypes", "cffi", "pycparser", "subprocess", "platform", "Crypto")
+    script = IMPORT_SCRIPT.format(modules=modules)
+    proc = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == []
 
 
 def test_first_refill_is_chacha20_keystream_minus_the_next_key():
     pool = prng.Pool.from_key(KEY)
-    direct = ChaCha20.new(key=KEY, nonce=bytes(12)).encrypt(bytes(prng.REFILL_SIZE))
+    direct = ref_keystream(KEY, prng.REFILL_SIZE)
     assert pool.draw(prng.REFILL_SIZE - 32) == direct[32:]
     # The second refill is keyed by the first 32 bytes of the first one.
-    second = ChaCha20.new(key=direct[:32], nonce=bytes(12)).encrypt(bytes(prng.REFILL_SIZE))
+    second = ref_keystream(direct[:32], prng.REFILL_SIZE)
     assert pool.draw(100) == second[32:132]
 
 
