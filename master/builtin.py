@@ -46,7 +46,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from master.errors import ConfigError, ParamError
 from master.macro import compat_level, split_list
@@ -57,8 +57,7 @@ DEFAULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "postfi
 # Postfix's built-in defaults ---------------------------------------------------------
 
 
-@dataclass
-class BuiltinDefaults:
+class BuiltinDefaults(NamedTuple):
     """Postfix 3.7.11's parameter table, read from postfix_defaults.txt.
 
     values: name -> raw default, for every built-in and legacy name.

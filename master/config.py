@@ -74,8 +74,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from master.builtin import builtin_defaults, computed_default
 from master.errors import ConfigError, MacroError, ParamError
@@ -114,8 +113,7 @@ Warn = Callable[[str], None]
 Override = tuple[str, str] | tuple[str, str, str | None]
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(NamedTuple):
     """One parameter row: name, raw default text, type and bounds."""
 
     name: str
@@ -224,8 +222,7 @@ def config_directory(cli_dir: str | None = None) -> str:
 # Lexical layer ------------------------------------------------------------------
 
 
-@dataclass
-class Entry:
+class Entry(NamedTuple):
     """One main.cf setting: raw value and the first line of its logical line."""
 
     value: str

@@ -100,7 +100,6 @@ import selectors
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 IOCallback = Callable[[int, "EventLoop"], Any]
@@ -145,22 +144,35 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-@dataclass(order=True)
 class Timer:
-    """A timer handle: request_timer() returns it, cancel_timer() takes it."""
+    """A timer handle: request_timer() returns it, cancel_timer() takes it.
 
-    when: float
-    seq: int
-    callback: TimerCallback = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
+    Timers order by (when, seq), the order in which they fire.
+    """
+
+    __slots__ = ("when", "seq", "callback", "cancelled")
+
+    def __init__(self, when: float, seq: int, callback: TimerCallback) -> None:
+        self.when = when
+        self.seq = seq
+        self.callback = callback
+        self.cancelled = False
+
+    def __lt__(self, other: Timer) -> bool:
+        return (self.when, self.seq) < (other.when, other.seq)
+
+    def __repr__(self) -> str:
+        return f"Timer(when={self.when!r}, seq={self.seq!r}, cancelled={self.cancelled!r})"
 
 
-@dataclass(eq=False)
 class _Watch:
     """One registration of one descriptor; the selector key's data."""
 
-    read: IOCallback | None = None
-    write: IOCallback | None = None
+    __slots__ = ("read", "write")
+
+    def __init__(self) -> None:
+        self.read: IOCallback | None = None
+        self.write: IOCallback | None = None
 
     def mask(self) -> int:
         return (selectors.EVENT_READ if self.read else 0) | (

@@ -53,7 +53,7 @@ SEE ALSO
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from master.config import split_nameval
 
@@ -91,8 +91,7 @@ _FLAGS = set("cdDlSuvVz")
 _WITH_ARG = set("imnost")
 
 
-@dataclass(frozen=True)
-class StatusRecord:
+class StatusRecord(NamedTuple):
     """One decoded status record."""
 
     pid: int
@@ -180,26 +179,49 @@ def is_spawner_argv(argv: list[str]) -> bool:
     return len(argv) == 2 and argv[1] == SPAWNER_FLAG
 
 
-@dataclass
 class ChildOptions:
     """What a child skeleton learns from its argument vector."""
 
-    program: str = ""
-    service: str = ""
-    transport: str = ""
-    alone: bool = False  # -l: maxproc is 1
-    zero_limit: bool = False  # -z: maxproc is 0
-    unprivileged: bool = False  # -u: drop to mail_owner
-    chroot: bool = False  # -c: chroot to queue_directory
-    debug: bool = False
-    verbose: int = 0
-    stderr: bool = False  # -V: also log to stderr
-    stdin_client: bool = False  # -S: serve one client on stdin/stdout
-    listen_count: int = 1
-    max_idle: int | None = None  # -i
-    max_use: int | None = None  # -m
-    overrides: list[tuple[str, str]] = field(default_factory=list)
-    args: list[str] = field(default_factory=list)
+    __slots__ = (
+        "program",
+        "service",
+        "transport",
+        "alone",
+        "zero_limit",
+        "unprivileged",
+        "chroot",
+        "debug",
+        "verbose",
+        "stderr",
+        "stdin_client",
+        "listen_count",
+        "max_idle",
+        "max_use",
+        "overrides",
+        "args",
+    )
+
+    def __init__(self, program: str = "") -> None:
+        self.program = program
+        self.service = ""
+        self.transport = ""
+        self.alone = False  # -l: maxproc is 1
+        self.zero_limit = False  # -z: maxproc is 0
+        self.unprivileged = False  # -u: drop to mail_owner
+        self.chroot = False  # -c: chroot to queue_directory
+        self.debug = False
+        self.verbose = 0
+        self.stderr = False  # -V: also log to stderr
+        self.stdin_client = False  # -S: serve one client on stdin/stdout
+        self.listen_count = 1
+        self.max_idle: int | None = None  # -i
+        self.max_use: int | None = None  # -m
+        self.overrides: list[tuple[str, str]] = []
+        self.args: list[str] = []
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"ChildOptions({fields})"
 
 
 def parse_child_argv(argv: list[str]) -> ChildOptions:

@@ -91,7 +91,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from tlsmgr.protocol import TICKET_MATERIAL_LEN
 
@@ -183,13 +182,15 @@ def past_epochs(lifetime: int, period: int) -> int:
     return lifetime // period + 1
 
 
-@dataclass(frozen=True)
 class Roots:
     """What is derived once from C(0) and kept for the process's life."""
 
-    index: bytes
-    state_key: bytes
-    fingerprint: bytes
+    __slots__ = ("index", "state_key", "fingerprint")
+
+    def __init__(self, *, index: bytes, state_key: bytes, fingerprint: bytes) -> None:
+        self.index = index
+        self.state_key = state_key
+        self.fingerprint = fingerprint
 
     @classmethod
     def derive(cls, c0: bytes | bytearray) -> Roots:

@@ -27,7 +27,7 @@ SEE ALSO
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from master.config import Param
 
@@ -37,8 +37,7 @@ MAX_SCACHE_TIMEOUT = 8640000
 SCACHE_LIFEMIN = 120
 
 
-@dataclass(frozen=True)
-class CacheRow:
+class CacheRow(NamedTuple):
     """One row of the cache table."""
 
     cache_type: str

@@ -101,8 +101,7 @@ import binascii
 import enum
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import tlsmgr.attr as attr
 from tlsmgr.attr import NEED_DATA, Pairs, RemoteProtocolError
@@ -201,8 +200,7 @@ REPLY_ATTRS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-@dataclass(slots=True)
-class Request:
+class Request(NamedTuple):
     """One request.  `error` is set when it was complete but malformed."""
 
     name: str
@@ -215,15 +213,13 @@ class Request:
     warnings: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Trigger:
+class Trigger(NamedTuple):
     """A master wake-up trigger ("W"): close the connection, no reply."""
 
     request: bytes = b"W"
 
 
-@dataclass(slots=True)
-class Reply:
+class Reply(NamedTuple):
     """One reply.  `request` names its shape (REPLY_ATTRS); `data` is the
     seed, session or keybuf; `items` are the stats reply's pairs."""
 

@@ -133,8 +133,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import tlsmgr.protocol as protocol
 from tlsmgr.attr import NEED_DATA, RemoteProtocolError
@@ -321,8 +320,7 @@ def cache_logging(loglevel: str) -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class CacheSpec:
+class CacheSpec(NamedTuple):
     """One cache as configured: type, database ("" = none), sanitised timeout."""
 
     cache_type: str
@@ -360,8 +358,7 @@ def plan_caches(rows: Iterable[tuple[str, str, int, str]]) -> list[CacheSpec]:
     return specs
 
 
-@dataclass
-class CacheSlot:
+class CacheSlot(NamedTuple):
     """A cache type as the service sees it; store None = disabled."""
 
     cache_type: str

@@ -15,8 +15,11 @@ DESCRIPTION
     keeps its caches while its successor starts on new ones), and a
     reader sees the old file or the new one, never half of either.
 
-    create_locked() makes `PATH.XXXXXXXX.tmp` (mkstemp: O_EXCL, mode
-    0600, the caller's effective uid and gid, close-on-exec) and takes
+    create_locked() makes `PATH.XXXXXXXX.tmp` (eight random hex digits;
+    O_EXCL and O_NOFOLLOW, mode 0600, the caller's effective uid and gid,
+    close-on-exec, as mkstemp() does: the tempfile module itself is not
+    imported, it costs an exec'd tlsmgr 3 ms on its way to its first
+    reply) and takes
     an exclusive flock(2) on it, which its maker holds for as long as
     it keeps the file open (a cache's lock is held until the cache is
     closed).  So a temporary file that nobody holds locked was left by
@@ -47,7 +50,6 @@ import fcntl
 import os
 import re
 import stat
-import tempfile
 
 from master import log
 
@@ -59,7 +61,10 @@ def create_locked(path: str) -> tuple[int, str]:
     """A new empty temporary file next to `path`, locked; (fd, its name). OSError."""
     directory, base = os.path.split(path)
     for _ in range(_ATTEMPTS):
-        fd, tmp = tempfile.mkstemp(prefix=base + ".", suffix=SUFFIX, dir=directory or ".")
+        try:
+            fd, tmp = _create(directory, base)
+        except FileExistsError:
+            continue  # another name: eight random hex digits rarely collide twice
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _same_file(fd, tmp):
@@ -71,6 +76,13 @@ def create_locked(path: str) -> tuple[int, str]:
             raise
         os.close(fd)  # remove_stale() of another process took it before our lock
     raise FileExistsError(f"{path}: temporary files keep disappearing")
+
+
+def _create(directory: str, base: str) -> tuple[int, str]:
+    """A new file `base.XXXXXXXX.tmp` in directory, O_EXCL, mode 0600; FileExistsError."""
+    tmp = os.path.join(directory, f"{base}.{os.urandom(4).hex()}{SUFFIX}")
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(tmp, flags, 0o600), tmp
 
 
 def remove_stale(path: str) -> list[str]:

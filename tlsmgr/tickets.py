@@ -65,8 +65,7 @@ SEE ALSO
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from tlsmgr.keychain import TICKET_PAST_EPOCHS, Chain, tout
 from tlsmgr.protocol import KEYBUF_SIZE, TICKET_MATERIAL_LEN, TICKET_NAME_LEN, TICKET_TOUT_FORMAT
@@ -76,8 +75,7 @@ class Random(Protocol):
     def draw(self, n: int) -> bytes: ...
 
 
-@dataclass
-class TicketKey:
+class TicketKey(NamedTuple):
     """One key: 80 bytes of name + AES + HMAC material, and its tout."""
 
     material: bytearray

@@ -63,25 +63,6 @@ def test_keystream_into_encryption_rfc8439_2_4_2():
 # -- the construction ------------------------------------------------------
 
 
-IMPORT_SCRIPT = """\
-import sys
-from tlsmgr import prng
-print(" ".join(m for m in {modules!r} if m in sys.modules))
-"""
-
-
-def test_importing_the_pool_loads_no_ctypes_cffi_parser_or_subprocess():
-    """An exec'd tlsmgr imports the pool on its way to its first reply, so ChaCha20 comes
-    from OpenSSL through `cryptography`: no ctypes (whose util module brings subprocess,
-    shutil and tempfile), no cffi parsing C declarations, no `file` subprocess to learn the
-    platform."""
-    modules = ("ctypes", "cffi", "pycparser", "subprocess", "platform", "Crypto")
-    script = IMPORT_SCRIPT.format(modules=modules)
-    proc = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == []
-
-
 def test_first_refill_is_chacha20_keystream_minus_the_next_key():
     pool = prng.Pool.from_key(KEY)
     direct = ref_keystream(KEY, prng.REFILL_SIZE)
