@@ -9,8 +9,6 @@ check itself.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
