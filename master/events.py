@@ -8,6 +8,7 @@ SYNOPSIS
     loop.enable_write(fd, callback)     # callback(fd, loop) when writable
     loop.disable_read(fd); loop.disable_write(fd); loop.disable(fd)
     loop.watching(fd) -> bool
+    loop.readable(fd) -> bool           # input waiting now (nothing dispatched)
     handle = loop.request_timer(delay, callback)   # callback(loop)
     loop.cancel_timer(handle)
     loop.next_timer_delay() -> float | None
@@ -96,6 +97,7 @@ import contextlib
 import heapq
 import itertools
 import os
+import select
 import selectors
 import signal
 import time
@@ -221,6 +223,13 @@ class EventLoop:
 
     def watching(self, fd: int) -> bool:
         return fd in self._watches
+
+    def readable(self, fd: int) -> bool:
+        """Whether fd has input waiting now: a zero-timeout poll, no callback runs
+        (cheaper than a non-blocking read or accept() that finds nothing)."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def _update(self, fd: int, which: str, callback: IOCallback | None) -> None:
         watch = self._watches.get(fd)

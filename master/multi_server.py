@@ -40,7 +40,8 @@ DESCRIPTION
     Guarantees:
     - handler_factory(conn) is called per accepted connection, only
       after the privilege drop; connection_made()'s bytes are the
-      greeting.
+      greeting, written at once, before anything else is done for the
+      connection (or for another one).
     - data_received() gets the bytes in order, in chunks of any size (at
       most READ_SIZE); what it returns, resume() returns or conn.write()
       queues is written in that order.  A client that does not read
@@ -49,7 +50,7 @@ DESCRIPTION
     - connection_lost() is called exactly once, after the socket is
       closed: on EOF (after pending output is flushed), on a reset or
       write error, after close_after_write(), and after ipc_timeout
-      without a byte in or out.
+      without a byte in or out (at most 1/IDLE_SWEEPS of it later).
     - Status records: TAKEN before the first data_received() or resume()
       of a busy spell, AVAIL when the loop is about to wait again or after
       skeleton.MAX_BUSY_TURNS busy turns (skeleton.run_loop); with maxproc
@@ -60,8 +61,9 @@ DESCRIPTION
       unless 0).  An exception from a handler ends the process (exit 1,
       traceback logged): handlers turn bad input into replies
       themselves.
-    - Up to ACCEPT_BURST connections are accepted per turn; the
-      RLIMIT_NOFILE soft limit is raised to the hard limit at start.
+    - Up to ACCEPT_BURST connections are accepted per turn, while the
+      listener has one waiting; the RLIMIT_NOFILE soft limit is raised
+      to the hard limit at start.
 
     The handler contract; its rules, turn by turn and with their
     reasons, are docs/skeleton.md, "Flow control, late replies and
@@ -143,6 +145,7 @@ HIGH_WATER = 256 * 1024  # stop reading a client with this much output pending
 LOW_WATER = HIGH_WATER // 2  # read it (or resume its handler) again at this much
 ACCEPT_PAUSE = 1.0  # rest after accept() ran out of resources
 HANDOVER_RETRY = 0.02  # draining: look for a successor this often
+IDLE_SWEEPS = 64  # the ipc_timeout sweep runs at most this often per ipc_timeout
 _FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6)
 
 # Connection._input: what the skeleton does with the client's input.
@@ -203,11 +206,13 @@ class Connection:
     """One client: socket, output buffer, idle timer and the daemon's handler."""
 
     __slots__ = (
-        "peer",
         "ctx",
         "received",
         "_server",
-        "_sock",
+        "_owned",
+        "_family",
+        "_addr",
+        "_peer",
         "_rfd",
         "_wfd",
         "_handler",
@@ -217,17 +222,26 @@ class Connection:
         "_reading",
         "_input",
         "_last",
-        "_timer",
     )
 
     def __init__(
-        self, server: MultiServer, sock: socket.socket | None, rfd: int, wfd: int, peer: str
+        self,
+        server: MultiServer,
+        rfd: int,
+        wfd: int,
+        peer: str | None = None,
+        *,
+        owned: bool = True,
+        family: int = socket.AF_UNIX,
+        addr: Any = None,
     ) -> None:
-        self.peer = peer
+        """A client on rfd/wfd: a socket of `family` that we close (`owned`), named
+        `peer` or, on first use, after accept()'s `addr`; or stdin/stdout (not owned)."""
         self.ctx = server.ctx
         self.received = 0
         self._server = server
-        self._sock = sock
+        self._owned = owned
+        self._family, self._addr, self._peer = family, addr, peer
         self._rfd, self._wfd = rfd, wfd
         self._handler: Handler | None = None
         self._out = bytearray()
@@ -235,9 +249,16 @@ class Connection:
         self._reading = False
         self._input = READING
         self._last = time.monotonic()
-        self._timer: Any = None
 
     # Called by the handler ----------------------------------------------
+
+    @property
+    def peer(self) -> str:
+        """The client's name for log lines, found on first use (a unix peer's pid
+        costs a system call that most connections never need)."""
+        if self._peer is None:
+            self._peer = "local" if self._closed else _peer_of(self._rfd, self._family, self._addr)
+        return self._peer
 
     @property
     def room(self) -> int:
@@ -274,12 +295,12 @@ class Connection:
     # Called by MultiServer ----------------------------------------------
 
     def start(self, handler: Handler, greet: bool = True) -> None:
+        """Greet first (the client waits for it), then watch the socket."""
         self._handler = handler
-        self._arm_timer(self.ctx.ipc_timeout)
-        self._start_reading()
         greeting = handler.connection_made()
         if greet:
             self._queue(greeting)
+        self._start_reading()
 
     def fileno(self) -> int:
         return self._rfd
@@ -311,7 +332,7 @@ class Connection:
     def can_hand_over(self) -> bool:
         """Between requests with nothing left to write: the socket is all there is."""
         return (
-            self._sock is not None
+            self._owned
             and not self._closing
             and not self._closed
             and not self._out
@@ -321,18 +342,23 @@ class Connection:
     def close(self) -> None:
         if self._closed:
             return
+        if self._peer is None and log.msg_verbose:
+            self._peer = self.peer  # the "connection closed" line names it
         self._closed = True
         self._reading = False
         events = self.ctx.events
         # Safety: the descriptor number is free for the next accept() from here on;
         # a late call from the handler (hold, pause, write) must not touch it.
         events.disable(self._rfd)
-        events.disable(self._wfd)
-        events.cancel_timer(self._timer)
-        if self._sock is not None:
-            self._sock.close()
-        if self._handler is not None:
-            self._handler.connection_lost()
+        if self._wfd != self._rfd:
+            events.disable(self._wfd)
+        if self._owned:
+            os.close(self._rfd)
+        handler, self._handler = self._handler, None
+        if handler is not None:
+            # Also breaks the cycle handler <-> connection: both go at once, not at
+            # the next garbage collection.
+            handler.connection_lost()
         self._server.connection_closed(self)
 
     # Input --------------------------------------------------------------
@@ -432,19 +458,24 @@ class Connection:
 
     # Idle timeout: ipc_timeout, never near a client's 5 s ipc_idle (that would race its reuse)
 
-    def _arm_timer(self, delay: float) -> None:
-        self._timer = self.ctx.events.request_timer(delay, self._timer_event)
+    def idle_for(self, now: float) -> float:
+        """Seconds without a byte in or out."""
+        return now - self._last
 
-    def _timer_event(self, _loop: EventLoop) -> None:
-        # One live timer per connection: re-armed for the time left, not per byte.
-        idle = time.monotonic() - self._last
-        if idle < self.ctx.ipc_timeout:
-            self._arm_timer(self.ctx.ipc_timeout - idle)
-            return
+    def idle_close(self) -> None:
         if log.msg_verbose:
             msg_info(f"{self.peer}: idle for {self.ctx.ipc_timeout}s -- closing")
         self._out.clear()
         self.close()
+
+
+def _peer_of(fd: int, family: int, addr: Any) -> str:
+    """skeleton.peer_name() of an accepted descriptor (borrowed, not closed)."""
+    sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+    try:
+        return skeleton.peer_name(sock, addr)
+    finally:
+        sock.detach()
 
 
 class MultiServer:
@@ -463,7 +494,15 @@ class MultiServer:
         self.handover = handover
         self.client_count = 0
         self._listeners = {lsock.fileno(): lsock for lsock in ctx.listeners}
+        # Speed: accept() wraps each descriptor in a socket object and converts its family
+        # and type to enums; the accept loop takes the bare descriptor (_accept, which
+        # accept() calls) and the family read once here.
+        self._accept: dict[int, tuple[Callable[[], tuple[int, Any]], int]] = {
+            fd: (lsock._accept, lsock.family)  # type: ignore[attr-defined]
+            for fd, lsock in self._listeners.items()
+        }
         self._connections: set[Connection] = set()
+        self._ipc_timer: Any = None  # one ipc_timeout timer for every connection
         self.draining = False
         self._inbox: Inbox | None = None
         self._outbox: Outbox | None = None
@@ -476,7 +515,7 @@ class MultiServer:
     def serve(self) -> None:
         raise_nofile_limit()
         if self.ctx.options.stdin_client:
-            self._new_connection(Connection(self, None, 0, 1, "stdin"))
+            self._new_connection(Connection(self, 0, 1, "stdin", owned=False))
             skeleton.run_loop(self.ctx, lambda: self.client_count > 0, self.turn)
             return
         for fd in self._listeners:
@@ -518,6 +557,7 @@ class MultiServer:
             events.disable(fd)
             listener.close()
         self._listeners.clear()
+        self._accept.clear()
         self.ctx.listeners = []
         if self._inbox is not None:
             self._inbox.close()
@@ -579,7 +619,8 @@ class MultiServer:
         except OSError:
             sock.close()
             return
-        self._new_connection(Connection(self, sock, fd, fd, peer), greet=False)
+        sock.detach()  # the Connection owns fd now
+        self._new_connection(Connection(self, fd, fd, peer), greet=False)
 
     def _drain_deadline(self, _loop: EventLoop) -> None:
         if self._connections:
@@ -590,10 +631,10 @@ class MultiServer:
             self._outbox.close()
 
     def _accept_event(self, fd: int, loop: EventLoop) -> None:
-        listener = self._listeners[fd]
+        accept, family = self._accept[fd]
         for _ in range(ACCEPT_BURST):
             try:
-                sock, addr = listener.accept()
+                client, addr = accept()
             except BlockingIOError:
                 return
             except ConnectionAbortedError:
@@ -603,10 +644,11 @@ class MultiServer:
                 loop.disable_read(fd)
                 loop.request_timer(ACCEPT_PAUSE, lambda _loop: self._accept_again(fd))
                 return
-            sock.setblocking(False)
-            self._new_connection(
-                Connection(self, sock, sock.fileno(), sock.fileno(), skeleton.peer_name(sock, addr))
-            )
+            os.set_blocking(client, False)
+            self._new_connection(Connection(self, client, client, family=family, addr=addr))
+            # Speed: an accept() that finds the listener empty costs ten times this poll.
+            if fd not in self._accept or not loop.readable(fd):
+                return  # empty, or closed by a drain meanwhile
 
     def _accept_again(self, fd: int) -> None:
         # Safety: a drain closed the listeners meanwhile, and fd may be a client now.
@@ -620,6 +662,28 @@ class MultiServer:
         if log.msg_verbose:
             msg_info(f"connection established {conn.peer}")
         conn.start(self.factory(conn), greet)
+        if self._ipc_timer is None:
+            self._ipc_timer = self.ctx.events.request_timer(self.ctx.ipc_timeout, self._ipc_sweep)
+
+    def _ipc_sweep(self, loop: EventLoop) -> None:
+        """Close the connections idle for ipc_timeout; come back when the next one may be.
+
+        One timer for all connections instead of one each (a timer per accept costs
+        more than the greeting); it runs at most IDLE_SWEEPS times per ipc_timeout,
+        so a connection is closed after ipc_timeout and less than 1/IDLE_SWEEPS more."""
+        self._ipc_timer = None
+        limit = self.ctx.ipc_timeout
+        now = time.monotonic()
+        first: float | None = None
+        for conn in list(self._connections):
+            idle = conn.idle_for(now)
+            if idle >= limit:
+                conn.idle_close()
+            elif first is None or limit - idle < first:
+                first = limit - idle
+        if first is not None:
+            delay = max(first, limit / IDLE_SWEEPS)
+            self._ipc_timer = loop.request_timer(delay, self._ipc_sweep)
 
     def connection_closed(self, conn: Connection) -> None:
         if log.msg_verbose:

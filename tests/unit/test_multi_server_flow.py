@@ -99,10 +99,9 @@ class Server:
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
         theirs.settimeout(5)
-        self.socks += [ours, theirs]
-        self.server._new_connection(
-            Connection(self.server, ours, ours.fileno(), ours.fileno(), peer)
-        )
+        self.socks.append(theirs)
+        fd = ours.detach()  # the Connection closes it
+        self.server._new_connection(Connection(self.server, fd, fd, peer))
         return theirs
 
     def turn(self, timeout: float = 0.05) -> None:
