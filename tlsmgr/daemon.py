@@ -220,7 +220,7 @@ class Tlsmgr:
 
     def handler_factory(self, conn: Any) -> Any:
         assert self.service is not None
-        return self.service.handler_factory(time.time)(conn)
+        return service.TlsmgrHandler(self.service, conn, time.time)
 
     # -- timers ---------------------------------------------------------
 

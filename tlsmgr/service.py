@@ -541,13 +541,17 @@ class TlsmgrHandler:
         self.service = service
         self.conn = conn
         self.clock = clock
-        self.peer = str(getattr(conn, "peer", "") or "private/tlsmgr")
         self.proto = protocol.ServerConnection()
         self.closing = False
         self.malformed = 0
         self._input = b""  # received, not yet handed to the decoder
         self._offset = 0  # how much of it was
         self._pending: Pending | None = None  # a lookup waiting for the second level
+
+    @property
+    def peer(self) -> str:
+        """Who the warnings name; asked only for a warning (the handle finds it on first use)."""
+        return str(getattr(self.conn, "peer", "") or "private/tlsmgr")
 
     def connection_made(self) -> bytes:
         return GREETING
