@@ -541,12 +541,20 @@ class TlsmgrHandler:
         self.service = service
         self.conn = conn
         self.clock = clock
-        self.proto = protocol.ServerConnection()
+        self._proto: protocol.ServerConnection | None = None
         self.closing = False
         self.malformed = 0
         self._input = b""  # received, not yet handed to the decoder
         self._offset = 0  # how much of it was
         self._pending: Pending | None = None  # a lookup waiting for the second level
+
+    @property
+    def proto(self) -> protocol.ServerConnection:
+        """The decoder, made when the first bytes come: a client that connects and
+        goes away again costs none."""
+        if self._proto is None:
+            self._proto = protocol.ServerConnection()
+        return self._proto
 
     @property
     def peer(self) -> str:
@@ -584,7 +592,10 @@ class TlsmgrHandler:
     @property
     def between_requests(self) -> bool:
         """No partial request, no undecoded input, no reply pending."""
-        return not self._input and not self.proto.buffered and self._pending is None
+        decoder = self._proto
+        return (
+            not self._input and (decoder is None or not decoder.buffered) and self._pending is None
+        )
 
     def _wait(self, pending: Pending) -> None:
         """A reply that comes later: read nothing more until it is written."""
