@@ -150,6 +150,49 @@ def test_idle_connection_closed_after_ipc_timeout(echo):
     assert child.alive()
 
 
+def test_an_active_connection_outlives_ipc_timeout_an_idle_one_does_not(echo):
+    inst, fm, child = echo(main_cf={"ipc_timeout": "1s"})
+    idle, active = fm.greeted(), fm.greeted()
+    deadline = time.monotonic() + 3  # three ipc_timeouts
+    n = 0
+    while time.monotonic() < deadline:
+        _exchange(active, b"%d" % n)  # a byte in and out every 0.2 s
+        n += 1
+        time.sleep(0.2)
+    assert recv_all(idle) == b""
+    _exchange(active, b"still open")
+    assert child.alive()
+
+
+def test_greetings_come_before_the_clients_send_anything(echo):
+    """Twenty clients connect at once (they wait in the listen queue together): each is
+    greeted without having sent a byte, then served."""
+    inst, fm, child = echo()
+    clients = [fm.connect() for _ in range(20)]
+    for sock in clients:
+        assert recv_line(sock) == b"hello\n"
+    for n, sock in enumerate(clients):
+        _exchange(sock, b"client %d" % n)
+        sock.close()
+
+
+def test_clients_that_connect_and_leave_at_once_disturb_nobody(echo):
+    inst, fm, child = echo()
+    other = fm.greeted()
+    for n in range(100):
+        sock = fm.connect()
+        if n % 2:
+            _reset(sock)  # gone with a RST before its greeting was read
+        else:
+            sock.close()
+        if n % 10 == 0:
+            _exchange(other, b"served between %d" % n)
+    _exchange(other, b"served after")
+    _exchange(fm.greeted(), b"a new client")
+    assert child.alive()
+    assert "warning" not in inst.log() and "error" not in inst.log()
+
+
 def test_status_record_per_turn_of_requests(echo):
     inst, fm, child = echo(maxproc=2)  # a second child could help: the master is told
     sock = fm.greeted()
@@ -241,6 +284,16 @@ def test_inet_listener_and_peer_name(echo):
     fm.close_status()
     assert child.wait() == 0
     assert f"connection established {host}:{port}" in inst.log()
+    assert f"connection closed {host}:{port}" in inst.log()
+
+
+def test_unix_peer_named_by_its_pid(echo):
+    inst, fm, child = echo(args=["-v"])
+    _exchange(fm.greeted(), b"over a unix socket")
+    fm.close_status()
+    assert child.wait() == 0
+    assert f"connection established local pid {os.getpid()}" in inst.log()
+    assert f"connection closed local pid {os.getpid()}" in inst.log()
 
 
 def test_two_listeners(echo):

@@ -92,6 +92,21 @@ def test_descriptor_disabled_in_the_same_turn_gets_no_callback(loop):
         s.close()
 
 
+def test_readable_looks_without_dispatching(loop):
+    a, b = socket.socketpair()
+    calls = []
+    loop.enable_read(a.fileno(), lambda fd, _loop: calls.append(fd))
+    assert not loop.readable(a.fileno())
+    b.send(b"x")
+    assert loop.readable(a.fileno())
+    assert calls == []  # nothing was called, and the byte is still there
+    assert a.recv(1) == b"x"
+    assert not loop.readable(a.fileno())
+    loop.disable(a.fileno())
+    a.close()
+    b.close()
+
+
 def test_timers_run_in_order_once(loop):
     seen = []
     loop.request_timer(0.02, lambda lp: seen.append("b"))

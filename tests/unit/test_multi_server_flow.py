@@ -9,8 +9,11 @@ reply, "later" for a reply the test gives later.
 
 from __future__ import annotations
 
+import gc
+import os
 import socket
 import types
+import weakref
 
 import pytest
 
@@ -251,3 +254,49 @@ def test_calls_on_a_closed_connection_leave_its_descriptor_number_alone(srv):
     b.sendall(b"still served\n")
     srv.turn()
     assert recv_exactly(b, 13) == b"still served\n"
+
+
+# What a connection costs: nothing that nobody asks for -------------------------------
+
+
+def _unnamed_client(srv: Server) -> tuple[Connection, socket.socket]:
+    """A client whose handler does not ask for its peer's name (the skeleton's accept path)."""
+    srv.server.factory = lambda conn: LineHandler(conn, srv.calls)
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(5)
+    srv.socks.append(theirs)
+    fd = ours.detach()
+    os.set_blocking(fd, False)
+    conn = Connection(srv.server, fd, fd)
+    srv.server._new_connection(conn)
+    return conn, theirs
+
+
+def test_the_peer_is_named_when_asked(srv):
+    conn, theirs = _unnamed_client(srv)
+    assert conn.peer == f"local pid {os.getpid()}"  # the socket pair's creator: us
+    theirs.close()
+    srv.turn()
+    assert conn.peer == f"local pid {os.getpid()}"  # kept after the close
+
+
+def test_a_peer_nobody_asked_for_before_the_close_is_just_local(srv):
+    conn, theirs = _unnamed_client(srv)
+    theirs.close()
+    srv.turn()  # EOF: closed; the descriptor is gone, and with it the peer's pid
+    assert conn.peer == "local"
+
+
+def test_a_closed_connection_s_handler_is_freed_at_once(srv):
+    """The handler holds its connection and the connection its handler until the
+    close: after it, both go by reference counting, not at a later collection."""
+    conn, theirs = _unnamed_client(srv)
+    handler = weakref.ref(conn._handler)  # white box
+    del conn
+    gc.disable()
+    try:
+        theirs.close()
+        srv.turn()
+        assert handler() is None
+    finally:
+        gc.enable()
