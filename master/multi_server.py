@@ -41,7 +41,7 @@ DESCRIPTION
     - handler_factory(conn) is called per accepted connection, only
       after the privilege drop; connection_made()'s bytes are the
       greeting, written at once, before anything else is done for the
-      connection (or for another one).
+      connection.
     - data_received() gets the bytes in order, in chunks of any size (at
       most READ_SIZE); what it returns, resume() returns or conn.write()
       queues is written in that order.  A client that does not read
@@ -203,7 +203,7 @@ def raise_nofile_limit() -> None:
 
 
 class Connection:
-    """One client: socket, output buffer, idle timer and the daemon's handler."""
+    """One client: socket, output buffer, last activity and the daemon's handler."""
 
     __slots__ = (
         "ctx",
@@ -257,7 +257,8 @@ class Connection:
         """The client's name for log lines, found on first use (a unix peer's pid
         costs a system call that most connections never need)."""
         if self._peer is None:
-            self._peer = "local" if self._closed else _peer_of(self._rfd, self._family, self._addr)
+            fd = None if self._closed else self._rfd
+            self._peer = skeleton.peer_name_of(fd, self._family, self._addr)
         return self._peer
 
     @property
@@ -467,15 +468,6 @@ class Connection:
             msg_info(f"{self.peer}: idle for {self.ctx.ipc_timeout}s -- closing")
         self._out.clear()
         self.close()
-
-
-def _peer_of(fd: int, family: int, addr: Any) -> str:
-    """skeleton.peer_name() of an accepted descriptor (borrowed, not closed)."""
-    sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
-    try:
-        return skeleton.peer_name(sock, addr)
-    finally:
-        sock.detach()
 
 
 class MultiServer:

@@ -19,6 +19,7 @@ SYNOPSIS
         ctx.exit(status=0)                      # pre_exit once, then exit
     skeleton.run_loop(ctx, keep_going, loop_hook)
     skeleton.peer_name(sock, addr) -> str       # "1.2.3.4:25", "local pid 42"
+    skeleton.peer_name_of(fd, family, addr) -> str   # the same from a descriptor
     skeleton.SKELETON_PARAMS                    # the Param rows read here
 
 DESCRIPTION
@@ -359,14 +360,25 @@ def run_loop(ctx: ServerContext, keep_going: Callable[[], bool], loop: Hook | No
 
 def peer_name(sock: socket.socket, addr: Any) -> str:
     """A printable name for the other end of an accepted connection."""
-    if sock.family == socket.AF_INET:
+    return peer_name_of(sock.fileno(), sock.family, addr)
+
+
+def peer_name_of(fd: int | None, family: int, addr: Any) -> str:
+    """peer_name() of a socket descriptor of `family` (borrowed, left open); a unix
+    peer of a descriptor already closed (None) is just "local"."""
+    if family == socket.AF_INET:
         return f"{addr[0]}:{addr[1]}"
-    if sock.family == socket.AF_INET6:
+    if family == socket.AF_INET6:
         return f"[{addr[0]}]:{addr[1]}"
+    if fd is None:
+        return "local"
+    sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
     try:
         pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(*_PEERCRED))
     except (OSError, struct.error):
         return "local"
+    finally:
+        sock.detach()
     return f"local pid {pid}"
 
 
