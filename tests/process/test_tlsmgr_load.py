@@ -410,5 +410,9 @@ def test_malformed_request_warnings_are_rate_limited(inst):
         stats = dict(client.stats().items)
     assert stats["requests.malformed"] == "90"
     suppressed = int(stats["warnings.suppressed"])
-    assert suppressed == 120 - len(_client_warnings(inst))
-    assert 0 < len(_client_warnings(inst)) <= service.WARN_BURST
+    # A warning that postlogd's full socket could not take (a loaded machine) is counted
+    # as dropped, and reported later by a warning of its own.
+    dropped = int(stats["log.dropped"])
+    logged = [w for w in _client_warnings(inst) if "earlier log record(s) dropped" not in w]
+    assert suppressed + dropped == 120 - len(logged)
+    assert 0 < len(logged) <= service.WARN_BURST
