@@ -6,7 +6,8 @@ SYNOPSIS
     service = Service(entry, path, argv, listen_fds, loop, throttle_delay)  # fd 5 ready
     service.update_listen()
     service.configure(entry, path, argv, throttle_delay, stress)   # reload: new settings,
-    service.open_status_channel()                                  # and a fresh fd 5
+    service.open_status_channel(handoff)                           # and a fresh fd 5
+    service.retire_old()            # the old children see EOF on fd 5 (with handoff: later)
     service.can_spawn() -> bool; service.wanted       # set by a readable listener
     service.add_child(child)                        # a new child, available at once
     service.spawn_started(); service.spawn_settled()  # a child asked of a spawn server
@@ -45,13 +46,28 @@ DESCRIPTION
     fresh one at reload: children of the old one see EOF on fd 5 and
     leave.
 
+    Handoff.  With open_status_channel(handoff=True) the old children
+    are not told at once: the master keeps its end of their socketpair
+    (reading and dropping what they write) until a child of the new one
+    says it serves, its READY record (proto.STATUS_READY, which our
+    master asks every child for), or its first TAKEN or AVAIL (a child
+    that does not know READY), or HANDOFF_TIME seconds have passed, or
+    retire_old() is called; then it closes that end and they see EOF.
+    So the old children go on accepting while their successor starts,
+    and no connection waits for a child to start.  Child.ready marks a
+    child that sent READY: the master hands off only from such children
+    (a daemon that never says READY is told at once, as in Postfix).
+
     Draining.  The children of a replaced status channel are draining:
     they finish the requests they hold and exit (the skeleton's drain,
-    docs/skeleton.md).  They send no more records, and they count
-    neither as available nor toward maxproc, so the listener is watched
-    again at once and the first connection after a reload starts a new
-    child while the old ones finish.  They stay in `children` until
-    reaped, for status, signals and throttling.
+    docs/skeleton.md), after the handoff when there is one.  Their
+    records no longer count, and they count neither as available nor
+    toward maxproc, so a successor may start at once (the master starts
+    one at reload when it hands off) or at the first connection while
+    the old ones finish.  They stay in `children` until reaped, for
+    status, signals and throttling.  A child asked of the spawn server
+    before the reload whose pid comes after it belongs to the old
+    channel: it enters the table draining.
 
     Throttling.  throttle(reason) stops forking and listening for
     throttle_delay seconds and keeps the reason for status; a timer
@@ -82,6 +98,9 @@ from master.log import msg_info, msg_warn
 from master.mastercf import ServiceEntry
 
 STRESS_TIME = 1000  # seconds a service stays under stress after reaching its limit
+# Seconds old children go on serving at most while their successor gets ready: as long
+# as a spawn server may take to answer (spawn.ZYGOTE_TIMEOUT), so well above a start.
+HANDOFF_TIME = 5.0
 EARLY_MAX = 64  # status records kept for children whose pid has not come yet
 
 
@@ -98,6 +117,7 @@ class Child:
     stderr_fd: int | None = None
     stderr_tail: bytearray = field(default_factory=bytearray)
     draining: bool = False  # of a replaced status channel: finishing, then leaving
+    ready: bool = False  # it said READY: it serves, and its successors will say so too
     # With the pid, names this process even after the pid is reused (instance.py).
     starttime: int | None = None
 
@@ -130,6 +150,9 @@ class Service:
         self.listen_fds = listen_fds
         self.status_fd: int | None = None  # the master's end
         self.child_status_fd: int | None = None  # given to children as fd 5
+        self.channel = 0  # counts status channels: which one a spawn request used
+        self.retiring: list[int] = []  # our ends of replaced channels, until the handoff
+        self.handoff_timer: Timer | None = None
         self.children: dict[int, Child] = {}
         self.starting = 0  # children asked of the spawn server, pid not known yet
         self._early: list[proto.StatusRecord] = []
@@ -182,25 +205,71 @@ class Service:
 
     # Status channel ------------------------------------------------------
 
-    def open_status_channel(self) -> None:
-        """A fresh socketpair; children of the old one see EOF on fd 5 and drain."""
+    def open_status_channel(self, handoff: bool = False) -> None:
+        """A fresh socketpair; children of the old one drain: they see EOF on fd 5
+        now, or with handoff once a successor serves (see "Handoff")."""
         drained = [self._drain(child) for child in self.children.values()]
-        self.close_status_channel()
+        if handoff and self.status_fd is not None:
+            self._keep_old_channel(self.status_fd)
+            self.status_fd = None
+        else:
+            self.retire_old()
+        self._close_current_channel()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         mine.setblocking(False)
         self.status_fd, self.child_status_fd = mine.detach(), theirs.detach()
+        self.channel += 1
         self._partial = b""
         self.loop.enable_read(self.status_fd, self._status_event)
         if any(drained):
             self.update_listen()  # they no longer count: a successor may be wanted
 
     def close_status_channel(self) -> None:
+        """Close our ends of the status channel, the replaced ones' too (retire_old)."""
+        self.retire_old()
+        self._close_current_channel()
+
+    def _close_current_channel(self) -> None:
         if self.status_fd is not None:
             self.loop.disable(self.status_fd)
             os.close(self.status_fd)
         if self.child_status_fd is not None:
             os.close(self.child_status_fd)
         self.status_fd = self.child_status_fd = None
+
+    def _keep_old_channel(self, fd: int) -> None:
+        """Hold our end of a replaced channel until the handoff, dropping what comes."""
+        self.loop.disable(fd)
+        self.loop.enable_read(fd, self._old_status_event)
+        self.retiring.append(fd)
+        self.loop.cancel_timer(self.handoff_timer)
+        self.handoff_timer = self.loop.request_timer(HANDOFF_TIME, self._handoff_late)
+
+    def retire_old(self) -> None:
+        """Tell the children of replaced channels to leave: EOF on their fd 5."""
+        self.loop.cancel_timer(self.handoff_timer)
+        self.handoff_timer = None
+        for fd in self.retiring:
+            self.loop.disable(fd)
+            os.close(fd)
+        self.retiring.clear()
+
+    def _handoff_late(self, _loop: EventLoop) -> None:
+        self.handoff_timer = None
+        self.retire_old()
+
+    def _old_status_event(self, fd: int, _loop: EventLoop) -> None:
+        """Records of replaced children count no more; EOF: all of them are gone."""
+        try:
+            data = os.read(fd, proto.STATUS_SIZE * 256)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.disable(fd)
+            os.close(fd)
+            self.retiring.remove(fd)
 
     def _status_event(self, fd: int, _loop: EventLoop) -> None:
         try:
@@ -227,6 +296,14 @@ class Service:
         if child.generation != rec.generation:
             msg_info(f"ignoring status update from child pid {rec.pid} generation {rec.generation}")
             return
+        if child.draining:
+            return  # of an old channel (it started after the reload): replaced
+        if self.retiring:
+            self.retire_old()  # a successor serves: READY, or the first record of one that
+            # does not know READY
+        if rec.avail == proto.STATUS_READY:
+            child.ready = True
+            return
         if child.avail == rec.avail:
             return
         if rec.avail == proto.STATUS_AVAIL:
@@ -240,10 +317,15 @@ class Service:
     # Children ------------------------------------------------------------
 
     def add_child(self, child: Child) -> None:
-        """A new child: available at once; records it wrote before it was known count."""
+        """A new child: available at once (draining, when asked for on a replaced
+        channel); records it wrote before it was known count."""
         self.children[child.pid] = child
         self.spawns += 1
-        self.avail_more(child)
+        if child.draining:
+            child.avail = proto.STATUS_AVAIL
+            self.draining_proc += 1
+        else:
+            self.avail_more(child)
         early = [rec for rec in self._early if rec.pid == child.pid]
         if early:
             self._early = [rec for rec in self._early if rec.pid != child.pid]

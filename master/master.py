@@ -36,14 +36,21 @@ DESCRIPTION
     order: reap_children(), stop_if_asked(), reload_if_hup(),
     start_wanted(), publish_state().
 
-    Reload (SIGHUP) re-reads both files.  A bad new configuration is
+    Reload (SIGHUP) re-reads both files (and the spawn servers' entry
+    points) before anything changes.  A bad new configuration is
     logged and the running one stays.  A service whose identity (internal
     name, type) is unchanged keeps its listeners, so no connection is
     refused during a reload; it takes the new settings and gets a new
-    status socketpair, so its old children see EOF on fd 5 and drain
-    (finish what they hold, then exit) while the first connection
-    starts a successor: draining children count neither as available
-    nor toward maxproc (avail.py); its wake-up timer restarts.  Removed
+    status socketpair; its old children count neither as available nor
+    toward maxproc (avail.py), and its wake-up timer restarts.  When a
+    running child of it had sent a READY status record (proto.py; ours
+    do), the master starts the successor at once and the old children
+    keep serving until the successor sends its own (or 5 s pass,
+    avail.HANDOFF_TIME): only then do they see EOF on fd 5 and drain
+    (finish what they hold, then exit), so no client waits for a child
+    to start.  Otherwise (no child running, or a daemon that sends no
+    READY, such as Postfix's) they see EOF at once and the first
+    connection starts the successor.  Removed
     services' children get SIGTERM and their listeners close at once (the
     master does not block waiting for them, unlike Postfix).  New
     services start.  Under systemd a reload is framed by RELOADING=1 and
@@ -351,12 +358,16 @@ class Master:
         """A command registered in the spawners' entry-point group, and a #! Python script."""
         return entry.command in self.spawn_servers and zygote.interpreter(path) is not None
 
-    def reconfigure(self, service: Service, entry: ServiceEntry) -> None:
-        """A kept service after reload: the new settings and a fresh status channel."""
+    def reconfigure(self, service: Service, entry: ServiceEntry) -> bool:
+        """A kept service after reload: the new settings and a fresh status channel;
+        True when its old children wait for a successor before they leave (handoff)."""
         path, argv, stress = self.service_args(entry, len(service.listen_fds))
         throttle = self.config.get_time("service_throttle_time")
         service.configure(entry, path, argv, throttle, stress)
-        service.open_status_channel()
+        handoff = not service.throttled and any(
+            child.ready and not child.draining for child in service.children.values()
+        )
+        service.open_status_channel(handoff)
         if not self.wants_spawn_server(entry, path):
             self.spawner.stop_zygote(service)
         elif self.spawner.zygote_state(service) is None:
@@ -364,6 +375,7 @@ class Master:
         else:
             self.spawner.refresh_zygote(service)
         self.watch(service, entry)
+        return handoff
 
     def watch(self, service: Service, entry: ServiceEntry) -> None:
         """Listen as the service's state allows; a conditional wake-up waits for a child."""
@@ -428,9 +440,17 @@ class Master:
 
     def start_wanted(self) -> None:
         for service in list(self.services.values()):
-            if service.wanted and self.spawner.spawn(service) and service in self.condwake:
-                self.condwake.discard(service)
-                self.wakeup_init(service)
+            if service.wanted:
+                self.start_child(service)
+
+    def start_child(self, service: Service) -> bool:
+        """One child of `service`; a conditional wake-up starts with its first."""
+        if not self.spawner.spawn(service):
+            return False
+        if service in self.condwake:
+            self.condwake.discard(service)
+            self.wakeup_init(service)
+        return True
 
     def stop_if_asked(self) -> bool:
         signum = self.stop_signal
@@ -546,6 +566,7 @@ class Master:
                 self.stop_service(service)
         for identity, entry in wanted.items():
             current = self.services.get(identity)
+            handoff = False
             if current is None:
                 try:
                     service = self.start_service(entry)
@@ -556,8 +577,10 @@ class Master:
                 service = current
                 self.check_interfaces(service, entry)
                 self.wakeup_cancel(service)
-                self.reconfigure(service, entry)
+                handoff = self.reconfigure(service, entry)
             self.wakeup_init(service)
+            if handoff and not self.start_child(service):
+                service.retire_old()  # no successor to wait for
 
     def check_interfaces(self, service: Service, entry: ServiceEntry) -> None:
         if entry.type != "inet" or entry.inet_host:

@@ -6,6 +6,7 @@ SYNOPSIS
     proto.MASTER_FLOW_READ, proto.MASTER_FLOW_WRITE     # 3, 4
     proto.MASTER_STATUS_FD, proto.MASTER_LISTEN_FD      # 5, 6
     proto.STATUS_TAKEN, proto.STATUS_AVAIL              # 0, 1
+    proto.STATUS_READY, proto.ENV_READY                 # 2, our master's serving signal
     proto.encode_status(pid, generation, avail) -> bytes
     proto.decode_status(record) -> StatusRecord
     proto.child_argv(command, service, transport, ...) -> list[str]
@@ -30,10 +31,16 @@ DESCRIPTION
 
     Status records: 12 bytes in host byte order, struct { int pid;
     unsigned gen; int avail; }, gen being the GENERATION environment
-    variable parsed as octal.
+    variable parsed as octal.  Ours alone: with MASTER_STATUS_READY=1 in its
+    environment (only our master sets it) a child sends one record with avail
+    STATUS_READY when it starts serving (its listeners watched), so that
+    at a reload the master tells the old children to leave only once
+    their successor takes connections.  Postfix's master would warn about
+    an unknown status, so a child never sends it unasked.
 
     Environment: MAIL_CONFIG, MAIL_LOGTAG, GENERATION (octal); with
-    maillog_file set, POSTLOG_SERVICE and POSTLOG_HOSTNAME.
+    maillog_file set, POSTLOG_SERVICE and POSTLOG_HOSTNAME; from our
+    master, MASTER_STATUS_READY.
 
     Argument vector, in Postfix's order: command [-l|-z] [-n name]
     -t type [-d] [-v] [-u] [-c] [-o stress=] [-s n] args...
@@ -64,6 +71,7 @@ MASTER_LISTEN_FD = 6
 
 STATUS_TAKEN = 0
 STATUS_AVAIL = 1
+STATUS_READY = 2  # ours: serving now (asked for by ENV_READY)
 STATUS_FORMAT = "=iIi"
 STATUS_SIZE = struct.calcsize(STATUS_FORMAT)  # 12
 
@@ -72,6 +80,7 @@ ENV_MAIL_LOGTAG = "MAIL_LOGTAG"
 ENV_GENERATION = "GENERATION"
 ENV_MAIL_VERBOSE = "MAIL_VERBOSE"
 ENV_MAIL_DEBUG = "MAIL_DEBUG"
+ENV_READY = "MASTER_STATUS_READY"  # "1": send one STATUS_READY record when serving
 # With maillog_file set: where postlogd listens, and the host name of records
 # (a child logs there before it has read main.cf).
 ENV_POSTLOG_SERVICE = "POSTLOG_SERVICE"

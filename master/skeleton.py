@@ -53,7 +53,9 @@ DESCRIPTION
     sent; run_loop() calls idle() when the loop is about to wait for
     work, or after MAX_BUSY_TURNS busy turns in a row, and at its end.
     Nothing is written at start-up, at accept or for greetings, nor, for
-    a service whose maxproc is 1, after its first TAKEN/AVAIL pair.
+    a service whose maxproc is 1, after its first TAKEN/AVAIL pair; under
+    our master (MASTER_STATUS_READY=1) one READY record goes out when
+    run_loop() starts, the listeners watched.
 
     Leaving.  EOF on fd 5 (a reload gave the service a new status
     channel, or the master stopped or died) and a failed status write
@@ -143,7 +145,11 @@ class StatusChannel:
     first TAKEN/AVAIL pair: the master can never start a second child of the
     service, so they would tell it nothing, and the one pair shows it that
     this child started well (it never takes a healthy child for a bad start).
-    busy() and idle() still keep `taken`, which run_loop reads."""
+    busy() and idle() still keep `taken`, which run_loop reads.
+
+    With asked (our master set MASTER_STATUS_READY=1), ready() sends one
+    READY record when run_loop first turns: at a reload the master tells
+    this process's predecessors to leave once it serves."""
 
     def __init__(
         self,
@@ -152,6 +158,7 @@ class StatusChannel:
         generation: int,
         lost: Callable[[], Any],
         alone: bool = False,
+        asked: bool = False,
     ) -> None:
         self.fd = fd
         self.taken = False
@@ -160,6 +167,13 @@ class StatusChannel:
         self._lost = lost
         self._taken = proto.encode_status(pid, generation, proto.STATUS_TAKEN)
         self._avail = proto.encode_status(pid, generation, proto.STATUS_AVAIL)
+        self._ready = proto.encode_status(pid, generation, proto.STATUS_READY) if asked else b""
+
+    def ready(self) -> None:
+        """Tell our master that this process serves now (once, and only when asked)."""
+        record, self._ready = self._ready, b""
+        if record:
+            self._write(record)
 
     def busy(self) -> None:
         """Tell the master this process is busy (once per turn)."""
@@ -243,8 +257,9 @@ class ServerContext:
         self.leaving = False
         # The skeleton's drain: stop accepting, finish, end the loop (see "Leaving").
         self.drain: Callable[[], Any] | None = None
+        asked = os.environ.get(proto.ENV_READY) == "1"
         self.status = StatusChannel(
-            status_fd, os.getpid(), generation, self.master_gone, options.alone
+            status_fd, os.getpid(), generation, self.master_gone, options.alone, asked
         )
         self._idle_timer: Any = None
         self._exiting = False
@@ -342,6 +357,7 @@ def run_loop(ctx: ServerContext, keep_going: Callable[[], bool], loop: Hook | No
     after MAX_BUSY_TURNS turns in a row with requests (why: docs/skeleton.md,
     "Status records")."""
     status, events = ctx.status, ctx.events
+    status.ready()
     busy_turns = 0
     while keep_going():
         timeout = loop(ctx) if loop is not None else None

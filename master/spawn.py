@@ -30,7 +30,8 @@ DESCRIPTION
     /dev/stdout; fd 2: a pipe whose last lines the master keeps when
     detached, its own stderr in the foreground).  The environment is
     the master's cleaned one plus
-    GENERATION, a counter over all forks, in octal.  Signals the master
+    GENERATION, a counter over all forks, in octal, and
+    MASTER_STATUS_READY=1 (a child of ours says when it serves).  Signals the master
     ignores (SIGPIPE, SIGXFSZ) are reset to their defaults in the child.
     A service under stress gets `stress=yes` in argv for STRESS_TIME
     seconds after it reached its process limit.
@@ -156,6 +157,7 @@ class _Pending:
     service: Service
     generation: int
     stderr_fd: int | None
+    channel: int  # the service's status channel it was given (Service.channel)
     timer: Any = None
 
 
@@ -279,6 +281,7 @@ class Spawner:
     def _child_env(self) -> dict[str, str]:
         env = dict(self.env)
         env[proto.ENV_GENERATION] = proto.format_generation(self.generation)
+        env[proto.ENV_READY] = "1"  # say when serving: the reload's handoff (avail.py)
         return env
 
     def _stderr_pipe(self) -> tuple[int | None, int | None]:
@@ -427,7 +430,7 @@ class Spawner:
             if err_w is not None:
                 os.close(err_w)
         timer = self.loop.request_timer(ZYGOTE_TIMEOUT, lambda _loop: self._zygote_late(link, seq))
-        link.pending[seq] = _Pending(service, self.generation, err_r, timer)
+        link.pending[seq] = _Pending(service, self.generation, err_r, service.channel, timer)
         service.spawn_started()
         return True
 
@@ -463,8 +466,16 @@ class Spawner:
         self.loop.cancel_timer(pending.timer)
         service = pending.service
         link.forks += 1
+        replaced = pending.channel != service.channel  # a reload came in between
         child = self._register(
-            Child(reply.pid, pending.generation, service, stderr_fd=pending.stderr_fd, avail=-1)
+            Child(
+                reply.pid,
+                pending.generation,
+                service,
+                stderr_fd=pending.stderr_fd,
+                avail=-1,
+                draining=replaced,
+            )
         )
         service.spawn_settled()  # after add_child: the records it wrote early are counted
         early = self.unclaimed.pop(child.pid, None)

@@ -74,9 +74,11 @@ def test_every_process_logs_through_postlogd_and_only_postlogd_holds_the_file(in
     with inst.connect("private/echo") as sock:
         sock.settimeout(WAIT)
         assert sock.recv(100) == b"hello\n"
+    old = inst.tlsmgr_pid()
     inst.cli("reload").check()
     inst.wait_log("reload -- version")
-    lookup(inst, b"through-postlogd")  # a new tlsmgr after the reload
+    inst.wait_gone(old)  # it served until its successor did, then left
+    lookup(inst, b"through-postlogd")  # the new tlsmgr
     tlsmgr = inst.tlsmgr_pid()
     # Daemons log through the socket: only postlogd has the file open.
     assert wait_until(lambda: holders(inst.maillog), "postlogd") == inst.postlogd_pids()

@@ -14,14 +14,16 @@ from master import proto, skeleton
 from master.events import EventLoop
 
 
-def _run(turns: int, always_ready: bool, alone: bool = False) -> tuple[list[int], int]:
+def _run(
+    turns: int, always_ready: bool, alone: bool = False, asked: bool = False
+) -> tuple[list[int], int]:
     """Run `turns` loop turns whose read callback counts as a request.
 
     Returns the avail flags sent and the number of requests served."""
     master_end, child_end = socket.socketpair()
     rfd, wfd = os.pipe()
     events = EventLoop()
-    status = skeleton.StatusChannel(child_end.fileno(), os.getpid(), 1, lambda: None, alone)
+    status = skeleton.StatusChannel(child_end.fileno(), os.getpid(), 1, lambda: None, alone, asked)
     ctx = types.SimpleNamespace(status=status, events=events)
     os.write(wfd, b"x")
     left, served = [turns], [0]
@@ -80,3 +82,10 @@ def test_a_service_of_maxproc_1_sends_one_pair_then_nothing():
     assert served >= 5 and avails == [0, 1]
     avails, served = _run(3 * skeleton.MAX_BUSY_TURNS, always_ready=True, alone=True)
     assert avails == [0, 1]
+
+
+def test_asked_by_our_master_a_child_says_ready_once_when_its_loop_starts():
+    # READY (2) before any request: at a reload the master tells the old children to
+    # leave once it came. Unasked (Postfix's master), nothing is sent at start-up.
+    avails, served = _run(20, always_ready=False, alone=True, asked=True)
+    assert served >= 5 and avails == [proto.STATUS_READY, 0, 1]

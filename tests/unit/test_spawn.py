@@ -171,6 +171,68 @@ def test_children_of_the_old_channel_drain_outside_the_counts(loop):
         close_service(service)
 
 
+def _eof(fd: int) -> bool:
+    """Whether a child's end of a status channel reads EOF (its master's end is closed)."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 4096) == b""
+    except BlockingIOError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "says",
+    [proto.STATUS_READY, proto.STATUS_TAKEN],
+    ids=["READY", "first record of a daemon without READY"],
+)
+def test_a_handoff_tells_the_old_children_once_a_successor_serves(loop, says):
+    """With handoff the old children keep their channel (they go on serving) until a
+    child of the new one says it serves; what they write meanwhile counts no more."""
+    service = make_service(loop, "echo unix - n n - 1 testd")
+    try:
+        old = fake_child(service, 1001, 1)
+        old_end = os.dup(service.child_status_fd)
+        service.open_status_channel(handoff=True)  # reload
+        assert old.draining and service.can_spawn()  # a successor may start at once
+        assert not _eof(old_end)  # not told yet
+        os.write(old_end, proto.encode_status(1001, 1, proto.STATUS_TAKEN))
+        loop.run_once(0.1)
+        assert old.state == "draining" and service.avail_proc == 0
+        successor = fake_child(service, 1002, 2)
+        send(service, loop, (1002, 2, says))
+        assert _eof(old_end) and service.retiring == []
+        assert successor.ready == (says == proto.STATUS_READY)
+        assert successor.state == ("idle" if says == proto.STATUS_READY else "busy")
+        os.close(old_end)
+    finally:
+        close_service(service)
+
+
+def test_a_handoff_ends_without_a_successor(loop, monkeypatch):
+    """The old children are told after HANDOFF_TIME at the latest, and at once by
+    retire_old() or when the service goes."""
+    monkeypatch.setattr("master.avail.HANDOFF_TIME", 0.05)
+    service = make_service(loop, "echo unix - n n - 1 testd")
+    try:
+        fake_child(service, 1001, 1)
+        first = os.dup(service.child_status_fd)
+        service.open_status_channel(handoff=True)
+        loop.run_once(1)  # the timer
+        assert _eof(first)
+        second = os.dup(service.child_status_fd)
+        service.open_status_channel(handoff=True)
+        service.retire_old()
+        assert _eof(second)
+        third = os.dup(service.child_status_fd)
+        service.open_status_channel(handoff=True)
+        service.close_status_channel()  # removed at a reload, or the master stops
+        assert _eof(third)
+        for fd in (first, second, third):
+            os.close(fd)
+    finally:
+        close_service(service)
+
+
 def test_spawn_places_fds_and_bad_startup_throttles(loop, tmp_path):
     out = tmp_path / "report.json"
     script = tmp_path / "report"
