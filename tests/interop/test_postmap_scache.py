@@ -1,8 +1,9 @@
 """Postfix's postmap lists the session caches our tlsmgr wrote (flushed at stop and reload).
 
 Our master and our tlsmgr (chroot y) on a private instance; after
-`minipostfix stop`, or after a reload once the old tlsmgr has gone,
-`postmap -c PRIVATE -s TYPE:FILE` (a private, empty main.cf) must list
+`minipostfix stop`, or after a reload once the old tlsmgr has gone (its own
+files: the new tlsmgr, started at the reload, has renamed its files into
+place), `postmap -c PRIVATE -s TYPE:FILE` (a private, empty main.cf) must list
 exactly the entries stored, hash and btree alike, each value being Postfix's
 layout: upper-case hex of the 8-byte little-endian time saved, then the
 session (tls_scache_encode() in tls_scache.c).  postmap runs only when no tlsmgr holds the
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,9 +53,12 @@ def decode(value: bytes, start: float, end: float) -> bytes:
     return raw[8:]
 
 
-def listed(inst: MiniInstance, table: str, start: float, end: float) -> dict[bytes, bytes]:
+def listed(
+    inst: MiniInstance, table: str, start: float, end: float, folder: Path | None = None
+) -> dict[bytes, bytes]:
+    """postmap -s of a cache in data_directory (or in `folder`)."""
     kind, name = table.split(":")
-    entries = postmap_list(f"{kind}:{inst.data / name}")
+    entries = postmap_list(f"{kind}:{(folder or inst.data) / name}")
     return {key: decode(value, start, end) for key, value in entries.items()}
 
 
@@ -95,19 +100,26 @@ def test_postmap_sees_the_size_bound(inst):
     assert listed(inst, "hash:smtp_scache", start, end) == {b"e2": b"2", b"e3": b"3", b"e4": b"4"}
 
 
-def test_reload_flushes_and_the_new_tlsmgr_starts_truncated(inst):
+def test_reload_flushes_and_the_new_tlsmgr_starts_truncated(inst, tmp_path):
     start = time.time()
     with client(inst) as tlsmgr:
         assert tlsmgr.update("smtp", "before-reload", b"one").ok
         assert tlsmgr.update("smtpd", "before-reload", b"two").ok
         old = inst.tlsmgr_pid()
     end = time.time()
+    # The master starts the new tlsmgr at the reload, which renames new files into place:
+    # the old one's files, which it flushes as it leaves, are read through descriptors.
+    files = ("smtp_scache.db", "smtpd_scache.db")
+    held = {name: os.open(inst.data / name, os.O_RDONLY) for name in files}
     inst.cli("reload").check()
     inst.wait_gone(old)  # EOF on fd 5: the old tlsmgr closes its caches and leaves
-    # Nothing runs a new tlsmgr until a client comes: the files are readable now.
-    assert inst.tlsmgr_pids() == []
-    assert listed(inst, "hash:smtp_scache", start, end) == {b"before-reload": b"one"}
-    assert listed(inst, "btree:smtpd_scache", start, end) == {b"before-reload": b"two"}
+    for name, fd in held.items():
+        assert os.fstat(fd).st_ino != os.stat(inst.data / name).st_ino  # the new one's now
+        (tmp_path / name).write_bytes(os.pread(fd, os.fstat(fd).st_size, 0))
+        os.close(fd)
+    mine = {"folder": tmp_path}
+    assert listed(inst, "hash:smtp_scache", start, end, **mine) == {b"before-reload": b"one"}
+    assert listed(inst, "btree:smtpd_scache", start, end, **mine) == {b"before-reload": b"two"}
     # The new tlsmgr truncates its caches at start, as Postfix's does.
     start = time.time()
     with client(inst) as tlsmgr:

@@ -69,3 +69,23 @@ def test_real_tlsmgr_answers_a_seed_request_under_our_master(inst):
     inst.cli("stop").check()
     assert inst.processes() == []
     assert "bad command startup" not in inst.log()
+
+
+def test_real_tlsmgr_is_told_to_leave_at_once_on_reload(inst):
+    """Postfix's daemons send no READY status record: at a reload the master does not
+    wait for a successor to say it serves; the old tlsmgr sees EOF on fd 5 at once (and
+    exits, as Postfix's children do), and the next connection starts the new one."""
+    inst.cli("start").check()
+    with inst.connect("private/tlsmgr") as sock:
+        assert read_attrs(sock) == {b"protocol": b"tlsmgr_protocol"}
+        sock.sendall(b"request\0seed\0size\x0032\0\0")
+        assert read_attrs(sock)[b"status"] == b"0"
+    [old] = inst.tlsmgr_pids()
+    inst.cli("reload").check()
+    inst.wait_gone(old)
+    assert inst.tlsmgr_pids() == []  # no successor started at the reload
+    with inst.connect("private/tlsmgr") as sock:
+        assert read_attrs(sock) == {b"protocol": b"tlsmgr_protocol"}
+    assert inst.tlsmgr_pids() != [old]
+    inst.cli("stop").check()
+    assert "warning" not in inst.log()
