@@ -33,6 +33,15 @@ DESCRIPTION
     batches; once it returns True they are the successor's, and the
     caller closes its own copies.
 
+    Nothing is lost when a successor is itself told to leave while a
+    predecessor hands over to it (reloads in quick succession): close()
+    first accepts the links still queued on its socket, shuts each link
+    for reading, so that a send after that fails and the sender keeps
+    its descriptors (and hands them on later), and adopts every message
+    sent before; only then does it close them.  A message queued on a
+    socket that is closed unread would close its descriptors: the
+    client's connection, with its request unread (a reset).
+
     The name: `private/.handover.TYPE.SERVICE.PROGRAM` relative to the
     working directory the skeleton gives (queue_directory, or / in the
     chroot jail, which is the same folder): one per service and program,
@@ -117,13 +126,19 @@ class Inbox:
         events.enable_read(sock.fileno(), self._accept)
 
     def close(self) -> None:
-        """Receive no more (links in progress too); the name stays for the next child."""
+        """Receive no more, after adopting what was sent already (see DESCRIPTION); the
+        name stays for the next child."""
         if self._sock is not None:
+            self._accept(self._sock.fileno(), self._events)  # links still queued
             self._events.disable(self._sock.fileno())
             self._sock.close()
             self._sock = None
         for fd, link in list(self._links.items()):
-            self._drop(fd, link)
+            with contextlib.suppress(OSError):
+                link.shutdown(socket.SHUT_RD)  # a send from now on fails: the sender keeps it
+            self._receive(fd, self._events)  # what was sent before; drops the link at EOF
+            if fd in self._links:
+                self._drop(fd, link)
 
     def _accept(self, _fd: int, _loop: EventLoop) -> None:
         assert self._sock is not None
@@ -143,26 +158,29 @@ class Inbox:
             self._events.enable_read(link.fileno(), self._receive)
 
     def _receive(self, fd: int, _loop: EventLoop) -> None:
+        """Adopt every message queued on a link; drop the link at its end."""
         link = self._links[fd]
-        try:
-            # Workaround: socket.recv_fds() drops its flags argument (CPython 3.11),
-            # and the descriptors must come close-on-exec.
-            message, ancillary, _flags, _addr = link.recvmsg(
-                len(_MESSAGE), socket.CMSG_SPACE(BATCH * _FD.itemsize), socket.MSG_CMSG_CLOEXEC
-            )
-        except BlockingIOError:
-            return
-        except OSError:
-            self._drop(fd, link)
-            return
-        for level, kind, data in ancillary:
-            if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
-                fds = array.array("i")
-                fds.frombytes(data[: len(data) - len(data) % _FD.itemsize])
-                for received in fds:
-                    self._adopt(received)
-        if not message:
-            self._drop(fd, link)
+        while True:
+            try:
+                # Workaround: socket.recv_fds() drops its flags argument (CPython 3.11),
+                # and the descriptors must come close-on-exec.
+                message, ancillary, _flags, _addr = link.recvmsg(
+                    len(_MESSAGE), socket.CMSG_SPACE(BATCH * _FD.itemsize), socket.MSG_CMSG_CLOEXEC
+                )
+            except BlockingIOError:
+                return
+            except OSError:
+                self._drop(fd, link)
+                return
+            for level, kind, data in ancillary:
+                if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+                    fds = array.array("i")
+                    fds.frombytes(data[: len(data) - len(data) % _FD.itemsize])
+                    for received in fds:
+                        self._adopt(received)
+            if not message:
+                self._drop(fd, link)
+                return
 
     def _drop(self, fd: int, link: socket.socket) -> None:
         self._events.disable(fd)

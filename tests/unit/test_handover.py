@@ -69,6 +69,46 @@ def test_connections_arrive_in_the_successor_still_connected(folder, loop):
             theirs.close()
 
 
+def test_a_successor_told_to_leave_adopts_what_was_sent_to_it_first(folder, loop):
+    """Reloads in quick succession: a predecessor hands a connection over while the
+    successor is told to leave.  What was sent before close() is adopted (here its link
+    was not even accepted yet: no loop turn ran); a send after it fails, and the sender
+    keeps the connection to hand it on elsewhere."""
+    path = os.path.join(folder, "handover")
+    adopted: list[int] = []
+    inbox = Inbox(path, loop, adopted.append)
+    first, second = socket.socketpair(), socket.socketpair()
+    sent_r, sent_w = os.pipe()
+    closed_r, closed_w = os.pipe()
+
+    def predecessor() -> bool:
+        outbox = Outbox(path)
+        sent = outbox.connected() and outbox.send([first[0].fileno()])
+        os.write(sent_w, b"x")
+        os.read(closed_r, 1)  # the successor has closed its Inbox
+        later = outbox.send([second[0].fileno()])
+        return sent and not later
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if predecessor() else 1)
+    try:
+        os.read(sent_r, 1)
+        inbox.close()
+        os.write(closed_w, b"x")
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert len(adopted) == 1
+        first[1].sendall(b"still there")
+        assert os.read(adopted[0], 100) == b"still there"
+        os.close(adopted[0])
+    finally:
+        for fd in (sent_r, sent_w, closed_r, closed_w):
+            os.close(fd)
+        for pair in (first, second):
+            for sock in pair:
+                sock.close()
+
+
 def test_the_newest_child_owns_the_name(folder, loop):
     path = os.path.join(folder, "handover")
     first: list[int] = []
