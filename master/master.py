@@ -43,14 +43,16 @@ DESCRIPTION
     refused during a reload; it takes the new settings and gets a new
     status socketpair; its old children count neither as available nor
     toward maxproc (avail.py), and its wake-up timer restarts.  When a
-    running child of it had sent a READY status record (proto.py; ours
-    do), the master starts the successor at once and the old children
+    service of connections (HANDOFF_TYPES: not unix-dgram or fifo, whose
+    messages wait in their queue and keep their order with one reader)
+    has a running child that had sent a READY status record (proto.py;
+    ours do), the master starts the successor at once and the old children
     keep serving until the successor sends its own (or 5 s pass,
     avail.HANDOFF_TIME): only then do they see EOF on fd 5 and drain
     (finish what they hold, then exit), so no client waits for a child
-    to start.  Otherwise (no child running, or a daemon that sends no
-    READY, such as Postfix's) they see EOF at once and the first
-    connection starts the successor.  Removed
+    to start.  Otherwise (no child running, a daemon that sends no READY,
+    such as Postfix's, or a unix-dgram or fifo service) they see EOF at
+    once and the first connection or message starts the successor.  Removed
     services' children get SIGTERM and their listeners close at once (the
     master does not block waiting for them, unlike Postfix).  New
     services start.  Under systemd a reload is framed by RELOADING=1 and
@@ -148,6 +150,10 @@ DGRAM_MAX = 65536  # the largest datagram a unix-dgram socket delivers
 WATCHDOG_TIME = 1000  # Postfix's MASTER_WATCHDOG_TIME: one loop turn may not last longer
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 RESTART_ONLY = ("config_directory", "queue_directory", "inet_protocols")
+# Where a reload's old children serve until their successor does: a connection waits for a
+# child that accepts; a datagram or fifo trigger waits in its queue, read by one process in
+# order (two postlogds reading side by side would mix the order of the log).
+HANDOFF_TYPES = ("unix", "inet", "pass")
 
 
 @functools.cache
@@ -364,8 +370,10 @@ class Master:
         path, argv, stress = self.service_args(entry, len(service.listen_fds))
         throttle = self.config.get_time("service_throttle_time")
         service.configure(entry, path, argv, throttle, stress)
-        handoff = not service.throttled and any(
-            child.ready and not child.draining for child in service.children.values()
+        handoff = (
+            entry.type in HANDOFF_TYPES
+            and not service.throttled
+            and any(child.ready and not child.draining for child in service.children.values())
         )
         service.open_status_channel(handoff)
         if not self.wants_spawn_server(entry, path):
