@@ -6,7 +6,7 @@ SYNOPSIS
     multi_server.main(handler_factory, *, params, pre_init=None,
                       post_init=None, loop=None, pre_exit=None,
                       solitary=False, handover=False, argv=None,
-                      preload=())                     # never returns
+                      preload=(), warm_up=())         # never returns
 
     class Handler(Protocol):                # what handler_factory(conn) returns
         def connection_made(self) -> bytes: ...        # greeting, may be b""
@@ -35,7 +35,8 @@ DESCRIPTION
     daemon's Param rows, all read and checked before anything is served.
     `solitary` makes the daemon fatal unless master.cf gives it maxproc
     1 (-l).  `preload`: modules the daemon imports lazily, which its
-    spawn server imports once for all children (zygote.py).
+    spawn server imports once for all children (zygote.py); `warm_up`:
+    calls it makes once before it forks (a library's one-time set-up).
 
     Guarantees:
     - handler_factory(conn) is called per accepted connection, only
@@ -180,6 +181,7 @@ def main(
     handover: bool = False,
     argv: Sequence[str] | None = None,
     preload: Sequence[str] = (),
+    warm_up: Sequence[Callable[[], object]] = (),
 ) -> NoReturn:
     """Run a multi-client daemon; see the module docstring."""
     skeleton.server_main(
@@ -192,6 +194,7 @@ def main(
         solitary=solitary,
         transports=("unix", "inet"),
         preload=preload,
+        warm_up=warm_up,
     )
 
 

@@ -99,6 +99,16 @@ def _checked(what: str, call: Callable[..., object], *args: object) -> None:
         msg_fatal(f"{what}: {err.strerror}")
 
 
+def warm_up() -> None:
+    """Load the name service modules (libnss_*, nsswitch.conf) with one lookup.
+
+    A spawn server calls it before it forks: the first passwd or group lookup
+    of a process loads them (some 0.6 ms), and each child's initgroups() would
+    pay that again.  What is looked up (root) does not matter.
+    """
+    os.getgrouplist(pwd.getpwuid(0).pw_name, 0)
+
+
 def chroot_uid(root: str | None, user: str | None) -> None:
     """Enter the jail `root` and become `user`, in Postfix's order (see DESCRIPTION)."""
     uid = gid = -1

@@ -4,7 +4,8 @@ SYNOPSIS
     from master import single_server
 
     single_server.main(service, *, params, pre_init=None, post_init=None,
-                       pre_exit=None, argv=None, preload=())  # never returns
+                       pre_exit=None, argv=None, preload=(),
+                       warm_up=())                     # never returns
 
     def service(conn: socket.socket, ctx: ServerContext) -> None: ...
 
@@ -20,7 +21,8 @@ DESCRIPTION
     jail), post_init (after the drop; may set ctx.max_idle or ctx.max_use
     to 0), pre_exit (before every normal exit); see skeleton.py.
     `preload`: modules the daemon imports lazily, which its spawn server
-    imports once for all children (zygote.py).
+    imports once for all children (zygote.py); `warm_up`: calls it makes
+    once before it forks (a library's one-time set-up).
 
     Guarantees, per client:
     - TAKEN is written after accept(), service(conn, ctx) runs with a
@@ -79,6 +81,7 @@ def main(
     pre_exit: Hook | None = None,
     argv: Sequence[str] | None = None,
     preload: Sequence[str] = (),
+    warm_up: Sequence[Callable[[], object]] = (),
 ) -> NoReturn:
     """Run a one-client-at-a-time daemon; see the module docstring."""
     skeleton.server_main(
@@ -90,6 +93,7 @@ def main(
         pre_exit=pre_exit,
         transports=("unix", "inet"),
         preload=preload,
+        warm_up=warm_up,
     )
 
 

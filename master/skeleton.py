@@ -5,7 +5,8 @@ SYNOPSIS
 
     skeleton.server_main(serve, argv=None, params=(), pre_init=None,
                          post_init=None, pre_exit=None, solitary=False,
-                         transports=("unix", "inet"), preload=())  # never returns
+                         transports=("unix", "inet"), preload=(),
+                         warm_up=())                     # never returns
     ctx: skeleton.ServerContext
         ctx.config, ctx.options, ctx.events, ctx.service_name,
         ctx.max_idle, ctx.max_use, ctx.daemon_timeout, ctx.ipc_timeout,
@@ -28,8 +29,10 @@ DESCRIPTION
     Postfix's *_server_main() do, in the order docs/skeleton.md gives step
     by step ("Start-up, in order"): first, when the master exec'd the
     program as a spawn server (`PYTHON -I PROGRAM --spawner`, zygote.py), become
-    one: import the `preload` modules (those the daemon imports lazily)
-    and fork children on the master's request, each of which returns here
+    one: import the `preload` modules (those the daemon imports lazily),
+    make the `warm_up` calls (one-time set-up of libraries: the name
+    service modules and Postfix's defaults table always, the daemon's own
+    besides) and fork children on the master's request, each of which returns here
     as what an exec'd child is (fds, sys.argv, os.environ, signals) and
     goes on; then read argv, $MAIL_CONFIG and main.cf and check all of
     it, every Param row of the skeleton and of the daemon included, and
@@ -324,13 +327,16 @@ def server_main(
     solitary: bool = False,
     transports: Sequence[str] = ("unix", "inet"),
     preload: Sequence[str] = (),
+    warm_up: Sequence[Callable[[], object]] = (),
 ) -> NoReturn:
     """Start up as described in the module docstring, run serve(ctx), exit."""
     if argv is None and proto.is_spawner_argv(sys.argv):
         from master import zygote  # only a spawn server needs it
 
-        # Postfix's defaults table is packaged data: parsed once, by the spawn server.
-        zygote.serve(preload, warm_up=(builtin_defaults,))  # returns in a forked child
+        # Postfix's defaults table is packaged data: parsed once, by the spawn server;
+        # and each child's initgroups() finds the name service modules loaded.
+        warm = (builtin_defaults, privs.warm_up, *warm_up)
+        zygote.serve(preload, warm_up=warm)  # returns in a forked child
     events = EventLoop()
     try:
         args = list(sys.argv if argv is None else argv)

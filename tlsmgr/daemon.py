@@ -449,4 +449,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         solitary=True,
         handover=True,
         argv=argv,
+        warm_up=(prng.warm_up,),
     )

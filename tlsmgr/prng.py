@@ -143,6 +143,16 @@ def keystream_into(
     encryptor.update_into(_ZEROS[: len(out)] if len(out) <= REFILL_SIZE else bytes(len(out)), out)
 
 
+def warm_up() -> None:
+    """Run the cipher once, so that OpenSSL's one-time set-up is done.
+
+    Its first cipher in a process costs some 1 ms (the provider's algorithm is
+    fetched and cached); a spawn server calls this before it forks, so that no
+    child pays it on its first request.  No key or output is kept.
+    """
+    keystream_into(bytes(KEY_SIZE), bytearray(64))
+
+
 def clamp_period(period: int) -> int:
     """A reseed or exchange-file period clamped to INT_MAX / 255, as tlsmgr_post_init does."""
     return min(int(period), MAX_PERIOD)

@@ -112,6 +112,16 @@ def test_a_spawned_child_is_what_an_exec_d_child_is(inst):
     assert link not in child_fds
 
 
+def test_the_warm_up_runs_once_in_the_spawn_server_before_it_forks(inst):
+    """A daemon's warm_up calls (and the skeleton's: the name service modules, Postfix's
+    defaults table) run in the spawn server; its children inherit what they set up, and
+    an exec'd child runs none of them."""
+    server = inst.wait_spawn_server(SPAWNED_ECHO)
+    assert ask(inst, SPAWNED_ECHO, b"warmed") == b"%d\n" % server
+    assert worker(inst, SPAWNED_ECHO) != server
+    assert ask(inst, "echo", b"warmed") == b"none\n"
+
+
 def test_the_spawn_server_is_isolated_and_reads_only_the_master(inst):
     server = inst.wait_spawn_server(SPAWNED_ECHO)
     program = str(inst.bin / SPAWNED_ECHO)

@@ -160,6 +160,8 @@ def echo_command(line: bytes, state: dict[str, Any], close: Any) -> bytes:
         return b"%d\n" % os.getpid()
     if line == b"random":
         return b"%032x\n" % random.getrandbits(128)
+    if line == b"warmed":  # the process that ran the warm-up, "none" when none did
+        return b"%s\n" % str(state["warmed_by"]).lower().encode()
     return (line + b"\n") * state["count"]
 
 
@@ -172,7 +174,10 @@ def daemon_main(kind: str, solitary: bool = False, handover: bool = False) -> No
     """The program run by the scripts install_daemon() writes."""
     from master import multi_server, single_server, trigger_server
 
-    state: dict[str, Any] = {"lost": 0, "trace_fd": None}
+    state: dict[str, Any] = {"lost": 0, "trace_fd": None, "warmed_by": None}
+
+    def warm_up() -> None:  # a spawn server's, before it forks
+        state["warmed_by"] = os.getpid()
 
     def pre_init(ctx: Any) -> None:
         # Opened as root, before the jail: the path is outside it.
@@ -231,6 +236,7 @@ def daemon_main(kind: str, solitary: bool = False, handover: bool = False) -> No
             loop=loop,
             solitary=solitary,
             handover=handover,
+            warm_up=(warm_up,),
             **hooks,
         )
     elif kind == "single":
