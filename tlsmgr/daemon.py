@@ -12,7 +12,10 @@ DESCRIPTION
     the session caches (scache.py), the ticket keys (tickets.py) and the
     PRNG pool (prng.py, entropy.py).  This module is only the glue:
     Postfix's tlsmgr_pre_init, tlsmgr_post_init, tlsmgr_loop and
-    tlsmgr_before_exit, and the *_event timers.
+    tlsmgr_before_exit, and the *_event timers.  Its state comes in two
+    stages, each whole once made: Opened, what pre_init opens as root
+    before the jail; Running, the daemon after post_init (the service, the
+    loop, the timers).  Tlsmgr holds the hooks and the two stages.
 
     pre_init (root, before the jail, cwd queue_directory):
         mix the time of day (tv_sec ^ pid) into a new pool; open
@@ -110,28 +113,10 @@ CLEANUP_BUDGET = 32
 EPOCH_SLACK = 1.0
 
 
-class Tlsmgr:
-    """The daemon's state across hooks (Postfix's file-level statics)."""
+class Opened:
+    """What pre_init opens as root, before the jail (Postfix's tlsmgr_pre_init)."""
 
-    def __init__(self) -> None:
-        self.pool: prng.Pool | None = None
-        self.source: entropy.EntropySource | None = None
-        self.exch: exchange.ExchangeFile | None = None
-        self.specs: list[service.CacheSpec] = []
-        self.caches: dict[str, scache.SessionCache] = {}
-        self.service: service.Service | None = None
-        self.reseed_period = 0
-        self.update_period = 0
-        self.chain: keychain.Chain | None = None
-        self.tickets: SharedTicketKeys | None = None
-        self.roots: keychain.Roots | None = None
-        self.chain_file: keyfiles.StateFile | None = None
-        self.redis_address: Any = None  # redisconn.RedisAddress, when Redis is configured
-        self.redis: Any = None  # redislevel.RedisLevel, after post_init
-
-    # -- hooks ----------------------------------------------------------
-
-    def pre_init(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext) -> None:
         cfg = ctx.config
         self.pool = prng.Pool()
         self.pool.mix_time(pid=True)
@@ -139,7 +124,11 @@ class Tlsmgr:
             cfg.get("tls_random_source"), cfg.get_int("tls_random_bytes")
         )
         self.specs = _plan(cfg)
-        self.redis_address = self._redis_address(ctx)
+        self.redis_address = self._redis_address(ctx)  # a redisconn.RedisAddress, or None
+        self.chain: keychain.Chain | None = None
+        self.roots: keychain.Roots | None = None
+        self.chain_file: keyfiles.StateFile | None = None
+        self.caches: dict[str, scache.SessionCache] = {}
         secret = self._read_secret(ctx)
         with _as_mail_owner(ctx):
             self._open_chain(ctx, secret)
@@ -147,128 +136,6 @@ class Tlsmgr:
             for spec in self.specs:
                 if spec.enabled:
                     self.caches[spec.cache_type] = self._open_cache(ctx, spec)
-
-    def post_init(self, ctx: ServerContext) -> None:
-        assert self.pool is not None
-        ctx.max_idle = 0
-        ctx.max_use = 0
-        cfg = ctx.config
-        self.reseed_period = prng.clamp_period(cfg.get_time("tls_random_reseed_period"))
-        self.update_period = prng.clamp_period(cfg.get_time("tls_random_prng_update_period"))
-        slots = [
-            service.CacheSlot(s.cache_type, s.timeout, self.caches.get(s.cache_type))
-            for s in self.specs
-        ]
-        if self.chain is not None:
-            self.tickets = SharedTicketKeys(self.chain)
-        if self.redis_address is not None and self.chain is not None:
-            from tlsmgr import redislevel  # imported in pre_init already
-
-            assert self.roots is not None
-            self.redis = redislevel.open_level(
-                ctx.events,
-                self.redis_address,
-                self.chain,
-                self.roots,
-                budget=cfg.get_int("tls_session_cache_redis_read_budget") / 1000,
-                log=log,
-            )
-        self.service = service.Service(
-            slots,
-            rand=self.pool,
-            log=log,
-            started=time.time(),
-            tickets=self.tickets,
-            second_level=self.redis,
-        )
-        if self.source is not None:
-            ctx.events.request_timer(0, self.reseed_event)
-        if self.exch is not None:
-            ctx.events.request_timer(0, self.prng_exch_event)
-        for cache_type in self.caches:
-            ctx.events.request_timer(0, self._cache_run_event(cache_type))
-        if self.chain is not None:
-            ctx.events.request_timer(self._next_epoch_delay(), self.chain_event)
-        ctx.events.request_timer(service.WARN_INTERVAL, self.warning_flush_event)
-
-    def loop(self, ctx: ServerContext) -> float | None:
-        assert self.pool is not None
-        self.pool.mix_time()
-        now = time.time()
-        more = False
-        for cache in self.caches.values():
-            if cache.cleaning:
-                more = cache.cleanup_step(now, CLEANUP_BUDGET) or more
-        return 0 if more else None
-
-    def pre_exit(self, ctx: ServerContext) -> None:
-        for cache_type, cache in self.caches.items():
-            try:
-                cache.close()
-            except DBError as err:
-                # A full disk: the pages are lost, as the next start truncates anyway.
-                log.msg_warn(f"{cache_type} TLS cache: {err}")
-        self.caches.clear()
-        if self.redis is not None:
-            self.redis.close()
-        if self.pool is not None:
-            entropy.save_at_exit(self.exch, self.pool)
-        if self.tickets is not None:
-            self.tickets.erase()
-        if self.chain is not None:
-            self.chain.erase()
-
-    def handler_factory(self, conn: Any) -> Any:
-        assert self.service is not None
-        return service.TlsmgrHandler(self.service, conn, time.time)
-
-    # -- timers ---------------------------------------------------------
-
-    def reseed_event(self, events: EventLoop) -> None:
-        assert self.pool is not None
-        entropy.reseed_event(self.source, self.pool, self.exch)
-        events.request_timer(prng.next_delay(self.reseed_period, self.pool), self.reseed_event)
-
-    def prng_exch_event(self, events: EventLoop) -> None:
-        assert self.pool is not None and self.exch is not None
-        try:
-            entropy.exchange_event(self.exch, self.pool)
-        except exchange.ExchangeError as err:
-            msg_fatal(str(err))
-        events.request_timer(prng.next_delay(self.update_period, self.pool), self.prng_exch_event)
-
-    def chain_event(self, events: EventLoop) -> None:
-        assert self.chain is not None
-        self.chain.advance(time.time())
-        events.request_timer(self._next_epoch_delay(), self.chain_event)
-
-    def _next_epoch_delay(self) -> float:
-        """Seconds until just after the current epoch ends."""
-        assert self.chain is not None
-        now = time.time()
-        end = keychain.tout(self.chain.epoch(now), self.chain.period) + 1
-        return end - now + EPOCH_SLACK
-
-    def warning_flush_event(self, events: EventLoop) -> None:
-        assert self.service is not None
-        now = time.time()
-        self.service.warnings.flush(now)
-        if self.redis is not None:
-            self.redis.warnings.flush(now)
-        events.request_timer(service.WARN_INTERVAL, self.warning_flush_event)
-
-    def _cache_run_event(self, cache_type: str) -> Any:
-        def cache_run_event(events: EventLoop) -> None:
-            cache = self.caches.get(cache_type)
-            if cache is None:
-                return
-            if not cache.cleaning:
-                cache.start_cleanup(time.time())
-            events.request_timer(cache.timeout, cache_run_event)
-
-        return cache_run_event
-
-    # -- opening ----------------------------------------------------------
 
     def _read_secret(self, ctx: ServerContext) -> bytearray | None:
         """The shared secret, read with our own (root) privileges; fatal when unusable."""
@@ -348,7 +215,6 @@ class Tlsmgr:
             return None
 
     def _open_exchange(self, ctx: ServerContext) -> exchange.ExchangeFile | None:
-        assert self.pool is not None
         name = ctx.config.get("tls_random_exchange_name")
         if not name:
             return None
@@ -375,6 +241,168 @@ class Tlsmgr:
             )
         except DBError as err:
             msg_fatal(f"{spec.cache_type} TLS cache: {err}")
+
+
+class Running:
+    """The daemon after post_init, in the jail: the service, its loop and its timers
+    (Postfix's tlsmgr_post_init, tlsmgr_loop and the *_event timers)."""
+
+    def __init__(self, ctx: ServerContext, opened: Opened) -> None:
+        ctx.max_idle = 0
+        ctx.max_use = 0
+        cfg = ctx.config
+        self.opened = opened
+        self.pool = opened.pool
+        self.caches = opened.caches
+        self.reseed_period = prng.clamp_period(cfg.get_time("tls_random_reseed_period"))
+        self.update_period = prng.clamp_period(cfg.get_time("tls_random_prng_update_period"))
+        slots = [
+            service.CacheSlot(s.cache_type, s.timeout, self.caches.get(s.cache_type))
+            for s in opened.specs
+        ]
+        chain = opened.chain
+        self.tickets = SharedTicketKeys(chain) if chain is not None else None
+        self.redis: Any = None  # redislevel.RedisLevel, when Redis is configured
+        if opened.redis_address is not None and chain is not None and opened.roots is not None:
+            from tlsmgr import redislevel  # imported in pre_init already
+
+            self.redis = redislevel.open_level(
+                ctx.events,
+                opened.redis_address,
+                chain,
+                opened.roots,
+                budget=cfg.get_int("tls_session_cache_redis_read_budget") / 1000,
+                log=log,
+            )
+        self.service = service.Service(
+            slots,
+            rand=self.pool,
+            log=log,
+            started=time.time(),
+            tickets=self.tickets,
+            second_level=self.redis,
+        )
+        events = ctx.events
+        if opened.source is not None:
+            events.request_timer(0, self.reseed_event)
+        if opened.exch is not None:
+            events.request_timer(0, self._prng_exch_event(opened.exch))
+        for cache_type in self.caches:
+            events.request_timer(0, self._cache_run_event(cache_type))
+        if chain is not None:
+            events.request_timer(_next_epoch_delay(chain), self._chain_event(chain))
+        events.request_timer(service.WARN_INTERVAL, self.warning_flush_event)
+
+    def loop(self) -> float | None:
+        self.pool.mix_time()
+        now = time.time()
+        more = False
+        for cache in self.caches.values():
+            if cache.cleaning:
+                more = cache.cleanup_step(now, CLEANUP_BUDGET) or more
+        return 0 if more else None
+
+    def handler(self, conn: Any) -> Any:
+        return service.TlsmgrHandler(self.service, conn, time.time)
+
+    # -- timers ---------------------------------------------------------
+
+    def reseed_event(self, events: EventLoop) -> None:
+        entropy.reseed_event(self.opened.source, self.pool, self.opened.exch)
+        events.request_timer(prng.next_delay(self.reseed_period, self.pool), self.reseed_event)
+
+    def _prng_exch_event(self, exch: exchange.ExchangeFile) -> Any:
+        def prng_exch_event(events: EventLoop) -> None:
+            try:
+                entropy.exchange_event(exch, self.pool)
+            except exchange.ExchangeError as err:
+                msg_fatal(str(err))
+            events.request_timer(prng.next_delay(self.update_period, self.pool), prng_exch_event)
+
+        return prng_exch_event
+
+    def _chain_event(self, chain: keychain.Chain) -> Any:
+        def chain_event(events: EventLoop) -> None:
+            chain.advance(time.time())
+            events.request_timer(_next_epoch_delay(chain), chain_event)
+
+        return chain_event
+
+    def warning_flush_event(self, events: EventLoop) -> None:
+        now = time.time()
+        self.service.warnings.flush(now)
+        if self.redis is not None:
+            self.redis.warnings.flush(now)
+        events.request_timer(service.WARN_INTERVAL, self.warning_flush_event)
+
+    def _cache_run_event(self, cache_type: str) -> Any:
+        def cache_run_event(events: EventLoop) -> None:
+            cache = self.caches.get(cache_type)
+            if cache is None:
+                return
+            if not cache.cleaning:
+                cache.start_cleanup(time.time())
+            events.request_timer(cache.timeout, cache_run_event)
+
+        return cache_run_event
+
+
+class Tlsmgr:
+    """The daemon's hooks: pre_init opens (Opened), post_init runs (Running)."""
+
+    def __init__(self) -> None:
+        self.opened: Opened | None = None
+        self.running: Running | None = None
+
+    def pre_init(self, ctx: ServerContext) -> None:
+        self.opened = Opened(ctx)
+
+    def post_init(self, ctx: ServerContext) -> None:
+        self.running = Running(ctx, self._opened())
+
+    def loop(self, ctx: ServerContext) -> float | None:
+        return self._running().loop()
+
+    def handler_factory(self, conn: Any) -> Any:
+        return self._running().handler(conn)
+
+    def pre_exit(self, ctx: ServerContext) -> None:
+        """Flush what was opened, however far the start got."""
+        opened = self.opened
+        if opened is None:
+            return
+        for cache_type, cache in opened.caches.items():
+            try:
+                cache.close()
+            except DBError as err:
+                # A full disk: the pages are lost, as the next start truncates anyway.
+                log.msg_warn(f"{cache_type} TLS cache: {err}")
+        opened.caches.clear()
+        running = self.running
+        if running is not None and running.redis is not None:
+            running.redis.close()
+        entropy.save_at_exit(opened.exch, opened.pool)
+        if running is not None and running.tickets is not None:
+            running.tickets.erase()
+        if opened.chain is not None:
+            opened.chain.erase()
+
+    def _opened(self) -> Opened:
+        if self.opened is None:
+            raise RuntimeError("tlsmgr: post_init before pre_init")
+        return self.opened
+
+    def _running(self) -> Running:
+        if self.running is None:
+            raise RuntimeError("tlsmgr: served before post_init")
+        return self.running
+
+
+def _next_epoch_delay(chain: keychain.Chain) -> float:
+    """Seconds until just after the current epoch ends."""
+    now = time.time()
+    end = keychain.tout(chain.epoch(now), chain.period) + 1
+    return end - now + EPOCH_SLACK
 
 
 def _plan(cfg: Config) -> list[service.CacheSpec]:
