@@ -53,6 +53,13 @@ def connect(loop: EventLoop, address: str, log: Log | None = None, budget: float
     return conn
 
 
+def connected(loop: EventLoop, address: str, log: Log | None = None) -> RedisConnection:
+    """connect(), then turn the loop until the connection is up."""
+    conn = connect(loop, address, log)
+    spin(loop, lambda: conn.state == "up", "the connection")
+    return conn
+
+
 class Answers:
     """done() callbacks that record what they were given, in order."""
 
@@ -66,8 +73,7 @@ class Answers:
 def test_get_answers_later_with_the_value_or_none(loop, redis):
     redis.call("SET", b"k1", b"v1")
     log = Log()
-    conn = connect(loop, redis.address, log)
-    spin(loop, lambda: conn.state == "up", "the connection")
+    conn = connected(loop, redis.address, log)
     answers = Answers()
     assert conn.get(b"k1", answers.done("k1"))
     assert conn.get(b"nothing", answers.done("nothing"))
@@ -80,8 +86,7 @@ def test_get_answers_later_with_the_value_or_none(loop, redis):
 
 def test_a_get_with_a_limit_reads_at_most_that_much(loop, redis):
     redis.call("SET", b"long", b"0123456789")
-    conn = connect(loop, redis.address)
-    spin(loop, lambda: conn.state == "up", "the connection")
+    conn = connected(loop, redis.address)
     answers = Answers()
     for key, limit in ((b"long", 4), (b"long", 10), (b"nothing", 4)):
         assert conn.get(key, answers.done(f"{key.decode()} {limit}"), limit=limit)
@@ -93,8 +98,7 @@ def test_a_get_with_a_limit_reads_at_most_that_much(loop, redis):
 def test_many_gets_are_pipelined_on_one_connection_and_answered_in_order(loop, redis):
     for i in range(300):
         redis.call("SET", f"k{i}", f"v{i}" * (i % 7 + 1))
-    conn = connect(loop, redis.address)
-    spin(loop, lambda: conn.state == "up", "the connection")
+    conn = connected(loop, redis.address)
     answers = Answers()
     for i in range(300):
         assert conn.get(f"k{i}".encode(), answers.done(f"k{i}"))
@@ -107,8 +111,7 @@ def test_many_gets_are_pipelined_on_one_connection_and_answered_in_order(loop, r
 
 
 def test_commands_are_sent_without_waiting_and_a_database_is_selected(loop, redis):
-    conn = connect(loop, redis.address + "/3")
-    spin(loop, lambda: conn.state == "up", "the connection")
+    conn = connected(loop, redis.address + "/3")
     assert conn.command(b"SET", b"k", b"in db 3", b"PX", 60000)
     assert conn.command(b"SET", b"gone", b"x")
     assert conn.command(b"DEL", b"gone")
@@ -121,8 +124,7 @@ def test_commands_are_sent_without_waiting_and_a_database_is_selected(loop, redi
 
 def test_an_error_reply_is_a_none_and_counted(loop, redis):
     redis.call("RPUSH", b"list", b"x")
-    conn = connect(loop, redis.address)
-    spin(loop, lambda: conn.state == "up", "the connection")
+    conn = connected(loop, redis.address)
     answers = Answers()
     conn.get(b"list", answers.done("list"))  # WRONGTYPE
     spin(loop, lambda: answers.got, "the reply")
@@ -134,8 +136,7 @@ def test_an_error_reply_is_a_none_and_counted(loop, redis):
 def test_a_reply_after_the_budget_is_dropped_and_the_fifo_stays_aligned(loop, redis):
     redis.call("SET", b"a", b"A")
     redis.call("SET", b"b", b"B")
-    conn = connect(loop, redis.address)
-    spin(loop, lambda: conn.state == "up", "the connection")
+    conn = connected(loop, redis.address)
     answers = Answers()
     redis.freeze()
     try:
@@ -157,8 +158,7 @@ def test_a_reply_after_the_budget_is_dropped_and_the_fifo_stays_aligned(loop, re
 
 def test_a_server_that_never_answers_is_given_up_and_retried(loop, redis):
     log = Log()
-    conn = connect(loop, redis.address, log)
-    spin(loop, lambda: conn.state == "up", "the connection")
+    conn = connected(loop, redis.address, log)
     answers = Answers()
     redis.freeze()
     try:
@@ -183,8 +183,7 @@ def test_a_server_that_never_answers_is_given_up_and_retried(loop, redis):
 
 def test_a_restarted_server_is_found_again_by_itself(loop, redis):
     log = Log()
-    conn = connect(loop, redis.address, log)
-    spin(loop, lambda: conn.state == "up", "the connection")
+    conn = connected(loop, redis.address, log)
     redis.stop()
     answers = Answers()
     if conn.get(b"a", answers.done("a")):  # sent before the loss was seen
@@ -224,8 +223,7 @@ def test_no_server_at_start_is_logged_once_and_never_blocks(loop):
 def test_inet_addresses_work_too(loop, folder):
     with RedisServer(folder, port=free_port()) as redis:
         redis.call("SET", b"k", b"v")
-        conn = connect(loop, redis.address)
-        spin(loop, lambda: conn.state == "up", "the connection")
+        conn = connected(loop, redis.address)
         answers = Answers()
         conn.get(b"k", answers.done("k"))
         spin(loop, lambda: answers.got, "the reply")
